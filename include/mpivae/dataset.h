@@ -1,0 +1,68 @@
+/*
+ * dataset.h: reading training and test data from HDF5.
+ *
+ * A data set is `FILE` or `FILE:/path/to/dataset`, shaped [N,C,H,W], [N,H,W]
+ * or [N,D], uint8 (scaled by 1/255) or float32/float64. Opening is
+ * collective over a communicator and agrees on a status, so all ranks fail
+ * together with one message. Two modes:
+ *   in memory: one copy per node in MPI-3 shared memory, each node rank
+ *              reading a contiguous part of the rows (the fast path);
+ *   streaming: each rank reads only the rows it needs, per batch, through
+ *              a hyperslab selection and HDF5's chunk cache.
+ */
+#ifndef MPIVAE_DATASET_H
+#define MPIVAE_DATASET_H
+
+#include <hdf5.h>
+#include <mpi.h>
+#include <stdint.h>
+
+#define VAE_PATH_LEN 1024
+
+enum vae_dtype { VAE_DT_U8 = 0, VAE_DT_F32 = 1 };
+
+typedef struct vae_data {
+    char file[VAE_PATH_LEN];
+    char dset[256];
+    int64_t N;         /* rows */
+    int C, Hh, W, D;   /* per-row shape; D = C*Hh*W */
+    int dtype;         /* enum vae_dtype: element type held in memory */
+    int in_memory;
+    unsigned char *mem; /* [N, D] elements of dtype (node-shared) */
+    MPI_Win win;
+    int has_win;
+    hid_t fid, did;    /* open while streaming */
+    int max_rows;
+    float *stage;      /* [max_rows, D] streaming staging buffer */
+    int64_t *order;    /* [max_rows] streaming sort scratch */
+    float min, max;    /* value range found by vae_data_check */
+} vae_data;
+
+/* Splits "FILE[:/dataset]" into file and dataset (default_dset when absent). */
+int vae_data_parse_spec(const char *spec, const char *default_dset, char *file, size_t file_len,
+                        char *dset, size_t dset_len);
+
+/* True when FILE exists, is HDF5 and holds the dataset (no messages). */
+int vae_data_exists(const char *file, const char *dset);
+
+/*
+ * Opens spec on every rank of comm. in_memory: 1 yes, 0 stream, -1 auto (in
+ * memory when the data takes less than a quarter of the node's memory).
+ * max_rows: the most rows one vae_data_rows call will ask for.
+ */
+int vae_data_open(vae_data *d, const char *spec, const char *default_dset, MPI_Comm comm,
+                  int in_memory, int max_rows);
+
+/*
+ * Collective scan of all values: fails on NaN/Inf, and when unit_range is
+ * set, on values outside [0, 1] (needed by the Bernoulli loss).
+ */
+int vae_data_check(vae_data *d, int unit_range, MPI_Comm comm);
+
+/* Rows idx[0..n) (any order, any repeats) as floats into out[n, D]. */
+int vae_data_rows(vae_data *d, const int64_t *idx, int n, float *out);
+
+/* Closes files, frees the shared window; safe on a zeroed struct. Collective when in memory. */
+void vae_data_close(vae_data *d);
+
+#endif

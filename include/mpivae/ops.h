@@ -1,0 +1,67 @@
+/*
+ * ops.h: the numerical ops of the VAE, as forward/backward pairs.
+ *
+ * Layouts are row-major with the batch first, PyTorch's conventions for
+ * weights. Backward functions ADD (+=) into parameter gradients; activation
+ * gradients (dX) are overwritten. Every dense product goes through
+ * cblas_sgemm with transposes expressed as flags, never as copies.
+ */
+#ifndef MPIVAE_OPS_H
+#define MPIVAE_OPS_H
+
+#include <stddef.h>
+
+enum vae_act { VAE_ACT_NONE = 0, VAE_ACT_RELU = 1 };
+
+/* Y[B,out] = act(X[B,in] W[out,in]^T + b[out]). */
+void vae_linear_forward(const float *X, const float *W, const float *b, float *Y, int B, int in,
+                        int out, int act);
+
+/*
+ * Given dY[B,out] (already multiplied by act'), dW[out,in] += dY^T X,
+ * db[out] += sum_B dY, and dX[B,in] = dY W when dX is not NULL.
+ */
+void vae_linear_backward(const float *X, const float *W, const float *dY, float *dX, float *dW,
+                         float *db, int B, int in, int out);
+
+/* dY[n] *= (Y[n] > 0): ReLU backward through the ReLU's output Y. */
+void vae_relu_backward(const float *Y, float *dY, size_t n);
+
+/*
+ * mulv[B,2Z] holds mu (first Z) and logvar (last Z) per row.
+ * z[B,Z] = mu + exp(logvar / 2) * eps; eps == NULL means z = mu.
+ */
+void vae_reparam_forward(const float *mulv, const float *eps, float *z, int B, int Z);
+
+/* dmulv[B,2Z] += dz through the reparameterisation (eps == NULL: z = mu). */
+void vae_reparam_backward(const float *mulv, const float *eps, const float *dz, float *dmulv,
+                          int B, int Z);
+
+/*
+ * KL(q(z|x) || N(0, I)) = -1/2 sum_j (1 + lv_j - mu_j^2 - exp(lv_j)) per row.
+ * Returns the sum over rows; row_kl[B] gets each row's value when not NULL.
+ * When dmulv is not NULL, dmulv += scale * dKL/dmulv (dmu = mu,
+ * dlv = (exp(lv) - 1) / 2).
+ */
+double vae_kl_loss(const float *mulv, float *dmulv, int B, int Z, float scale, double *row_kl);
+
+/*
+ * Bernoulli reconstruction from logits a[B,D] against targets x[B,D] in
+ * [0, 1]: per element softplus(a) - x a = max(a, 0) - x a + log1p(exp(-|a|)),
+ * summed per row. Returns the sum over all rows; row_loss[B] += each row's
+ * value when not NULL. When da is not NULL, da = scale * (sigmoid(a) - x).
+ */
+double vae_bce_logits_loss(const float *a, const float *x, float *da, int B, int D, float scale,
+                           double *row_loss);
+
+/*
+ * Gaussian reconstruction: per row sum (x - a)^2 over D. Returns the total;
+ * row_loss += per row; da = scale * 2 (a - x) when da is not NULL.
+ */
+double vae_mse_loss(const float *a, const float *x, float *da, int B, int D, float scale,
+                    double *row_loss);
+
+/* y[n] = sigmoid(a[n]), numerically safe for large |a|. */
+void vae_sigmoid(const float *a, float *y, size_t n);
+
+#endif

@@ -1,0 +1,367 @@
+/*
+ * dataset.c: HDF5 input data, in node-shared memory or streamed per batch
+ * (see dataset.h).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "mpivae/dataset.h"
+
+#include "mpivae/comm.h"
+#include "mpivae/status.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int vae_data_parse_spec(const char *spec, const char *default_dset, char *file, size_t file_len,
+                        char *dset, size_t dset_len)
+{
+    const char *colon = strstr(spec, ":/");
+    size_t flen = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (flen == 0) return vae_error(VAE_EINVAL, "empty file name in data spec '%s'", spec);
+    if (flen >= file_len) return vae_error(VAE_EINVAL, "data file name too long: '%s'", spec);
+    memcpy(file, spec, flen);
+    file[flen] = '\0';
+    const char *ds = colon ? colon + 1 : default_dset;
+    if (strlen(ds) >= dset_len) return vae_error(VAE_EINVAL, "dataset name too long: '%s'", ds);
+    snprintf(dset, dset_len, "%s", ds);
+    return VAE_OK;
+}
+
+int vae_data_exists(const char *file, const char *dset)
+{
+    struct stat sb;
+    if (stat(file, &sb) != 0 || H5Fis_hdf5(file) <= 0) return 0;
+    hid_t fid = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (fid < 0) return 0;
+    int ok = H5Lexists(fid, dset, H5P_DEFAULT) > 0 && H5Oexists_by_name(fid, dset, H5P_DEFAULT) > 0;
+    H5Fclose(fid);
+    return ok;
+}
+
+/* Opens file and dataset, reads the shape and type. On failure everything is closed. */
+static int open_file(vae_data *d, hid_t *fid_out, hid_t *did_out)
+{
+    int rc = VAE_OK;
+    hid_t fid = -1, did = -1, sid = -1, tid = -1, dapl = -1;
+    struct stat sb;
+    if (stat(d->file, &sb) != 0)
+        return vae_error(VAE_EIO, "cannot open '%s': %s", d->file, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) return vae_error(VAE_EIO, "cannot open '%s': Is a directory", d->file);
+    if (H5Fis_hdf5(d->file) <= 0) return vae_error(VAE_EDATA, "'%s' is not an HDF5 file", d->file);
+    fid = H5Fopen(d->file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (fid < 0) return vae_error(VAE_EIO, "cannot open HDF5 file '%s'", d->file);
+    if (H5Lexists(fid, d->dset, H5P_DEFAULT) <= 0 || H5Oexists_by_name(fid, d->dset, H5P_DEFAULT) <= 0) {
+        rc = vae_error(VAE_EDATA, "'%s' has no dataset '%s'", d->file, d->dset);
+        goto done;
+    }
+    /* A chunk cache large enough for the rows of a batch spread over many chunks. */
+    dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    H5Pset_chunk_cache(dapl, 12421, (size_t)64 << 20, 0.75);
+    did = H5Dopen2(fid, d->dset, dapl);
+    if (did < 0) {
+        rc = vae_error(VAE_EDATA, "'%s': '%s' is not a dataset", d->file, d->dset);
+        goto done;
+    }
+    sid = H5Dget_space(did);
+    int nd = H5Sget_simple_extent_ndims(sid);
+    hsize_t dims[8] = { 0 };
+    if (nd < 2 || nd > 4) {
+        rc = vae_error(VAE_EDATA,
+                       "'%s:%s' has rank %d; expected [N,C,H,W], [N,H,W] or [N,D]", d->file,
+                       d->dset, nd);
+        goto done;
+    }
+    H5Sget_simple_extent_dims(sid, dims, NULL);
+    d->N = (int64_t)dims[0];
+    d->C = nd == 4 ? (int)dims[1] : 1;
+    d->Hh = nd == 4 ? (int)dims[2] : nd == 3 ? (int)dims[1] : 1;
+    d->W = nd == 4 ? (int)dims[3] : nd == 3 ? (int)dims[2] : (int)dims[1];
+    if (d->N == 0) {
+        rc = vae_error(VAE_EDATA, "'%s:%s' is empty (0 rows)", d->file, d->dset);
+        goto done;
+    }
+    if (d->C < 1 || d->Hh < 1 || d->W < 1 || (double)d->C * d->Hh * d->W > 1e8) {
+        rc = vae_error(VAE_EDATA, "'%s:%s' has an unusable row shape %dx%dx%d", d->file, d->dset,
+                       d->C, d->Hh, d->W);
+        goto done;
+    }
+    d->D = d->C * d->Hh * d->W;
+    tid = H5Dget_type(did);
+    H5T_class_t cls = H5Tget_class(tid);
+    size_t tsize = H5Tget_size(tid);
+    if (cls == H5T_INTEGER && tsize == 1 && H5Tget_sign(tid) == H5T_SGN_NONE) {
+        d->dtype = VAE_DT_U8;
+    } else if (cls == H5T_FLOAT && (tsize == 4 || tsize == 8)) {
+        d->dtype = VAE_DT_F32;
+    } else {
+        rc = vae_error(VAE_EDATA,
+                       "'%s:%s' has element type %s of %zu bytes; expected uint8, float32 or "
+                       "float64",
+                       d->file, d->dset, cls == H5T_INTEGER ? "integer" : "non-numeric", tsize);
+        goto done;
+    }
+done:
+    if (tid >= 0) H5Tclose(tid);
+    if (sid >= 0) H5Sclose(sid);
+    if (dapl >= 0) H5Pclose(dapl);
+    if (rc) {
+        if (did >= 0) H5Dclose(did);
+        if (fid >= 0) H5Fclose(fid);
+        return rc;
+    }
+    *fid_out = fid;
+    *did_out = did;
+    return VAE_OK;
+}
+
+static size_t elem_size(const vae_data *d) { return d->dtype == VAE_DT_U8 ? 1 : sizeof(float); }
+
+static hid_t mem_type(const vae_data *d)
+{
+    return d->dtype == VAE_DT_U8 ? H5T_NATIVE_UCHAR : H5T_NATIVE_FLOAT;
+}
+
+/* Reads rows [lo, lo+n) into buf (elements of the memory type). */
+static int read_block(vae_data *d, hid_t did, int64_t lo, int64_t n, void *buf)
+{
+    if (n <= 0) return VAE_OK;
+    int rc = VAE_OK;
+    hid_t fsp = H5Dget_space(did);
+    hsize_t start[4] = { (hsize_t)lo, 0, 0, 0 }, count[4];
+    H5Sget_simple_extent_dims(fsp, count, NULL);
+    count[0] = (hsize_t)n;
+    hsize_t mdims[2] = { (hsize_t)n, (hsize_t)d->D };
+    hid_t msp = H5Screate_simple(2, mdims, NULL);
+    if (H5Sselect_hyperslab(fsp, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+        H5Dread(did, mem_type(d), msp, fsp, H5P_DEFAULT, buf) < 0)
+        rc = vae_error(VAE_EIO, "cannot read rows %lld..%lld of '%s:%s' (file damaged?)",
+                       (long long)lo, (long long)(lo + n - 1), d->file, d->dset);
+    H5Sclose(msp);
+    H5Sclose(fsp);
+    return rc;
+}
+
+static long long node_memory_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && psize > 0 ? (long long)pages * psize : 0;
+}
+
+int vae_data_open(vae_data *d, const char *spec, const char *default_dset, MPI_Comm comm,
+                  int in_memory, int max_rows)
+{
+    memset(d, 0, sizeof *d);
+    d->fid = d->did = -1;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    vae_defer_begin();
+    int rc = vae_data_parse_spec(spec, default_dset, d->file, sizeof d->file, d->dset,
+                                 sizeof d->dset);
+    hid_t fid = -1, did = -1;
+    if (!rc) rc = open_file(d, &fid, &did);
+    rc = vae_agree(rc, comm);
+    if (rc) {
+        if (did >= 0) H5Dclose(did);
+        if (fid >= 0) H5Fclose(fid);
+        return rc;
+    }
+    size_t bytes = (size_t)d->N * d->D * elem_size(d);
+    if (in_memory < 0) in_memory = (long long)bytes < node_memory_bytes() / 4;
+    d->in_memory = in_memory;
+    d->max_rows = max_rows > 0 ? max_rows : 1;
+
+    vae_defer_begin();
+    rc = VAE_OK;
+    if (in_memory) {
+        /* One copy per node: node rank 0 allocates, every node rank reads a contiguous part. */
+        MPI_Comm node;
+        MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+        int nr, ns;
+        MPI_Comm_rank(node, &nr);
+        MPI_Comm_size(node, &ns);
+        MPI_Aint size = nr == 0 ? (MPI_Aint)bytes : 0;
+        int mrc = MPI_Win_allocate_shared(size, 1, MPI_INFO_NULL, node, &d->mem, &d->win);
+        if (mrc != MPI_SUCCESS) {
+            rc = vae_error(VAE_ENOMEM, "cannot allocate %.1f MiB of shared memory for '%s:%s'",
+                           bytes / 1048576.0, d->file, d->dset);
+        } else {
+            d->has_win = 1;
+            MPI_Aint qsize;
+            int disp;
+            MPI_Win_shared_query(d->win, 0, &qsize, &disp, &d->mem);
+            int64_t lo = d->N * nr / ns, hi = d->N * (nr + 1) / ns;
+            rc = read_block(d, did, lo, hi - lo, d->mem + (size_t)lo * d->D * elem_size(d));
+        }
+        MPI_Win_fence(0, d->has_win ? d->win : MPI_WIN_NULL);
+        MPI_Barrier(node);
+        MPI_Comm_free(&node);
+        H5Dclose(did);
+        H5Fclose(fid);
+    } else {
+        d->fid = fid;
+        d->did = did;
+        d->stage = malloc((size_t)d->max_rows * d->D * sizeof(float));
+        d->order = malloc((size_t)d->max_rows * sizeof(int64_t));
+        if (!d->stage || !d->order) rc = vae_error(VAE_ENOMEM, "cannot allocate staging rows");
+    }
+    rc = vae_agree(rc, comm);
+    if (rc) vae_data_close(d);
+    return rc;
+}
+
+int vae_data_check(vae_data *d, int unit_range, MPI_Comm comm)
+{
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    /* Each rank scans a contiguous part of the rows, in blocks. */
+    int64_t lo = d->N * rank / size, hi = d->N * (rank + 1) / size;
+    const int64_t blk = 1024;
+    float *buf = malloc((size_t)blk * d->D * sizeof(float));
+    int64_t *idx = malloc((size_t)blk * sizeof(int64_t));
+    double local[3] = { 0.0, INFINITY, -INFINITY }; /* bad count, min, max */
+    double first_bad = (double)d->N;
+    int rc = buf && idx ? VAE_OK : VAE_ENOMEM;
+    vae_defer_begin();
+    if (rc) vae_error(rc, "cannot allocate a scan buffer");
+    for (int64_t r = lo; !rc && r < hi; r += blk) {
+        int n = (int)(hi - r < blk ? hi - r : blk);
+        for (int i = 0; i < n; i++) idx[i] = r + i;
+        if (!d->in_memory) {
+            /* Streaming: read the block directly as floats. */
+            hid_t fsp = H5Dget_space(d->did);
+            hsize_t start[4] = { (hsize_t)r, 0, 0, 0 }, count[4];
+            H5Sget_simple_extent_dims(fsp, count, NULL);
+            count[0] = (hsize_t)n;
+            hsize_t mdims[2] = { (hsize_t)n, (hsize_t)d->D };
+            hid_t msp = H5Screate_simple(2, mdims, NULL);
+            if (H5Sselect_hyperslab(fsp, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+                H5Dread(d->did, H5T_NATIVE_FLOAT, msp, fsp, H5P_DEFAULT, buf) < 0)
+                rc = vae_error(VAE_EIO, "cannot read rows %lld..%lld of '%s:%s'", (long long)r,
+                               (long long)(r + n - 1), d->file, d->dset);
+            H5Sclose(msp);
+            H5Sclose(fsp);
+            if (d->dtype == VAE_DT_U8)
+                for (size_t j = 0; j < (size_t)n * d->D; j++) buf[j] *= 1.0f / 255.0f;
+        } else {
+            rc = vae_data_rows(d, idx, n, buf);
+        }
+        for (int i = 0; !rc && i < n; i++) {
+            const float *row = buf + (size_t)i * d->D;
+            for (int j = 0; j < d->D; j++) {
+                float v = row[j];
+                if (!isfinite(v)) {
+                    if (local[0] == 0.0 && r + i < first_bad) first_bad = (double)(r + i);
+                    local[0] += 1.0;
+                    continue;
+                }
+                if (v < local[1]) local[1] = v;
+                if (v > local[2]) local[2] = v;
+            }
+        }
+    }
+    free(buf);
+    free(idx);
+    rc = vae_agree(rc, comm);
+    if (rc) return rc;
+    double sums[1] = { local[0] }, mins[2] = { local[1], first_bad }, maxs[1] = { local[2] };
+    MPI_Allreduce(MPI_IN_PLACE, sums, 1, MPI_DOUBLE, MPI_SUM, comm);
+    MPI_Allreduce(MPI_IN_PLACE, mins, 2, MPI_DOUBLE, MPI_MIN, comm);
+    MPI_Allreduce(MPI_IN_PLACE, maxs, 1, MPI_DOUBLE, MPI_MAX, comm);
+    d->min = (float)mins[0];
+    d->max = (float)maxs[0];
+    if (sums[0] > 0) {
+        if (rank == 0)
+            vae_error(VAE_EDATA, "'%s:%s' holds %.0f NaN or infinite values (first in row %.0f)",
+                      d->file, d->dset, sums[0], mins[1]);
+        return VAE_EDATA;
+    }
+    if (unit_range && (mins[0] < 0.0 || maxs[0] > 1.0)) {
+        if (rank == 0)
+            vae_error(VAE_EDATA,
+                      "'%s:%s' has values in [%g, %g] but --loss bce needs data in [0, 1] "
+                      "(use --loss mse for other data)",
+                      d->file, d->dset, mins[0], maxs[0]);
+        return VAE_EDATA;
+    }
+    return VAE_OK;
+}
+
+static int cmp_order(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+int vae_data_rows(vae_data *d, const int64_t *idx, int n, float *out)
+{
+    const int D = d->D;
+    if (d->in_memory) {
+        if (d->dtype == VAE_DT_U8) {
+            const float s = 1.0f / 255.0f;
+            for (int i = 0; i < n; i++) {
+                const unsigned char *src = d->mem + (size_t)idx[i] * D;
+                float *dst = out + (size_t)i * D;
+                for (int j = 0; j < D; j++) dst[j] = (float)src[j] * s;
+            }
+        } else {
+            for (int i = 0; i < n; i++)
+                memcpy(out + (size_t)i * D, (const float *)d->mem + (size_t)idx[i] * D,
+                       (size_t)D * sizeof(float));
+        }
+        return VAE_OK;
+    }
+    if (n > d->max_rows)
+        return vae_error(VAE_EINVAL, "asked for %d rows, more than %d", n, d->max_rows);
+    /* Streaming: one hyperslab union of the distinct rows in file order, then scatter. */
+    for (int i = 0; i < n; i++) d->order[i] = idx[i];
+    qsort(d->order, (size_t)n, sizeof(int64_t), cmp_order);
+    int u = 0;
+    for (int i = 0; i < n; i++)
+        if (u == 0 || d->order[u - 1] != d->order[i]) d->order[u++] = d->order[i];
+    int rc = VAE_OK;
+    hid_t fsp = H5Dget_space(d->did);
+    hsize_t count[4];
+    H5Sget_simple_extent_dims(fsp, count, NULL);
+    count[0] = 1;
+    H5Sselect_none(fsp);
+    for (int i = 0; i < u; i++) {
+        hsize_t start[4] = { (hsize_t)d->order[i], 0, 0, 0 };
+        H5Sselect_hyperslab(fsp, H5S_SELECT_OR, start, NULL, count, NULL);
+    }
+    hsize_t mdims[2] = { (hsize_t)u, (hsize_t)D };
+    hid_t msp = H5Screate_simple(2, mdims, NULL);
+    if (H5Dread(d->did, H5T_NATIVE_FLOAT, msp, fsp, H5P_DEFAULT, d->stage) < 0)
+        rc = vae_error(VAE_EIO, "cannot read %d rows of '%s:%s'", u, d->file, d->dset);
+    H5Sclose(msp);
+    H5Sclose(fsp);
+    if (rc) return rc;
+    const float s = d->dtype == VAE_DT_U8 ? 1.0f / 255.0f : 1.0f;
+    for (int i = 0; i < n; i++) {
+        /* Binary search of row idx[i] among the u sorted distinct rows. */
+        int a = 0, b = u - 1;
+        while (a < b) {
+            int mid = (a + b) / 2;
+            if (d->order[mid] < idx[i]) a = mid + 1;
+            else b = mid;
+        }
+        const float *src = d->stage + (size_t)a * D;
+        float *dst = out + (size_t)i * D;
+        for (int j = 0; j < D; j++) dst[j] = src[j] * s;
+    }
+    return VAE_OK;
+}
+
+void vae_data_close(vae_data *d)
+{
+    if (d->has_win) MPI_Win_free(&d->win);
+    if (d->did > 0) H5Dclose(d->did);
+    if (d->fid > 0) H5Fclose(d->fid);
+    free(d->stage);
+    free(d->order);
+    memset(d, 0, sizeof *d);
+    d->fid = d->did = -1;
+}

@@ -1,0 +1,568 @@
+/*
+ * main.c: the `mpivae` command line: subcommands data, train, eval, sample,
+ * reconstruct, each with --help. The program's one fatal path lives here.
+ *
+ * Exit status: 0 success, 1 failure (after one message), 2 usage error,
+ * 75 (VAE_EXIT_REQUEUE) training stopped by a signal after a checkpoint.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "mpivae/checkpoint.h"
+#include "mpivae/comm.h"
+#include "mpivae/dataset.h"
+#include "mpivae/image.h"
+#include "mpivae/importer.h"
+#include "mpivae/model.h"
+#include "mpivae/status.h"
+#include "mpivae/tools.h"
+#include "mpivae/train.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <hdf5.h>
+#include <limits.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXIT_USAGE 2
+
+static int g_rank = 0;
+
+/* Prints a usage error once (rank 0) and returns the usage exit status. */
+static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const char *cmd, const char *fmt, ...)
+{
+    if (g_rank == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "[rank 0] error: ");
+        vfprintf(stderr, fmt, ap);
+        fprintf(stderr, " (see 'mpivae %s --help')\n", cmd);
+        va_end(ap);
+    }
+    return EXIT_USAGE;
+}
+
+/* ---- strict number parsing ---- */
+
+static int parse_long(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end)
+        return usage_error(cmd, "%s '%s' is not an integer", flag, s);
+    if (v < lo || v > hi) return usage_error(cmd, "%s %ld is out of range %ld..%ld", flag, v, lo, hi);
+    *out = v;
+    return 0;
+}
+
+static int parse_int(const char *cmd, const char *flag, const char *s, long lo, long hi, int *out)
+{
+    long v = 0;
+    int rc = parse_long(cmd, flag, s, lo, hi, &v);
+    if (!rc) *out = (int)v;
+    return rc;
+}
+
+static int parse_double(const char *cmd, const char *flag, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return usage_error(cmd, "%s '%s' is not a number", flag, s);
+    if (v < lo || v > hi) return usage_error(cmd, "%s %g is out of range [%g, %g]", flag, v, lo, hi);
+    *out = v;
+    return 0;
+}
+
+static int parse_hidden(const char *cmd, const char *s, vae_arch *a)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    a->n_hidden = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (a->n_hidden == VAE_MAX_HIDDEN) return usage_error(cmd, "--hidden takes at most %d sizes", VAE_MAX_HIDDEN);
+        int rc = parse_int(cmd, "--hidden", tok, 1, 65536, &a->hidden[a->n_hidden]);
+        if (rc) return rc;
+        a->n_hidden++;
+    }
+    if (a->n_hidden == 0) return usage_error(cmd, "--hidden needs at least one size");
+    return 0;
+}
+
+/* Handles getopt's '?' and ':' results with one clear message. */
+static int bad_option(const char *cmd, int c, char **argv)
+{
+    const char *arg = argv[optind - 1];
+    if (c == ':') return usage_error(cmd, "option '%s' needs a value", arg);
+    return usage_error(cmd, "unknown option '%s' for 'mpivae %s'", arg, cmd);
+}
+
+static int finish(int rc)
+{
+    if (rc == VAE_ESTOP) return VAE_EXIT_REQUEUE;
+    return rc == 0 ? 0 : 1;
+}
+
+/* ---- data ---- */
+
+static const char *data_help =
+    "usage: mpivae data fashion-mnist --out FILE [--src DIR]\n"
+    "       mpivae data synth --out FILE [--n-train N] [--n-test N] [--channels C] [--height H]\n"
+    "                         [--width W] [--classes K] [--seed S]\n"
+    "       mpivae data info FILE\n"
+    "\n"
+    "fashion-mnist  import the IDX files of Debian's dataset-fashion-mnist (default --src\n"
+    "               " VAE_FASHION_MNIST_DIR ") into /train/images, /train/labels,\n"
+    "               /test/images, /test/labels (uint8, chunked)\n"
+    "synth          write a small synthetic image set of K shape classes (defaults: 2000 train,\n"
+    "               500 test, 1x16x16, 4 classes, seed 1)\n"
+    "info           list every dataset of an HDF5 file with shape, type and value range\n";
+
+static int cmd_data(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        if (g_rank == 0) fputs(data_help, stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    const char *sub = argv[1];
+    const char *out = NULL, *src = VAE_FASHION_MNIST_DIR;
+    int ntr = 2000, nte = 500, C = 1, Hh = 16, W = 16, K = 4;
+    long seed = 1;
+    static struct option opts[] = {
+        { "out", required_argument, 0, 'o' }, { "src", required_argument, 0, 's' },
+        { "n-train", required_argument, 0, 'n' }, { "n-test", required_argument, 0, 't' },
+        { "channels", required_argument, 0, 'c' }, { "height", required_argument, 0, 'H' },
+        { "width", required_argument, 0, 'W' }, { "classes", required_argument, 0, 'k' },
+        { "seed", required_argument, 0, 'S' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    };
+    optind = 1;
+    opterr = 0;
+    int c, rc = 0;
+    while ((c = getopt_long(argc - 1, argv + 1, ":", opts, NULL)) != -1 && !rc) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 's': src = optarg; break;
+        case 'n': rc = parse_int("data", "--n-train", optarg, 1, 100000000, &ntr); break;
+        case 't': rc = parse_int("data", "--n-test", optarg, 1, 100000000, &nte); break;
+        case 'c': rc = parse_int("data", "--channels", optarg, 1, 64, &C); break;
+        case 'H': rc = parse_int("data", "--height", optarg, 4, 4096, &Hh); break;
+        case 'W': rc = parse_int("data", "--width", optarg, 4, 4096, &W); break;
+        case 'k': rc = parse_int("data", "--classes", optarg, 1, 10, &K); break;
+        case 'S': rc = parse_long("data", "--seed", optarg, 0, LONG_MAX, &seed); break;
+        case 'h': if (g_rank == 0) fputs(data_help, stdout); return 0;
+        default: return bad_option("data", c, argv + 1);
+        }
+    }
+    if (rc) return rc;
+    if (g_rank != 0) return 0; /* the data tools are serial */
+    if (!strcmp(sub, "info")) {
+        if (optind + 1 >= argc) return usage_error("data", "'data info' needs a FILE");
+        return finish(vae_data_info(argv[optind + 1], stdout));
+    }
+    if (strcmp(sub, "fashion-mnist") && strcmp(sub, "synth"))
+        return usage_error("data", "unknown data tool '%s' (fashion-mnist, synth or info)", sub);
+    if (!out) return usage_error("data", "'data %s' needs --out FILE", sub);
+    if (!strcmp(sub, "fashion-mnist")) {
+        rc = vae_import_fashion_mnist(src, out);
+        if (!rc) printf("wrote %s from %s\n", out, src);
+    } else {
+        rc = vae_import_synth(out, ntr, nte, C, Hh, W, K, (uint64_t)seed);
+        if (!rc) printf("wrote %s: %d train and %d test images of %dx%dx%d, %d classes\n", out, ntr, nte, C, Hh, W, K);
+    }
+    return finish(rc);
+}
+
+/* ---- train ---- */
+
+static const char *train_help =
+    "usage: mpirun -np P mpivae train [options]\n"
+    "\n"
+    "data\n"
+    "  --data FILE[:/dataset]   training data (default data/fashion-mnist.h5:/train/images)\n"
+    "  --test-data SPEC|none    held-out data (default: /test/images of the same file when present)\n"
+    "  --data-in-memory MODE    yes (one copy per node in shared memory), no (stream rows\n"
+    "                           from the file per batch), auto (default: yes when it fits)\n"
+    "model\n"
+    "  --model mlp              model family (default mlp)\n"
+    "  --hidden H[,H2,...]      hidden layer sizes (default 400)\n"
+    "  --latent Z               latent dimensions (default 20)\n"
+    "  --loss bce|mse           Bernoulli (data in [0,1]) or Gaussian/squared error (default bce)\n"
+    "  --beta B                 KL weight (default 1)\n"
+    "  --warmup STEPS           raise the KL weight linearly from 0 to beta over STEPS (default 0)\n"
+    "optimisation\n"
+    "  --epochs E               (default 10)    --batch B   GLOBAL batch (default 128)\n"
+    "  --lr LR                  Adam learning rate (default 1e-3)\n"
+    "  --adam-beta1 B1 --adam-beta2 B2 --adam-eps EPS   (defaults 0.9, 0.999, 1e-8)\n"
+    "  --seed S                 seed of every random draw (default 1)\n"
+    "  --steps N                stop after global step N (default: all epochs)\n"
+    "  --max-skips K            stop after K consecutive non-finite steps (default 10)\n"
+    "output\n"
+    "  --out DIR                run directory (default runs/default)\n"
+    "  --log-every N            log line every N steps (default 100)\n"
+    "  --eval-every N           test-set evaluation every N steps (default: at the end)\n"
+    "  --sample-every N         sample grids every N steps (default: at the end)\n"
+    "  --ckpt-every N           checkpoint every N steps (default: at the end and on signals)\n"
+    "  --keep K                 checkpoints kept (default 3)\n"
+    "resume\n"
+    "  --resume auto|FILE       continue from the newest good checkpoint in DIR/checkpoints\n"
+    "                           (auto: start fresh when there is none) or from FILE; the\n"
+    "                           configuration comes from the checkpoint\n"
+    "\n"
+    "SIGUSR1, SIGTERM or SIGINT: finish the step, write a checkpoint, exit with status 75.\n";
+
+static int cmd_train(int argc, char **argv)
+{
+    vae_config cfg;
+    vae_config_defaults(&cfg);
+    snprintf(cfg.data, sizeof cfg.data, "data/fashion-mnist.h5");
+    unsigned mask = 0;
+    const char *resume = NULL, *test = NULL;
+    int out_set = 0;
+    static struct option opts[] = {
+        { "data", required_argument, 0, 'd' }, { "test-data", required_argument, 0, 'T' },
+        { "data-in-memory", required_argument, 0, 'M' }, { "model", required_argument, 0, 'm' },
+        { "hidden", required_argument, 0, 'H' }, { "latent", required_argument, 0, 'z' },
+        { "loss", required_argument, 0, 'L' }, { "beta", required_argument, 0, 'b' },
+        { "warmup", required_argument, 0, 'w' }, { "epochs", required_argument, 0, 'e' },
+        { "batch", required_argument, 0, 'B' }, { "lr", required_argument, 0, 'l' },
+        { "adam-beta1", required_argument, 0, '1' }, { "adam-beta2", required_argument, 0, '2' },
+        { "adam-eps", required_argument, 0, 'E' }, { "seed", required_argument, 0, 's' },
+        { "steps", required_argument, 0, 'n' }, { "max-skips", required_argument, 0, 'K' },
+        { "out", required_argument, 0, 'o' }, { "log-every", required_argument, 0, 'g' },
+        { "eval-every", required_argument, 0, 'v' }, { "sample-every", required_argument, 0, 'p' },
+        { "ckpt-every", required_argument, 0, 'c' }, { "keep", required_argument, 0, 'k' },
+        { "resume", required_argument, 0, 'r' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    };
+    optind = 1;
+    opterr = 0;
+    int c, rc = 0;
+    long seed;
+    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': snprintf(cfg.data, sizeof cfg.data, "%s", optarg); mask |= VAE_SET_DATA; break;
+        case 'T': test = optarg; break;
+        case 'M':
+            if (!strcmp(optarg, "yes")) cfg.in_memory = 1;
+            else if (!strcmp(optarg, "no")) cfg.in_memory = 0;
+            else if (!strcmp(optarg, "auto")) cfg.in_memory = -1;
+            else rc = usage_error("train", "--data-in-memory '%s' is not yes, no or auto", optarg);
+            break;
+        case 'm':
+            if (strcmp(optarg, "mlp")) rc = usage_error("train", "--model '%s' is not a known model (mlp)", optarg);
+            cfg.arch.kind = VAE_MODEL_MLP;
+            mask |= VAE_SET_MODEL;
+            break;
+        case 'H': rc = parse_hidden("train", optarg, &cfg.arch); mask |= VAE_SET_HIDDEN; break;
+        case 'z': rc = parse_int("train", "--latent", optarg, 1, 4096, &cfg.arch.latent); mask |= VAE_SET_LATENT; break;
+        case 'L':
+            if (!strcmp(optarg, "bce")) cfg.arch.loss = VAE_LOSS_BCE;
+            else if (!strcmp(optarg, "mse")) cfg.arch.loss = VAE_LOSS_MSE;
+            else rc = usage_error("train", "--loss '%s' is not bce or mse", optarg);
+            mask |= VAE_SET_LOSS;
+            break;
+        case 'b': rc = parse_double("train", "--beta", optarg, 0, 1e6, &cfg.beta); mask |= VAE_SET_BETA; break;
+        case 'w': rc = parse_long("train", "--warmup", optarg, 0, LONG_MAX, &cfg.warmup); break;
+        case 'e': rc = parse_int("train", "--epochs", optarg, 1, 1000000, &cfg.epochs); mask |= VAE_SET_EPOCHS; break;
+        case 'B': rc = parse_int("train", "--batch", optarg, 1, 1 << 24, &cfg.batch); mask |= VAE_SET_BATCH; break;
+        case 'l': rc = parse_double("train", "--lr", optarg, 0, 10, &cfg.lr); mask |= VAE_SET_LR; break;
+        case '1': rc = parse_double("train", "--adam-beta1", optarg, 0, 0.999999, &cfg.beta1); break;
+        case '2': rc = parse_double("train", "--adam-beta2", optarg, 0, 0.999999999, &cfg.beta2); break;
+        case 'E': rc = parse_double("train", "--adam-eps", optarg, 0, 1, &cfg.adam_eps); break;
+        case 's': rc = parse_long("train", "--seed", optarg, 0, LONG_MAX, &seed); cfg.seed = (uint64_t)seed; mask |= VAE_SET_SEED; break;
+        case 'n': rc = parse_long("train", "--steps", optarg, 0, LONG_MAX, &cfg.max_steps); break;
+        case 'K': rc = parse_int("train", "--max-skips", optarg, 0, 1000000, &cfg.max_skips); break;
+        case 'o': snprintf(cfg.out, sizeof cfg.out, "%s", optarg); out_set = 1; break;
+        case 'g': rc = parse_long("train", "--log-every", optarg, 0, LONG_MAX, &cfg.log_every); mask |= VAE_SET_INTERVALS; break;
+        case 'v': rc = parse_long("train", "--eval-every", optarg, 0, LONG_MAX, &cfg.eval_every); mask |= VAE_SET_INTERVALS; break;
+        case 'p': rc = parse_long("train", "--sample-every", optarg, 0, LONG_MAX, &cfg.sample_every); mask |= VAE_SET_INTERVALS; break;
+        case 'c': rc = parse_long("train", "--ckpt-every", optarg, 0, LONG_MAX, &cfg.ckpt_every); mask |= VAE_SET_INTERVALS; break;
+        case 'k': rc = parse_int("train", "--keep", optarg, 1, 1000000, &cfg.keep); mask |= VAE_SET_INTERVALS; break;
+        case 'r': resume = optarg; break;
+        case 'h': if (g_rank == 0) fputs(train_help, stdout); return 0;
+        default: return bad_option("train", c, argv);
+        }
+    }
+    if (rc) return rc;
+    if (optind < argc) return usage_error("train", "unexpected argument '%s'", argv[optind]);
+    if (resume && strcmp(resume, "auto") && !out_set) cfg.out[0] = '\0'; /* the checkpoint's */
+    if (resume && !strcmp(resume, "auto") && !out_set)
+        return usage_error("train", "--resume auto needs --out DIR (where to look for checkpoints)");
+    /* Held-out data: explicit, none, or /test/images of the training file. */
+    if (test && strcmp(test, "none")) snprintf(cfg.test_data, sizeof cfg.test_data, "%s", test);
+    if (!test) {
+        char file[VAE_PATH_LEN], dset[256];
+        if (!vae_data_parse_spec(cfg.data, "/train/images", file, sizeof file, dset, sizeof dset) &&
+            strcmp(dset, "/test/images") && vae_data_exists(file, "/test/images"))
+            snprintf(cfg.test_data, sizeof cfg.test_data, "%.1000s:/test/images", file);
+    }
+    return finish(vae_train_run(&cfg, resume, mask, MPI_COMM_WORLD));
+}
+
+/* ---- tools on a checkpoint ---- */
+
+/* Loads the configuration and parameters of a checkpoint into a model for batches of max_batch. */
+static int load_model(const char *ckpt, vae_config *cfg, vae_model *m, int max_batch)
+{
+    vae_train_state st;
+    vae_defer_begin();
+    int rc = vae_ckpt_read_meta(ckpt, cfg, &st);
+    if (!rc) rc = vae_model_init(m, &cfg->arch, max_batch);
+    if (!rc) rc = vae_ckpt_read_tensors(ckpt, m, 0);
+    return vae_agree(rc, MPI_COMM_WORLD);
+}
+
+/* The data a tool reads: --data, else the checkpoint's test data, else its training data. */
+static const char *tool_data(const char *given, const vae_config *cfg)
+{
+    if (given) return given;
+    return cfg->test_data[0] ? cfg->test_data : cfg->data;
+}
+
+static int check_shape(const vae_data *d, const vae_config *cfg, const char *ckpt)
+{
+    if (d->C == cfg->arch.C && d->Hh == cfg->arch.Hh && d->W == cfg->arch.W) return 0;
+    if (g_rank == 0)
+        vae_error(VAE_EDATA, "'%s:%s' has rows of %dx%dx%d but the model in '%s' takes %dx%dx%d", d->file, d->dset,
+                  d->C, d->Hh, d->W, ckpt, cfg->arch.C, cfg->arch.Hh, cfg->arch.W);
+    return VAE_EDATA;
+}
+
+static const char *eval_help =
+    "usage: mpirun -np P mpivae eval --ckpt FILE [--data FILE[:/dataset]] [--mean] [--limit N]\n"
+    "                                 [--batch B] [--seed S]\n"
+    "\n"
+    "Prints the held-out loss in nats per sample (reconstruction + beta * KL, and each term)\n"
+    "over the rows of --data (default: the checkpoint's test data). z is sampled from q(z|x)\n"
+    "with noise keyed by --seed and the row index; --mean uses z = mu (deterministic).\n"
+    "--limit N evaluates the first N rows. Rows are shared across ranks.\n";
+
+static int cmd_eval(int argc, char **argv)
+{
+    const char *ckpt = NULL, *data = NULL;
+    int use_mean = 0, batch = 256;
+    long limit = 0, seed = 1;
+    static struct option opts[] = {
+        { "ckpt", required_argument, 0, 'c' }, { "data", required_argument, 0, 'd' },
+        { "mean", no_argument, 0, 'm' }, { "limit", required_argument, 0, 'n' },
+        { "batch", required_argument, 0, 'B' }, { "seed", required_argument, 0, 's' },
+        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    };
+    optind = 1;
+    opterr = 0;
+    int c, rc = 0;
+    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': ckpt = optarg; break;
+        case 'd': data = optarg; break;
+        case 'm': use_mean = 1; break;
+        case 'n': rc = parse_long("eval", "--limit", optarg, 0, LONG_MAX, &limit); break;
+        case 'B': rc = parse_int("eval", "--batch", optarg, 1, 4096, &batch); break;
+        case 's': rc = parse_long("eval", "--seed", optarg, 0, LONG_MAX, &seed); break;
+        case 'h': if (g_rank == 0) fputs(eval_help, stdout); return 0;
+        default: return bad_option("eval", c, argv);
+        }
+    }
+    if (rc) return rc;
+    if (!ckpt) return usage_error("eval", "--ckpt FILE is required");
+    vae_config cfg;
+    vae_model m;
+    vae_data d;
+    memset(&m, 0, sizeof m);
+    memset(&d, 0, sizeof d);
+    rc = load_model(ckpt, &cfg, &m, batch);
+    if (!rc) rc = vae_data_open(&d, tool_data(data, &cfg), "/test/images", MPI_COMM_WORLD, -1, batch);
+    if (!rc) rc = check_shape(&d, &cfg, ckpt);
+    if (!rc) rc = vae_data_check(&d, cfg.arch.loss == VAE_LOSS_BCE, MPI_COMM_WORLD);
+    vae_eval_result r;
+    if (!rc) rc = vae_evaluate(&m, &d, MPI_COMM_WORLD, (uint64_t)seed, cfg.beta, use_mean, limit, &r);
+    if (!rc && g_rank == 0) {
+        printf("eval: loss=%.6f recon=%.6f kl=%.6f rows=%lld z=%s data=%s:%s\n", r.loss, r.recon, r.kl,
+               (long long)r.rows, use_mean ? "mean" : "sampled", d.file, d.dset);
+    }
+    vae_data_close(&d);
+    vae_model_free(&m);
+    return finish(rc);
+}
+
+/* OUT.png -> OUT.h5 beside it. */
+static void h5_beside(const char *png, char *h5, size_t len)
+{
+    snprintf(h5, len, "%s", png);
+    size_t n = strlen(h5);
+    if (n > 4 && !strcmp(h5 + n - 4, ".png")) h5[n - 4] = '\0';
+    strncat(h5, ".h5", len - strlen(h5) - 1);
+}
+
+static const char *sample_help =
+    "usage: mpivae sample --ckpt FILE --out OUT.png [--n N] [--temperature T] [--seed S] [--cols K]\n"
+    "\n"
+    "Decodes N (default 64) samples z ~ N(0, T^2 I) of the prior into a grid PNG (OUT.png) and\n"
+    "an HDF5 file beside it (OUT.h5, dataset /samples [N, C, H, W]). Deterministic for a seed.\n";
+
+static int cmd_sample(int argc, char **argv)
+{
+    const char *ckpt = NULL, *out = NULL;
+    int n = 64, cols = 8;
+    long seed = 1;
+    double temp = 1.0;
+    static struct option opts[] = {
+        { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
+        { "n", required_argument, 0, 'n' }, { "temperature", required_argument, 0, 't' },
+        { "seed", required_argument, 0, 's' }, { "cols", required_argument, 0, 'k' },
+        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    };
+    optind = 1;
+    opterr = 0;
+    int c, rc = 0;
+    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': ckpt = optarg; break;
+        case 'o': out = optarg; break;
+        case 'n': rc = parse_int("sample", "--n", optarg, 1, 100000, &n); break;
+        case 't': rc = parse_double("sample", "--temperature", optarg, 0, 100, &temp); break;
+        case 's': rc = parse_long("sample", "--seed", optarg, 0, LONG_MAX, &seed); break;
+        case 'k': rc = parse_int("sample", "--cols", optarg, 1, 1000, &cols); break;
+        case 'h': if (g_rank == 0) fputs(sample_help, stdout); return 0;
+        default: return bad_option("sample", c, argv);
+        }
+    }
+    if (rc) return rc;
+    if (!ckpt || !out) return usage_error("sample", "--ckpt FILE and --out OUT.png are required");
+    vae_config cfg;
+    vae_model m;
+    memset(&m, 0, sizeof m);
+    rc = load_model(ckpt, &cfg, &m, 256);
+    float *img = NULL;
+    if (!rc && g_rank == 0) {
+        img = malloc((size_t)n * m.D * sizeof(float));
+        if (!img) rc = vae_error(VAE_ENOMEM, "cannot allocate %d images", n);
+        char h5[VAE_PATH_LEN + 8];
+        h5_beside(out, h5, sizeof h5);
+        if (!rc) {
+            vae_sample_prior(&m, (uint64_t)seed, 0, (float)temp, n, img);
+            remove(h5);
+            rc = vae_h5_write_images(h5, "/samples", img, n, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
+        }
+        if (!rc) rc = vae_image_write_grid(out, img, n, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, cols, 2);
+        if (!rc) printf("wrote %s and %s (%d samples, temperature %g, seed %ld)\n", out, h5, n, temp, seed);
+    }
+    free(img);
+    vae_model_free(&m);
+    return finish(rc);
+}
+
+static const char *recon_help =
+    "usage: mpivae reconstruct --ckpt FILE --out OUT.png [--data FILE[:/dataset]] [--n N] [--first I]\n"
+    "                          [--cols K]\n"
+    "\n"
+    "Writes N (default 32) rows of --data (default: the checkpoint's test data) starting at row I\n"
+    "over their reconstructions (z = mu): per group of K (default 8) images, a row of inputs then\n"
+    "a row of reconstructions. Also OUT.h5 with /images [2N, C, H, W] in the same order.\n";
+
+static int cmd_reconstruct(int argc, char **argv)
+{
+    const char *ckpt = NULL, *out = NULL, *data = NULL;
+    int n = 32, cols = 8;
+    long first = 0;
+    static struct option opts[] = {
+        { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
+        { "data", required_argument, 0, 'd' }, { "n", required_argument, 0, 'n' },
+        { "first", required_argument, 0, 'f' }, { "cols", required_argument, 0, 'k' },
+        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    };
+    optind = 1;
+    opterr = 0;
+    int c, rc = 0;
+    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': ckpt = optarg; break;
+        case 'o': out = optarg; break;
+        case 'd': data = optarg; break;
+        case 'n': rc = parse_int("reconstruct", "--n", optarg, 1, 100000, &n); break;
+        case 'f': rc = parse_long("reconstruct", "--first", optarg, 0, LONG_MAX, &first); break;
+        case 'k': rc = parse_int("reconstruct", "--cols", optarg, 1, 1000, &cols); break;
+        case 'h': if (g_rank == 0) fputs(recon_help, stdout); return 0;
+        default: return bad_option("reconstruct", c, argv);
+        }
+    }
+    if (rc) return rc;
+    if (!ckpt || !out) return usage_error("reconstruct", "--ckpt FILE and --out OUT.png are required");
+    vae_config cfg;
+    vae_model m;
+    vae_data d;
+    memset(&m, 0, sizeof m);
+    memset(&d, 0, sizeof d);
+    rc = load_model(ckpt, &cfg, &m, 1);
+    if (!rc) rc = vae_data_open(&d, tool_data(data, &cfg), "/test/images", MPI_COMM_WORLD, 0, 1);
+    if (!rc) rc = check_shape(&d, &cfg, ckpt);
+    if (!rc && first + n > d.N) {
+        if (g_rank == 0)
+            vae_error(VAE_EINVAL, "rows %ld..%ld asked for, but '%s:%s' has %lld rows", first, first + n - 1, d.file,
+                      d.dset, (long long)d.N);
+        rc = VAE_EINVAL;
+    }
+    float *img = NULL;
+    if (!rc && g_rank == 0) {
+        int groups = (n + cols - 1) / cols;
+        img = calloc((size_t)groups * 2 * cols * m.D, sizeof(float));
+        if (!img) rc = vae_error(VAE_ENOMEM, "cannot allocate %d images", 2 * n);
+        if (!rc) rc = vae_reconstruct_grid(&m, &d, first, n, cols, img);
+        char h5[VAE_PATH_LEN + 8];
+        h5_beside(out, h5, sizeof h5);
+        if (!rc) {
+            remove(h5);
+            rc = vae_h5_write_images(h5, "/images", img, groups * 2 * cols, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
+        }
+        if (!rc) rc = vae_image_write_grid(out, img, groups * 2 * cols, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, cols, 2);
+        if (!rc) printf("wrote %s and %s (%d inputs over their reconstructions)\n", out, h5, n);
+    }
+    free(img);
+    vae_data_close(&d);
+    vae_model_free(&m);
+    return finish(rc);
+}
+
+static const char *main_help =
+    "usage: mpivae <command> [options]    (mpivae <command> --help for each)\n"
+    "\n"
+    "  data         import Fashion-MNIST, write a synthetic set, describe an HDF5 file\n"
+    "  train        train a VAE data-parallel over MPI ranks (mpirun -np P mpivae train ...)\n"
+    "  eval         held-out loss of a checkpoint in nats per sample\n"
+    "  sample       decode prior samples of a checkpoint into a PNG grid and HDF5\n"
+    "  reconstruct  inputs over their reconstructions, PNG grid and HDF5\n"
+    "  --version    print the version\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        fputs(main_help, stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("mpivae %s\n", MPIVAE_VERSION);
+        return 0;
+    }
+    MPI_Init(&argc, &argv);
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    vae_set_rank(g_rank);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    const char *cmd = argv[1];
+    int rc;
+    if (!strcmp(cmd, "data")) rc = cmd_data(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "train")) rc = cmd_train(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "sample")) rc = cmd_sample(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "reconstruct")) rc = cmd_reconstruct(argc - 1, argv + 1);
+    else {
+        if (g_rank == 0) fprintf(stderr, "[rank 0] error: unknown command '%s' (see 'mpivae --help')\n", cmd);
+        rc = EXIT_USAGE;
+    }
+    fflush(stdout);
+    MPI_Finalize();
+    return rc;
+}

@@ -1,0 +1,31 @@
+/*
+ * optim.c: Adam and the gradient norm (see optim.h).
+ */
+#include "mpivae/optim.h"
+
+#include <math.h>
+
+void vae_adam_update(float *p, const float *g, float *m, float *v, size_t n, const vae_adam *h,
+                     long t)
+{
+    const float b1 = h->beta1, b2 = h->beta2, eps = h->eps;
+    const float bc1 = 1.0f - powf(b1, (float)t);
+    const float bc2 = 1.0f - powf(b2, (float)t);
+    const float step = h->lr / bc1;
+    const float inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] -= step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+    }
+}
+
+double vae_sumsq(const float *g, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    return s;
+}

@@ -1,0 +1,590 @@
+/*
+ * train.c: the data-parallel training loop (see train.h and DESIGN.md).
+ *
+ * Step t of an epoch uses positions [t*B, (t+1)*B) of the epoch's global
+ * permutation; rank r of P takes the contiguous slice [Bt*r/P, Bt*(r+1)/P)
+ * of that range (Bt is B, or what is left in the last batch). The noise of
+ * a row is keyed by (seed, step, position in the global batch), so the
+ * update does not depend on P. Each rank adds grad/Bt of its rows into the
+ * gradient block; one MPI_Allreduce sums the block together with the step's
+ * loss sums, stop requests and non-finite flags, so every rank takes the
+ * same decision after the same single collective.
+ */
+#define _GNU_SOURCE
+#include "mpivae/train.h"
+
+#include "mpivae/checkpoint.h"
+#include "mpivae/comm.h"
+#include "mpivae/metrics.h"
+#include "mpivae/optim.h"
+#include "mpivae/rng.h"
+#include "mpivae/status.h"
+#include "mpivae/tools.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t g_stop = 0;
+
+static void on_signal(int sig)
+{
+    /* A second SIGINT stops at once. */
+    if (sig == SIGINT && g_stop) _exit(130);
+    g_stop = sig;
+}
+
+void vae_train_request_stop(void) { g_stop = 1; }
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void vae_config_defaults(vae_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->arch.kind = VAE_MODEL_MLP;
+    c->arch.n_hidden = 1;
+    c->arch.hidden[0] = 400;
+    c->arch.latent = 20;
+    c->arch.loss = VAE_LOSS_BCE;
+    snprintf(c->out, sizeof c->out, "runs/default");
+    c->beta = 1.0;
+    c->epochs = 10;
+    c->batch = 128;
+    c->lr = 1e-3;
+    c->beta1 = 0.9;
+    c->beta2 = 0.999;
+    c->adam_eps = 1e-8;
+    c->seed = 1;
+    c->log_every = 100;
+    c->eval_every = 0;
+    c->sample_every = 0;
+    c->ckpt_every = 0;
+    c->keep = 3;
+    c->max_skips = 10;
+    c->in_memory = -1;
+}
+
+/* The epoch's permutation of [0, N): Fisher-Yates with draws keyed by (seed, epoch, i). */
+static void make_permutation(int64_t *perm, int64_t N, uint64_t seed, long epoch)
+{
+    for (int64_t i = 0; i < N; i++) perm[i] = i;
+    for (int64_t i = N - 1; i > 0; i--) {
+        uint64_t r = vae_rng_u64(seed, VAE_RNG_PERM, (uint64_t)epoch, (uint64_t)i);
+        int64_t j = (int64_t)(((unsigned __int128)r * (uint64_t)(i + 1)) >> 64);
+        int64_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+int vae_evaluate(vae_model *m, vae_data *d, MPI_Comm comm, uint64_t seed, double beta,
+                 int use_mean, int64_t limit, vae_eval_result *res)
+{
+    int rank, P;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &P);
+    int64_t n = limit > 0 && limit < d->N ? limit : d->N;
+    int64_t lo = n * rank / P, hi = n * (rank + 1) / P;
+    int64_t idx[4096];
+    double sums[3] = { 0, 0, 0 };
+    int rc = VAE_OK;
+    int chunk = m->max_batch < 4096 ? m->max_batch : 4096;
+    vae_defer_begin();
+    for (int64_t r = lo; r < hi && !rc; r += chunk) {
+        int b = (int)(hi - r < chunk ? hi - r : chunk);
+        for (int i = 0; i < b; i++) idx[i] = r + i;
+        rc = vae_data_rows(d, idx, b, vae_model_input(m));
+        if (rc) break;
+        if (!use_mean)
+            for (int i = 0; i < b; i++)
+                vae_rng_normal(seed, VAE_RNG_EVAL, 0, (uint64_t)(r + i), m->eps + (size_t)i * m->Z, m->Z);
+        vae_loss_stats st;
+        vae_model_forward_backward(m, use_mean ? NULL : m->eps, b, (float)beta, 1.0f, 0, &st, NULL, NULL);
+        sums[0] += st.recon;
+        sums[1] += st.kl;
+        sums[2] += b;
+    }
+    rc = vae_agree(rc, comm);
+    if (rc) return rc;
+    MPI_Allreduce(MPI_IN_PLACE, sums, 3, MPI_DOUBLE, MPI_SUM, comm);
+    res->rows = (int64_t)sums[2];
+    res->recon = sums[0] / sums[2];
+    res->kl = sums[1] / sums[2];
+    res->loss = res->recon + beta * res->kl;
+    return VAE_OK;
+}
+
+/* A hash of the parameter bits, so ranks can check that they hold identical replicas. */
+static uint64_t params_hash(const float *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &p[i], 4);
+        h = (h ^ b) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* Checks flags given on a resume against the checkpoint's configuration. */
+static int check_resume(const vae_config *given, const vae_config *ck, unsigned mask, const char *path)
+{
+    const vae_arch *a = &given->arch, *b = &ck->arch;
+    if ((mask & VAE_SET_MODEL) && a->kind != b->kind)
+        return vae_error(VAE_EINVAL, "--model differs from the checkpoint '%s' being resumed", path);
+    if ((mask & VAE_SET_HIDDEN) &&
+        (a->n_hidden != b->n_hidden || memcmp(a->hidden, b->hidden, sizeof(int) * a->n_hidden)))
+        return vae_error(VAE_EINVAL, "--hidden differs from the checkpoint '%s' being resumed (it has %d first hidden units)", path, b->hidden[0]);
+    if ((mask & VAE_SET_LATENT) && a->latent != b->latent)
+        return vae_error(VAE_EINVAL, "--latent %d differs from the checkpoint '%s' being resumed (%d)", a->latent, path, b->latent);
+    if ((mask & VAE_SET_LOSS) && a->loss != b->loss)
+        return vae_error(VAE_EINVAL, "--loss differs from the checkpoint '%s' being resumed", path);
+    if ((mask & VAE_SET_BATCH) && given->batch != ck->batch)
+        return vae_error(VAE_EINVAL, "--batch %d differs from the checkpoint '%s' being resumed (%d)", given->batch, path, ck->batch);
+    if ((mask & VAE_SET_SEED) && given->seed != ck->seed)
+        return vae_error(VAE_EINVAL, "--seed %llu differs from the checkpoint '%s' being resumed (%llu)",
+                         (unsigned long long)given->seed, path, (unsigned long long)ck->seed);
+    if ((mask & VAE_SET_LR) && given->lr != ck->lr)
+        return vae_error(VAE_EINVAL, "--lr %g differs from the checkpoint '%s' being resumed (%g)", given->lr, path, ck->lr);
+    if ((mask & VAE_SET_BETA) && given->beta != ck->beta)
+        return vae_error(VAE_EINVAL, "--beta %g differs from the checkpoint '%s' being resumed (%g)", given->beta, path, ck->beta);
+    if ((mask & VAE_SET_DATA) && strcmp(given->data, ck->data) != 0)
+        return vae_error(VAE_EINVAL, "--data '%s' differs from the checkpoint '%s' being resumed ('%s')", given->data, path, ck->data);
+    return VAE_OK;
+}
+
+/* Holds an exclusive lock on DIR/lock for the life of the process. */
+static int lock_run_dir(const char *dir)
+{
+    char path[VAE_PATH_LEN + 16], info[512] = "";
+    snprintf(path, sizeof path, "%s/lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return vae_error(VAE_EIO, "cannot open lock file '%s': %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ssize_t n = read(fd, info, sizeof info - 1);
+        info[n > 0 ? n : 0] = '\0';
+        char *nl = strchr(info, '\n');
+        if (nl) *nl = '\0';
+        close(fd);
+        return vae_error(VAE_EIO, "run directory '%s' is in use by another training run (%s); "
+                         "wait for it to finish or use another --out", dir, info[0] ? info : "unknown holder");
+    }
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    const char *job = getenv("SLURM_JOB_ID");
+    int n = snprintf(info, sizeof info, "pid %ld on %s%s%s\n", (long)getpid(), host, job ? ", Slurm job " : "", job ? job : "");
+    if (ftruncate(fd, 0) != 0 || write(fd, info, (size_t)n) != n) { /* informational only */ }
+    return VAE_OK; /* fd stays open (and locked) until the process exits */
+}
+
+static void print_banner(const vae_config *c, const vae_model *m, const vae_data *d, MPI_Comm comm,
+                         const char *resumed_from, const vae_train_state *st)
+{
+    int rank, P;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &P);
+    char name[MPI_MAX_PROCESSOR_NAME] = "";
+    int len = 0;
+    MPI_Get_processor_name(name, &len);
+    char *all = rank == 0 ? calloc((size_t)P, MPI_MAX_PROCESSOR_NAME) : NULL;
+    MPI_Gather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 0, comm);
+    MPI_Comm node;
+    MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    int per_node;
+    MPI_Comm_size(node, &per_node);
+    MPI_Comm_free(&node);
+    if (rank == 0) {
+        const char *omp = getenv("OMP_NUM_THREADS"), *ob = getenv("OPENBLAS_NUM_THREADS");
+        const char *job = getenv("SLURM_JOB_ID"), *rs = getenv("SLURM_RESTART_COUNT");
+        printf("mpivae %s: world size %d, %d ranks per node, hosts:", MPIVAE_VERSION, P, per_node);
+        for (int i = 0; i < P; i++) {
+            int dup = 0;
+            for (int j = 0; j < i; j++) dup |= !strcmp(all + (size_t)i * MPI_MAX_PROCESSOR_NAME, all + (size_t)j * MPI_MAX_PROCESSOR_NAME);
+            if (!dup) printf(" %s", all + (size_t)i * MPI_MAX_PROCESSOR_NAME);
+        }
+        printf("\nthreads: OMP_NUM_THREADS=%s OPENBLAS_NUM_THREADS=%s\n", omp ? omp : "unset", ob ? ob : "unset");
+        if (job) printf("slurm: job %s, restart count %s\n", job, rs ? rs : "0");
+        printf("data: %s:%s, %lld rows of %dx%dx%d (%s, %s)\n", d->file, d->dset, (long long)d->N, d->C, d->Hh, d->W,
+               d->dtype == VAE_DT_U8 ? "uint8" : "float", d->in_memory ? "in shared memory" : "streamed");
+        printf("model: %s", c->arch.kind == VAE_MODEL_CONV ? "conv" : "mlp");
+        printf(" hidden");
+        for (int i = 0; i < c->arch.n_hidden; i++) printf("%s%d", i ? "," : " ", c->arch.hidden[i]);
+        printf(" latent %d, loss %s, beta %g, %zu parameters\n", c->arch.latent,
+               c->arch.loss == VAE_LOSS_MSE ? "mse" : "bce", c->beta, m->n_params);
+        printf("training: %d epochs, global batch %d (%d..%d per rank), lr %g, seed %llu, run directory %s\n",
+               c->epochs, c->batch, c->batch / P, (c->batch + P - 1) / P, c->lr, (unsigned long long)c->seed, c->out);
+        if (resumed_from) {
+            printf("resumed from %s at step %ld (epoch %ld, step %ld of the epoch)", resumed_from, st->step,
+                   st->epoch + 1, st->epoch_step);
+            if (st->world_size != P)
+                printf("; saved with %d ranks, now %d: the global data order continues unchanged, the summation order differs",
+                       st->world_size, P);
+            printf("\n");
+        }
+        fflush(stdout);
+        free(all);
+    }
+}
+
+static void fmt_duration(double s, char *buf, size_t len)
+{
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, len, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else if (t >= 60) snprintf(buf, len, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, len, "%lds", t);
+}
+
+int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm comm)
+{
+    int rank, P;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &P);
+    vae_train_state st;
+    memset(&st, 0, sizeof st);
+    char ckpt[VAE_PATH_LEN + 64] = "";
+    int found = 0, rc;
+    vae_model m;
+    vae_data d, td;
+    memset(&m, 0, sizeof m);
+    memset(&d, 0, sizeof d);
+    memset(&td, 0, sizeof td);
+    vae_metrics *mt = NULL;
+    int64_t *perm = NULL, *idx = NULL;
+    int have_test = 0;
+
+    /* 1. Resolve the checkpoint to resume from (rank 0 reads, everyone receives). */
+    vae_config ck;
+    vae_defer_begin();
+    rc = VAE_OK;
+    if (rank == 0 && resume) {
+        if (strcmp(resume, "auto") == 0) {
+            found = vae_ckpt_find_latest(cfg->out, ckpt, sizeof ckpt);
+            if (found < 0) rc = found;
+        } else {
+            snprintf(ckpt, sizeof ckpt, "%s", resume);
+            found = 1;
+        }
+        if (found > 0) {
+            vae_defer_end(1); /* messages of the read itself are printed directly */
+            rc = vae_ckpt_read_meta(ckpt, &ck, &st);
+            if (!rc) rc = check_resume(cfg, &ck, mask, ckpt);
+            vae_defer_begin();
+            if (rc) vae_error(rc, "cannot resume from '%s'", ckpt);
+        }
+    }
+    rc = vae_agree(rc, comm);
+    if (rc) return rc;
+    MPI_Bcast(&found, 1, MPI_INT, 0, comm);
+    if (found > 0) {
+        MPI_Bcast(ckpt, sizeof ckpt, MPI_CHAR, 0, comm);
+        MPI_Bcast(&ck, sizeof ck, MPI_BYTE, 0, comm);
+        MPI_Bcast(&st, sizeof st, MPI_BYTE, 0, comm);
+        /* The checkpoint's configuration, with what may change on a resume. */
+        vae_config merged = ck;
+        if (mask & VAE_SET_EPOCHS) merged.epochs = cfg->epochs;
+        if (mask & VAE_SET_INTERVALS) {
+            merged.log_every = cfg->log_every;
+            merged.eval_every = cfg->eval_every;
+            merged.sample_every = cfg->sample_every;
+            merged.ckpt_every = cfg->ckpt_every;
+            merged.keep = cfg->keep;
+        }
+        if (strcmp(resume, "auto") == 0 || cfg->out[0]) snprintf(merged.out, sizeof merged.out, "%s", cfg->out);
+        merged.max_steps = cfg->max_steps;
+        merged.in_memory = cfg->in_memory;
+        *cfg = merged;
+    } else if (resume && strcmp(resume, "auto") == 0 && rank == 0) {
+        printf("no checkpoint in %s/checkpoints: starting a new run\n", cfg->out);
+    }
+
+    /* 2. Data. */
+    if (cfg->batch < P) {
+        if (rank == 0)
+            vae_error(VAE_EINVAL, "--batch %d is smaller than the %d ranks: every rank needs at least one sample per step", cfg->batch, P);
+        return VAE_EINVAL;
+    }
+    int local_max = (cfg->batch + P - 1) / P;
+    rc = vae_data_open(&d, cfg->data, "/train/images", comm, cfg->in_memory, local_max);
+    if (rc) return rc;
+    rc = vae_data_check(&d, cfg->arch.loss == VAE_LOSS_BCE, comm);
+    if (rc) goto done;
+    if (found > 0) {
+        if (d.C != cfg->arch.C || d.Hh != cfg->arch.Hh || d.W != cfg->arch.W) {
+            if (rank == 0)
+                vae_error(VAE_EDATA, "'%s:%s' has rows of %dx%dx%d but the checkpoint '%s' was trained on %dx%dx%d",
+                          d.file, d.dset, d.C, d.Hh, d.W, ckpt, cfg->arch.C, cfg->arch.Hh, cfg->arch.W);
+            rc = VAE_EDATA;
+            goto done;
+        }
+    } else {
+        cfg->arch.C = d.C;
+        cfg->arch.Hh = d.Hh;
+        cfg->arch.W = d.W;
+    }
+    if (cfg->batch > d.N) {
+        if (rank == 0)
+            vae_error(VAE_EINVAL, "--batch %d is larger than the %lld rows of '%s:%s'", cfg->batch, (long long)d.N, d.file, d.dset);
+        rc = VAE_EINVAL;
+        goto done;
+    }
+    if (cfg->test_data[0]) {
+        rc = vae_data_open(&td, cfg->test_data, "/test/images", comm, cfg->in_memory, local_max);
+        if (!rc) rc = vae_data_check(&td, cfg->arch.loss == VAE_LOSS_BCE, comm);
+        if (!rc && td.D != d.D) {
+            if (rank == 0)
+                vae_error(VAE_EDATA, "test data '%s:%s' has rows of %dx%dx%d, training data %dx%dx%d", td.file, td.dset,
+                          td.C, td.Hh, td.W, d.C, d.Hh, d.W);
+            rc = VAE_EDATA;
+        }
+        if (rc) goto done;
+        have_test = 1;
+    }
+
+    /* 3. Model: keyed init (or the checkpoint), then a check that all replicas agree. */
+    vae_defer_begin();
+    rc = vae_model_init(&m, &cfg->arch, local_max);
+    rc = vae_agree(rc, comm);
+    if (rc) goto done;
+    vae_model_init_params(&m, cfg->seed);
+    if (found > 0) {
+        vae_defer_begin();
+        rc = rank == 0 ? vae_ckpt_read_tensors(ckpt, &m, 1) : VAE_OK;
+        rc = vae_agree(rc, comm);
+        if (rc) goto done;
+        MPI_Bcast(m.params, (int)m.n_params, MPI_FLOAT, 0, comm);
+        MPI_Bcast(m.m, (int)m.n_params, MPI_FLOAT, 0, comm);
+        MPI_Bcast(m.v, (int)m.n_params, MPI_FLOAT, 0, comm);
+    }
+    {
+        uint64_t h = params_hash(m.params, m.n_params), hmin = h, hmax = h;
+        MPI_Allreduce(MPI_IN_PLACE, &hmin, 1, MPI_UINT64_T, MPI_MIN, comm);
+        MPI_Allreduce(MPI_IN_PLACE, &hmax, 1, MPI_UINT64_T, MPI_MAX, comm);
+        if (hmin != hmax) {
+            rc = vae_error(VAE_EMPI, "ranks hold different initial parameters (checksum mismatch)");
+            goto done;
+        }
+    }
+
+    /* 4. Run directory (rank 0): lock, metrics. */
+    vae_defer_begin();
+    rc = VAE_OK;
+    if (rank == 0) {
+        rc = vae__mkdir_p(cfg->out);
+        if (!rc) rc = lock_run_dir(cfg->out);
+        if (!rc) {
+            mt = malloc(sizeof *mt);
+            rc = mt ? vae_metrics_open(mt, cfg->out, st.step) : vae_error(VAE_ENOMEM, "cannot allocate metrics buffers");
+        }
+    }
+    rc = vae_agree(rc, comm);
+    if (rc) goto done;
+    print_banner(cfg, &m, &d, comm, found > 0 ? ckpt : NULL, &st);
+
+    /* 5. The loop. */
+    const int64_t N = d.N;
+    const int B = cfg->batch, Z = m.Z;
+    const long S = vae_steps_per_epoch(N, B);
+    const long total = cfg->max_steps > 0 && cfg->max_steps < S * cfg->epochs ? cfg->max_steps : S * cfg->epochs;
+    const size_t NP = m.n_params;
+    vae_adam adam = { (float)cfg->lr, (float)cfg->beta1, (float)cfg->beta2, (float)cfg->adam_eps };
+    perm = malloc((size_t)N * sizeof(int64_t));
+    idx = malloc((size_t)local_max * sizeof(int64_t));
+    if (!perm || !idx) {
+        rc = vae_error(VAE_ENOMEM, "cannot allocate the permutation of %lld rows", (long long)N);
+        goto done;
+    }
+    make_permutation(perm, N, cfg->seed, st.epoch);
+    const char *stop_env = getenv("MPIVAE_TEST_STOP_AT_STEP");
+    long stop_at = stop_env ? atol(stop_env) : -1;
+    install_signals();
+    int tty = rank == 0 && isatty(STDOUT_FILENO);
+    double t_start = now_s(), t_int = t_start, busy = 0.0;
+    long rows_int = 0;
+    int stopped = 0, pending = VAE_OK;
+    if (rank == 0 && st.step >= total) printf("training already finished at step %ld\n", st.step);
+
+    while (st.step < total) {
+        double t0 = now_s();
+        long pos = st.epoch_step * (long)B;
+        int Bt = (int)(N - pos < B ? N - pos : B);
+        int lo = (int)((long)Bt * rank / P), hi = (int)((long)Bt * (rank + 1) / P), nloc = hi - lo;
+        for (int i = 0; i < nloc; i++) idx[i] = perm[pos + lo + i];
+        int lrc = vae_data_rows(&d, idx, nloc, vae_model_input(&m));
+        for (int i = 0; i < nloc; i++)
+            vae_rng_normal(cfg->seed, VAE_RNG_EPS, (uint64_t)st.step, (uint64_t)(lo + i), m.eps + (size_t)i * Z, Z);
+        float beta_t = (float)cfg->beta;
+        if (cfg->warmup > 0 && st.step < cfg->warmup) beta_t = (float)(cfg->beta * (double)(st.step + 1) / cfg->warmup);
+        memset(m.grads, 0, (NP + VAE_GRAD_EXTRA) * sizeof(float));
+        vae_loss_stats ls = { 0, 0, 0 };
+        if (nloc > 0 && !lrc)
+            vae_model_forward_backward(&m, m.eps, nloc, beta_t, 1.0f / Bt, 1, &ls, NULL, NULL);
+        if (stop_at >= 0 && st.step + 1 == stop_at) g_stop = 1;
+        float *gx = m.grads + NP;
+        gx[VAE_GX_RECON] = (float)ls.recon;
+        gx[VAE_GX_KL] = (float)ls.kl;
+        gx[VAE_GX_COUNT] = (float)nloc;
+        gx[VAE_GX_STOP] = g_stop ? 1.0f : 0.0f;
+        gx[VAE_GX_BAD] = !isfinite(ls.recon) || !isfinite(ls.kl) ? 1.0f : 0.0f;
+        gx[VAE_GX_FAIL] = lrc || pending ? 1.0f : 0.0f;
+        int mrc = MPI_Allreduce(MPI_IN_PLACE, m.grads, (int)(NP + VAE_GRAD_EXTRA), MPI_FLOAT, MPI_SUM, comm);
+        if (mrc != MPI_SUCCESS) {
+            rc = vae_mpi_error(mrc, "MPI_Allreduce of the gradients");
+            goto done;
+        }
+        if (gx[VAE_GX_FAIL] > 0.0f) {
+            rc = VAE_EIO; /* a rank failed to read or write; it said why */
+            goto done;
+        }
+        double gnorm = sqrt(vae_sumsq(m.grads, NP));
+        double recon = gx[VAE_GX_RECON] / Bt, kl = gx[VAE_GX_KL] / Bt;
+        int bad = gx[VAE_GX_BAD] > 0.0f || !isfinite(gnorm);
+        if (bad) {
+            st.skips++;
+            if (rank == 0)
+                vae_warn("step %ld: non-finite %s (recon %g, kl %g, gradient norm %g); step skipped (%ld in a row, limit %d)",
+                         st.step + 1, !isfinite(recon) ? "reconstruction loss" : !isfinite(kl) ? "KL term" : "gradient",
+                         recon, kl, gnorm, st.skips, cfg->max_skips);
+            if (st.skips > cfg->max_skips) {
+                if (rank == 0)
+                    vae_error(VAE_ENONFINITE, "stopping: %ld consecutive steps had non-finite values (lower --lr, check the data)", st.skips);
+                rc = VAE_ENONFINITE;
+                goto done;
+            }
+        } else {
+            st.skips = 0;
+            st.adam_t++;
+            vae_adam_update(m.params, m.grads, m.m, m.v, NP, &adam, st.adam_t);
+        }
+        st.step++;
+        st.epoch_step++;
+        if (st.epoch_step == S) {
+            st.epoch++;
+            st.epoch_step = 0;
+            if (st.step < total) make_permutation(perm, N, cfg->seed, st.epoch);
+        }
+        int stop_now = gx[VAE_GX_STOP] > 0.0f;
+        int last = st.step == total;
+        double t1 = now_s();
+        busy += t1 - t0;
+        rows_int += Bt;
+
+        /* Between steps: metrics, log, evaluation, samples, checkpoints. */
+        if (rank == 0) {
+            double sps = rows_int / (busy > 0 ? busy : 1e-9);
+            double row[VAE_METRICS_TRAIN_FIELDS] = { (double)st.step, (double)st.epoch, recon + beta_t * kl, recon, kl,
+                                                     beta_t, cfg->lr, gnorm, sps, t1 - t_start };
+            rc = vae_metrics_add_train(mt, row);
+        }
+        if (cfg->log_every > 0 && (st.step % cfg->log_every == 0 || last)) {
+            if (rank == 0) {
+                double sps = rows_int / (busy > 0 ? busy : 1e-9);
+                char eta[32];
+                fmt_duration((total - st.step) * (t1 - t_int) / (rows_int > 0 ? (double)rows_int / B : 1), eta, sizeof eta);
+                if (tty) printf("\r\033[K");
+                printf("step %ld/%ld epoch %ld loss %.4f recon %.4f kl %.4f beta %.3g | %.0f samples/s | ETA %s\n",
+                       st.step, total, st.epoch_step == 0 ? st.epoch : st.epoch + 1, recon + beta_t * kl, recon, kl,
+                       beta_t, sps, eta);
+                fflush(stdout);
+                if (!rc) rc = vae_metrics_flush(mt);
+            }
+            rows_int = 0;
+            busy = 0.0;
+            t_int = now_s();
+        } else if (tty && st.step % 10 == 0) {
+            int w = 30, f = (int)((double)st.step / total * w);
+            printf("\r[%.*s%*s] %5.1f%% step %ld/%ld", f, "==============================", w - f, "", 100.0 * st.step / total, st.step, total);
+            fflush(stdout);
+        }
+        /* A failure on rank 0 alone travels in the next step's allreduce. */
+        if (rc) {
+            pending = rc;
+            rc = VAE_OK;
+        }
+        if (have_test && ((cfg->eval_every > 0 && st.step % cfg->eval_every == 0) || last)) {
+            vae_eval_result er;
+            rc = vae_evaluate(&m, &td, comm, cfg->seed, cfg->beta, 0, 0, &er);
+            if (rc) goto done;
+            if (rank == 0) {
+                printf("eval step %ld: test loss %.4f recon %.4f kl %.4f nats per sample (%lld rows)\n", st.step, er.loss,
+                       er.recon, er.kl, (long long)er.rows);
+                fflush(stdout);
+                double row[VAE_METRICS_EVAL_FIELDS] = { (double)st.step, (double)st.epoch, er.loss, er.recon, er.kl, now_s() - t_start };
+                vae_metrics_add_eval(mt, row);
+                rc = vae_metrics_flush(mt);
+            }
+        }
+        if ((cfg->sample_every > 0 && st.step % cfg->sample_every == 0) || last) {
+            vae_defer_begin();
+            if (rank == 0 && !rc) rc = vae_write_run_samples(&m, have_test ? &td : &d, cfg->out, st.step, cfg->seed);
+            rc = vae_agree(rc, comm);
+            if (rc) goto done;
+        }
+        if ((cfg->ckpt_every > 0 && st.step % cfg->ckpt_every == 0) || last || stop_now) {
+            char path[VAE_PATH_LEN + 64] = "";
+            double c0 = now_s();
+            st.world_size = P;
+            vae_defer_begin();
+            if (rank == 0) rc = vae_ckpt_save(cfg->out, &m, cfg, &st, cfg->keep, path, sizeof path);
+            rc = vae_agree(rc, comm);
+            if (rc) goto done;
+            if (rank == 0) {
+                if (tty) printf("\r\033[K");
+                printf("checkpoint %s (%.2f s)\n", path, now_s() - c0);
+                fflush(stdout);
+            }
+        }
+        if (stop_now && !last) {
+            if (rank == 0) {
+                if (tty) printf("\r\033[K");
+                printf("stopped by %s at step %ld after writing a checkpoint; resume with --resume auto (exit status %d)\n",
+                       g_stop == SIGUSR1 ? "SIGUSR1" : g_stop == SIGTERM ? "SIGTERM" : g_stop == SIGINT ? "SIGINT" : "a stop request",
+                       st.step, VAE_EXIT_REQUEUE);
+                fflush(stdout);
+            }
+            stopped = 1;
+            break;
+        }
+    }
+    vae_defer_begin();
+    rc = vae_agree(pending, comm);
+    if (rc) goto done;
+    if (rank == 0 && !stopped) {
+        printf("finished: %ld steps, %.1f s, run directory %s\n", st.step, now_s() - t_start, cfg->out);
+        fflush(stdout);
+    }
+    rc = stopped ? VAE_ESTOP : VAE_OK;
+done:
+    if (mt) {
+        if (rc != VAE_OK && rc != VAE_ESTOP) vae_metrics_flush(mt);
+        free(mt);
+    }
+    free(perm);
+    free(idx);
+    vae_model_free(&m);
+    vae_data_close(&td);
+    vae_data_close(&d);
+    return rc;
+}
