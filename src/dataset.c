@@ -125,6 +125,19 @@ static hid_t mem_type(const vae_data *d)
     return d->dtype == VAE_DT_U8 ? H5T_NATIVE_UCHAR : H5T_NATIVE_FLOAT;
 }
 
+/*
+ * A memory space of n rows shaped like the file's rows: with the same rank
+ * and extents HDF5 copies whole rows instead of mapping element by element.
+ */
+static hid_t rows_space(hid_t fsp, hsize_t n)
+{
+    hsize_t dims[8];
+    int nd = H5Sget_simple_extent_ndims(fsp);
+    H5Sget_simple_extent_dims(fsp, dims, NULL);
+    dims[0] = n;
+    return H5Screate_simple(nd, dims, NULL);
+}
+
 /* Reads rows [lo, lo+n) into buf (elements of the memory type). */
 static int read_block(vae_data *d, hid_t did, int64_t lo, int64_t n, void *buf)
 {
@@ -134,8 +147,7 @@ static int read_block(vae_data *d, hid_t did, int64_t lo, int64_t n, void *buf)
     hsize_t start[4] = { (hsize_t)lo, 0, 0, 0 }, count[4];
     H5Sget_simple_extent_dims(fsp, count, NULL);
     count[0] = (hsize_t)n;
-    hsize_t mdims[2] = { (hsize_t)n, (hsize_t)d->D };
-    hid_t msp = H5Screate_simple(2, mdims, NULL);
+    hid_t msp = rows_space(fsp, (hsize_t)n);
     if (H5Sselect_hyperslab(fsp, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
         H5Dread(did, mem_type(d), msp, fsp, H5P_DEFAULT, buf) < 0)
         rc = vae_error(VAE_EIO, "cannot read rows %lld..%lld of '%s:%s' (file damaged?)",
@@ -236,8 +248,7 @@ int vae_data_check(vae_data *d, int unit_range, MPI_Comm comm)
             hsize_t start[4] = { (hsize_t)r, 0, 0, 0 }, count[4];
             H5Sget_simple_extent_dims(fsp, count, NULL);
             count[0] = (hsize_t)n;
-            hsize_t mdims[2] = { (hsize_t)n, (hsize_t)d->D };
-            hid_t msp = H5Screate_simple(2, mdims, NULL);
+            hid_t msp = rows_space(fsp, (hsize_t)n);
             if (H5Sselect_hyperslab(fsp, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
                 H5Dread(d->did, H5T_NATIVE_FLOAT, msp, fsp, H5P_DEFAULT, buf) < 0)
                 rc = vae_error(VAE_EIO, "cannot read rows %lld..%lld of '%s:%s'", (long long)r,
@@ -332,8 +343,7 @@ int vae_data_rows(vae_data *d, const int64_t *idx, int n, float *out)
         hsize_t start[4] = { (hsize_t)d->order[i], 0, 0, 0 };
         H5Sselect_hyperslab(fsp, H5S_SELECT_OR, start, NULL, count, NULL);
     }
-    hsize_t mdims[2] = { (hsize_t)u, (hsize_t)D };
-    hid_t msp = H5Screate_simple(2, mdims, NULL);
+    hid_t msp = rows_space(fsp, (hsize_t)u);
     if (H5Dread(d->did, H5T_NATIVE_FLOAT, msp, fsp, H5P_DEFAULT, d->stage) < 0)
         rc = vae_error(VAE_EIO, "cannot read %d rows of '%s:%s'", u, d->file, d->dset);
     H5Sclose(msp);

@@ -25,7 +25,13 @@ void vae_adam_update(float *p, const float *g, float *m, float *v, size_t n, con
 
 double vae_sumsq(const float *g, size_t n)
 {
+    /* Eight independent lanes (vectorisable, fixed order), then one sum. */
+    double acc[8] = { 0 };
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += (double)g[i + k] * g[i + k];
+    for (; i < n; i++) acc[0] += (double)g[i] * g[i];
     double s = 0.0;
-    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    for (int k = 0; k < 8; k++) s += acc[k];
     return s;
 }
