@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -232,8 +233,8 @@ static void print_banner(const vae_config *c, const vae_model *m, const vae_data
         printf("model: %s", c->arch.kind == VAE_MODEL_CONV ? "conv" : "mlp");
         printf(" hidden");
         for (int i = 0; i < c->arch.n_hidden; i++) printf("%s%d", i ? "," : " ", c->arch.hidden[i]);
-        printf(" latent %d, loss %s, beta %g, %zu parameters\n", c->arch.latent,
-               c->arch.loss == VAE_LOSS_MSE ? "mse" : "bce", c->beta, m->n_params);
+        printf(" latent %d, loss %s, beta %g, %zu parameters, %.3f MFLOP per sample per step\n", c->arch.latent,
+               c->arch.loss == VAE_LOSS_MSE ? "mse" : "bce", c->beta, m->n_params, vae_model_flops_per_sample(m) / 1e6);
         printf("training: %d epochs, global batch %d (%d..%d per rank), lr %g, seed %llu, run directory %s\n",
                c->epochs, c->batch, c->batch / P, (c->batch + P - 1) / P, c->lr, (unsigned long long)c->seed, c->out);
         if (resumed_from) {
@@ -571,9 +572,16 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     vae_defer_begin();
     rc = vae_agree(pending, comm);
     if (rc) goto done;
-    if (rank == 0 && !stopped) {
-        printf("finished: %ld steps, %.1f s, run directory %s\n", st.step, now_s() - t_start, cfg->out);
-        fflush(stdout);
+    {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        long rss = ru.ru_maxrss;
+        MPI_Allreduce(MPI_IN_PLACE, &rss, 1, MPI_LONG, MPI_MAX, comm);
+        if (rank == 0 && !stopped) {
+            printf("finished: %ld steps, %.1f s, peak RSS %.1f MiB per rank, run directory %s\n", st.step,
+                   now_s() - t_start, rss / 1024.0, cfg->out);
+            fflush(stdout);
+        }
     }
     rc = stopped ? VAE_ESTOP : VAE_OK;
 done:
