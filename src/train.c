@@ -421,7 +421,9 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     const char *stop_env = getenv("MPIVAE_TEST_STOP_AT_STEP");
     long stop_at = stop_env ? atol(stop_env) : -1;
     install_signals();
-    int tty = rank == 0 && isatty(STDOUT_FILENO);
+    /* A progress bar on a terminal; not under mpirun, whose ranks write to a pseudo-terminal
+     * even when mpirun's own output goes to a file. */
+    int tty = rank == 0 && isatty(STDOUT_FILENO) && !getenv("OMPI_COMM_WORLD_SIZE");
     double t_start = now_s(), t_int = t_start, busy = 0.0;
     long rows_int = 0;
     int stopped = 0, pending = VAE_OK;
