@@ -200,6 +200,8 @@ static const char *train_help =
     "  --seed S                 seed of every random draw (default 1)\n"
     "  --steps N                stop after global step N (default: all epochs)\n"
     "  --max-skips K            stop after K consecutive non-finite steps (default 10)\n"
+    "  --allreduce MODE         blocking: one MPI_Allreduce after backward (default);\n"
+    "                           overlap: buckets reduced with MPI_Iallreduce during backward\n"
     "output\n"
     "  --out DIR                run directory (default runs/default)\n"
     "  --log-every N            log line every N steps (default 100)\n"
@@ -235,7 +237,8 @@ static int cmd_train(int argc, char **argv)
         { "out", required_argument, 0, 'o' }, { "log-every", required_argument, 0, 'g' },
         { "eval-every", required_argument, 0, 'v' }, { "sample-every", required_argument, 0, 'p' },
         { "ckpt-every", required_argument, 0, 'c' }, { "keep", required_argument, 0, 'k' },
-        { "resume", required_argument, 0, 'r' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+        { "resume", required_argument, 0, 'r' }, { "allreduce", required_argument, 0, 'A' },
+        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
     };
     optind = 1;
     opterr = 0;
@@ -282,6 +285,11 @@ static int cmd_train(int argc, char **argv)
         case 'c': rc = parse_long("train", "--ckpt-every", optarg, 0, LONG_MAX, &cfg.ckpt_every); mask |= VAE_SET_INTERVALS; break;
         case 'k': rc = parse_int("train", "--keep", optarg, 1, 1000000, &cfg.keep); mask |= VAE_SET_INTERVALS; break;
         case 'r': resume = optarg; break;
+        case 'A':
+            if (!strcmp(optarg, "blocking")) cfg.overlap = 0;
+            else if (!strcmp(optarg, "overlap")) cfg.overlap = 1;
+            else rc = usage_error("train", "--allreduce '%s' is not blocking or overlap", optarg);
+            break;
         case 'h': if (g_rank == 0) fputs(train_help, stdout); return 0;
         default: return bad_option("train", c, argv);
         }

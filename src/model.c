@@ -265,6 +265,7 @@ void vae_model_forward_backward(vae_model *m, const float *eps, int B, float bet
     for (int i = nl - 1; i >= m->n_enc; i--) {
         float *dX = i == m->n_enc ? m->dz : other;
         layer_backward(m, i, dY, dX, B);
+        if (m->grad_ready) m->grad_ready(m->grad_ctx, m->layers[i].w, m->layers[i].b + m->layers[i].out);
         other = dY;
         dY = dX;
     }
@@ -275,6 +276,7 @@ void vae_model_forward_backward(vae_model *m, const float *eps, int B, float bet
     for (int i = m->n_enc - 1; i >= 0; i--) {
         float *dX = i == 0 ? NULL : other;
         layer_backward(m, i, dY, dX, B);
+        if (m->grad_ready) m->grad_ready(m->grad_ctx, m->layers[i].w, m->layers[i].b + m->layers[i].out);
         other = dY == m->dmulv ? m->g1 : dY;
         dY = dX;
     }

@@ -21,6 +21,7 @@
 #include "mpivae/status.h"
 #include "mpivae/tools.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -177,6 +178,24 @@ static int check_resume(const vae_config *given, const vae_config *ck, unsigned 
     return VAE_OK;
 }
 
+/* Removes temporary checkpoint files that a crash during a save left behind. */
+static void remove_stale_tmp(const char *dir)
+{
+    char ckdir[VAE_PATH_LEN + 32], p[VAE_PATH_LEN + 320];
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", dir);
+    DIR *dp = opendir(ckdir);
+    if (!dp) return;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+        size_t n = strlen(e->d_name);
+        if (strncmp(e->d_name, ".step-", 6) == 0 && n > 4 && strcmp(e->d_name + n - 4, ".tmp") == 0) {
+            snprintf(p, sizeof p, "%s/%s", ckdir, e->d_name);
+            if (unlink(p) == 0) printf("removed %s, left by an interrupted checkpoint write\n", p);
+        }
+    }
+    closedir(dp);
+}
+
 /* Holds an exclusive lock on DIR/lock for the life of the process. */
 static int lock_run_dir(const char *dir)
 {
@@ -258,6 +277,49 @@ static void fmt_duration(double s, char *buf, size_t len)
     else snprintf(buf, len, "%lds", t);
 }
 
+/* The step's loss sums and non-finite flag into the tail of the gradient block. */
+static void fill_stats(float *gx, const vae_loss_stats *ls)
+{
+    gx[VAE_GX_RECON] = (float)ls->recon;
+    gx[VAE_GX_KL] = (float)ls->kl;
+    gx[VAE_GX_BAD] = !isfinite(ls->recon) || !isfinite(ls->kl) ? 1.0f : 0.0f;
+}
+
+/*
+ * Overlapped gradient reduction: as backward finishes each layer, its range
+ * joins a pending bucket; a bucket of at least min_bucket floats (or the last
+ * one) is started with MPI_Iallreduce, and the outstanding ones are tested so
+ * that MPI makes progress while backward goes on. The first bucket also
+ * carries the step statistics at the end of the block.
+ */
+typedef struct overlap {
+    int enabled;
+    MPI_Comm comm;
+    float *grads;
+    size_t pend_hi, min_bucket;
+    MPI_Request req[VAE_MAX_LAYERS + 1];
+    int nreq, rc, stats_done;
+    const vae_loss_stats *stats;
+} overlap;
+
+static void on_grad_ready(void *ctx, size_t lo, size_t hi)
+{
+    overlap *o = ctx;
+    (void)hi;
+    if (!o->stats_done) {
+        fill_stats(o->grads + (o->pend_hi - VAE_GRAD_EXTRA), o->stats);
+        o->stats_done = 1;
+    }
+    if (o->pend_hi - lo >= o->min_bucket || lo == 0) {
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, o->grads + lo, (int)(o->pend_hi - lo), MPI_FLOAT, MPI_SUM, o->comm,
+                                &o->req[o->nreq++]);
+        if (rc != MPI_SUCCESS) o->rc = rc;
+        o->pend_hi = lo;
+    }
+    int flag;
+    if (o->nreq) MPI_Testall(o->nreq, o->req, &flag, MPI_STATUSES_IGNORE);
+}
+
 int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm comm)
 {
     int rank, P;
@@ -316,6 +378,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         if (strcmp(resume, "auto") == 0 || cfg->out[0]) snprintf(merged.out, sizeof merged.out, "%s", cfg->out);
         merged.max_steps = cfg->max_steps;
         merged.in_memory = cfg->in_memory;
+        merged.overlap = cfg->overlap;
         *cfg = merged;
     } else if (resume && strcmp(resume, "auto") == 0 && rank == 0) {
         printf("no checkpoint in %s/checkpoints: starting a new run\n", cfg->out);
@@ -395,6 +458,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     if (rank == 0) {
         rc = vae__mkdir_p(cfg->out);
         if (!rc) rc = lock_run_dir(cfg->out);
+        if (!rc) remove_stale_tmp(cfg->out);
         if (!rc) {
             mt = malloc(sizeof *mt);
             rc = mt ? vae_metrics_open(mt, cfg->out, st.step) : vae_error(VAE_ENOMEM, "cannot allocate metrics buffers");
@@ -427,6 +491,18 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     double t_start = now_s(), t_int = t_start, busy = 0.0;
     long rows_int = 0;
     int stopped = 0, pending = VAE_OK;
+    double comm_s = 0.0, comm_int = 0.0, comm_all = 0.0, busy_all = 0.0;
+    long steps_int = 0, steps_run = st.step;
+    overlap ov;
+    memset(&ov, 0, sizeof ov);
+    ov.enabled = cfg->overlap;
+    ov.comm = comm;
+    ov.grads = m.grads;
+    ov.min_bucket = 1 << 16;
+    if (ov.enabled) {
+        m.grad_ready = on_grad_ready;
+        m.grad_ctx = &ov;
+    }
     if (rank == 0 && st.step >= total) printf("training already finished at step %ld\n", st.step);
 
     while (st.step < total) {
@@ -442,19 +518,38 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         if (cfg->warmup > 0 && st.step < cfg->warmup) beta_t = (float)(cfg->beta * (double)(st.step + 1) / cfg->warmup);
         memset(m.grads, 0, (NP + VAE_GRAD_EXTRA) * sizeof(float));
         vae_loss_stats ls = { 0, 0, 0 };
-        if (nloc > 0 && !lrc)
-            vae_model_forward_backward(&m, m.eps, nloc, beta_t, 1.0f / Bt, 1, &ls, NULL, NULL);
         if (stop_at >= 0 && st.step + 1 == stop_at) g_stop = 1;
         float *gx = m.grads + NP;
-        gx[VAE_GX_RECON] = (float)ls.recon;
-        gx[VAE_GX_KL] = (float)ls.kl;
         gx[VAE_GX_COUNT] = (float)nloc;
         gx[VAE_GX_STOP] = g_stop ? 1.0f : 0.0f;
-        gx[VAE_GX_BAD] = !isfinite(ls.recon) || !isfinite(ls.kl) ? 1.0f : 0.0f;
         gx[VAE_GX_FAIL] = lrc || pending ? 1.0f : 0.0f;
-        int mrc = MPI_Allreduce(MPI_IN_PLACE, m.grads, (int)(NP + VAE_GRAD_EXTRA), MPI_FLOAT, MPI_SUM, comm);
+        int mrc = MPI_SUCCESS;
+        if (ov.enabled) {
+            /* Buckets start during backward; a rank without rows issues the same sequence. */
+            ov.stats = &ls;
+            ov.stats_done = 0;
+            ov.pend_hi = NP + VAE_GRAD_EXTRA;
+            ov.nreq = 0;
+            ov.rc = MPI_SUCCESS;
+            if (nloc > 0 && !lrc)
+                vae_model_forward_backward(&m, m.eps, nloc, beta_t, 1.0f / Bt, 1, &ls, NULL, NULL);
+            else
+                for (int i = m.n_enc + m.n_dec - 1; i >= 0; i--)
+                    on_grad_ready(&ov, m.layers[i].w, m.layers[i].b + m.layers[i].out);
+            double c0 = now_s();
+            mrc = MPI_Waitall(ov.nreq, ov.req, MPI_STATUSES_IGNORE);
+            if (ov.rc != MPI_SUCCESS) mrc = ov.rc;
+            comm_s += now_s() - c0;
+        } else {
+            if (nloc > 0 && !lrc)
+                vae_model_forward_backward(&m, m.eps, nloc, beta_t, 1.0f / Bt, 1, &ls, NULL, NULL);
+            fill_stats(gx, &ls);
+            double c0 = now_s();
+            mrc = MPI_Allreduce(MPI_IN_PLACE, m.grads, (int)(NP + VAE_GRAD_EXTRA), MPI_FLOAT, MPI_SUM, comm);
+            comm_s += now_s() - c0;
+        }
         if (mrc != MPI_SUCCESS) {
-            rc = vae_mpi_error(mrc, "MPI_Allreduce of the gradients");
+            rc = vae_mpi_error(mrc, "the allreduce of the gradients");
             goto done;
         }
         if (gx[VAE_GX_FAIL] > 0.0f) {
@@ -492,7 +587,12 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         int last = st.step == total;
         double t1 = now_s();
         busy += t1 - t0;
+        busy_all += t1 - t0;
         rows_int += Bt;
+        steps_int++;
+        comm_int += comm_s;
+        comm_all += comm_s;
+        comm_s = 0.0;
 
         /* Between steps: metrics, log, evaluation, samples, checkpoints. */
         if (rank == 0) {
@@ -507,13 +607,16 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
                 char eta[32];
                 fmt_duration((total - st.step) * (t1 - t_int) / (rows_int > 0 ? (double)rows_int / B : 1), eta, sizeof eta);
                 if (tty) printf("\r\033[K");
-                printf("step %ld/%ld epoch %ld loss %.4f recon %.4f kl %.4f beta %.3g | %.0f samples/s | ETA %s\n",
+                printf("step %ld/%ld epoch %ld loss %.4f recon %.4f kl %.4f beta %.3g | %.0f samples/s | "
+                       "allreduce %.2f ms/step | ETA %s\n",
                        st.step, total, st.epoch_step == 0 ? st.epoch : st.epoch + 1, recon + beta_t * kl, recon, kl,
-                       beta_t, sps, eta);
+                       beta_t, sps, 1e3 * comm_int / (steps_int ? steps_int : 1), eta);
                 fflush(stdout);
                 if (!rc) rc = vae_metrics_flush(mt);
             }
             rows_int = 0;
+            steps_int = 0;
+            comm_int = 0.0;
             busy = 0.0;
             t_int = now_s();
         } else if (tty && st.step % 10 == 0) {
@@ -580,8 +683,13 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         long rss = ru.ru_maxrss;
         MPI_Allreduce(MPI_IN_PLACE, &rss, 1, MPI_LONG, MPI_MAX, comm);
         if (rank == 0 && !stopped) {
+            long n = st.step - steps_run;
             printf("finished: %ld steps, %.1f s, peak RSS %.1f MiB per rank, run directory %s\n", st.step,
                    now_s() - t_start, rss / 1024.0, cfg->out);
+            if (n > 0)
+                printf("allreduce (%s): %.3f ms per step waited on rank 0, %.1f%% of the step time\n",
+                       cfg->overlap ? "overlapped with backward" : "blocking", 1e3 * comm_all / n,
+                       100.0 * comm_all / (busy_all > 0 ? busy_all : 1));
             fflush(stdout);
         }
     }

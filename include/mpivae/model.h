@@ -80,6 +80,13 @@ typedef struct vae_model {
     float *g0, *g1; /* [B,maxw] ping-pong activation gradients */
     float *scratch; /* convolution lowering buffer */
     size_t scratch_len;
+    /*
+     * Called during backward as soon as a layer's parameter gradients are
+     * final, with their range [lo, hi) in the gradient block (ranges come in
+     * descending order), so communication can start while backward goes on.
+     */
+    void (*grad_ready)(void *ctx, size_t lo, size_t hi);
+    void *grad_ctx;
 } vae_model;
 
 /* Extra float slots at the end of the gradient block, summed with the gradients. */

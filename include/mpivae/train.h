@@ -31,6 +31,7 @@ typedef struct vae_config {
     int max_skips;           /* consecutive non-finite steps before stopping */
     int in_memory;           /* 1, 0, -1 auto */
     long max_steps;          /* stop after this global step (0: run all epochs) */
+    int overlap;             /* 1: bucketed MPI_Iallreduce during backward; 0: one MPI_Allreduce */
 } vae_config;
 
 /* Where training stands (stored in every checkpoint). */
