@@ -11,6 +11,7 @@
 #include "mpivae/dataset.h"
 #include "mpivae/image.h"
 #include "mpivae/importer.h"
+#include "mpivae/latent.h"
 #include "mpivae/model.h"
 #include "mpivae/status.h"
 #include "mpivae/tools.h"
@@ -534,6 +535,524 @@ static int cmd_reconstruct(int argc, char **argv)
     return finish(rc);
 }
 
+
+/* ---- latent-space tools ---- */
+
+/* Opens the tool's data on every rank and checks it against the checkpoint's model. */
+static int open_tool_data(vae_data *d, const char *given, const vae_config *cfg, const char *ckpt, int max_rows)
+{
+    int rc = vae_data_open(d, tool_data(given, cfg), "/test/images", MPI_COMM_WORLD, -1, max_rows);
+    if (!rc) rc = check_shape(d, cfg, ckpt);
+    return rc;
+}
+
+static int check_index(const char *cmd, const char *flag, long i, const vae_data *d)
+{
+    if (i >= 0 && i < d->N) return 0;
+    if (g_rank == 0)
+        vae_error(VAE_EINVAL, "%s %ld is out of range: '%s:%s' has %lld rows (0..%lld) (mpivae %s)", flag, i, d->file,
+                  d->dset, (long long)d->N, (long long)d->N - 1, cmd);
+    return VAE_EINVAL;
+}
+
+/* Rank 0 encodes one row to its mean. */
+static int encode_one(vae_model *m, vae_data *d, int64_t row, float *mu)
+{
+    int rc = vae_data_rows(d, &row, 1, vae_model_input(m));
+    if (rc) return rc;
+    const float *mulv = vae_model_encode(m, 1);
+    memcpy(mu, mulv, (size_t)m->Z * sizeof(float));
+    return VAE_OK;
+}
+
+static const char *interp_help =
+    "usage: mpivae interpolate --ckpt FILE --from I --to J --out OUT.png [--data FILE[:/ds]]\n"
+    "                          [--steps K] [--spherical]\n"
+    "\n"
+    "Encodes rows I and J of --data (default: the checkpoint's test data) to their means,\n"
+    "walks K (default 10) points from one to the other, linearly or along the great circle\n"
+    "(--spherical), and decodes them. OUT.png is one strip: row I, the K decoded points, row J.\n"
+    "OUT.h5 holds /z [K, Z], /images [K, C, H, W] and /inputs [2, C, H, W].\n";
+
+static int cmd_interpolate(int argc, char **argv)
+{
+    const char *ckpt = NULL, *out = NULL, *data = NULL;
+    long from = -1, to = -1;
+    int K = 10, spherical = 0;
+    static struct option opts[] = {
+        { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
+        { "data", required_argument, 0, 'd' }, { "from", required_argument, 0, 'f' },
+        { "to", required_argument, 0, 't' }, { "steps", required_argument, 0, 'k' },
+        { "spherical", no_argument, 0, 's' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    };
+    optind = 1;
+    opterr = 0;
+    int c, rc = 0;
+    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': ckpt = optarg; break;
+        case 'o': out = optarg; break;
+        case 'd': data = optarg; break;
+        case 'f': rc = parse_long("interpolate", "--from", optarg, 0, LONG_MAX, &from); break;
+        case 't': rc = parse_long("interpolate", "--to", optarg, 0, LONG_MAX, &to); break;
+        case 'k': rc = parse_int("interpolate", "--steps", optarg, 2, 1000, &K); break;
+        case 's': spherical = 1; break;
+        case 'h': if (g_rank == 0) fputs(interp_help, stdout); return 0;
+        default: return bad_option("interpolate", c, argv);
+        }
+    }
+    if (rc) return rc;
+    if (!ckpt || !out || from < 0 || to < 0)
+        return usage_error("interpolate", "--ckpt FILE, --from I, --to J and --out OUT.png are required");
+    vae_config cfg;
+    vae_model m;
+    vae_data d;
+    memset(&m, 0, sizeof m);
+    memset(&d, 0, sizeof d);
+    rc = load_model(ckpt, &cfg, &m, K + 2);
+    if (!rc) rc = open_tool_data(&d, data, &cfg, ckpt, 1);
+    if (!rc) rc = check_index("interpolate", "--from", from, &d);
+    if (!rc) rc = check_index("interpolate", "--to", to, &d);
+    float *buf = NULL;
+    if (!rc && g_rank == 0) {
+        const int Z = m.Z, D = m.D;
+        buf = malloc(((size_t)2 * Z + (size_t)K * Z + (size_t)(K + 4) * D) * sizeof(float));
+        if (!buf) rc = vae_error(VAE_ENOMEM, "cannot allocate %d images", K + 2);
+        /* strip[K+2, D]: input I, the K decoded points, input J; inputs[2, D]: I and J. */
+        float *a = buf, *b = a + Z, *z = b + Z, *strip = z + (size_t)K * Z, *inputs = strip + (size_t)(K + 2) * D;
+        int64_t ri = from, rj = to;
+        if (!rc) rc = encode_one(&m, &d, from, a);
+        if (!rc) rc = encode_one(&m, &d, to, b);
+        if (!rc) rc = vae_data_rows(&d, &ri, 1, inputs);
+        if (!rc) rc = vae_data_rows(&d, &rj, 1, inputs + D);
+        if (!rc) {
+            vae_latent_path(a, b, Z, K, spherical, z);
+            vae_model_decode(&m, z, K, strip + D);
+            memcpy(strip, inputs, (size_t)D * sizeof(float));
+            memcpy(strip + (size_t)(K + 1) * D, inputs + D, (size_t)D * sizeof(float));
+        }
+        char h5[VAE_PATH_LEN + 8];
+        h5_beside(out, h5, sizeof h5);
+        remove(h5);
+        if (!rc) rc = vae_h5_write_matrix(h5, "/z", z, K, Z);
+        if (!rc) rc = vae_h5_write_images(h5, "/images", strip + D, K, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
+        if (!rc) rc = vae_h5_write_images(h5, "/inputs", inputs, 2, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
+        if (!rc) rc = vae_image_write_grid(out, strip, K + 2, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, K + 2, 2);
+        if (!rc) printf("wrote %s and %s: rows %ld and %ld, %d %s steps\n", out, h5, from, to, K, spherical ? "spherical" : "linear");
+    }
+    free(buf);
+    vae_data_close(&d);
+    vae_model_free(&m);
+    rc = vae_agree(rc, MPI_COMM_WORLD);
+    return finish(rc);
+}
+
+/* Parses "lo:hi" into two numbers. */
+static int parse_range(const char *cmd, const char *s, double *lo, double *hi)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", s);
+    char *colon = strchr(buf + (buf[0] == '-' ? 1 : 0), ':');
+    if (!colon) return usage_error(cmd, "--range '%s' is not LO:HI", s);
+    *colon = '\0';
+    int rc = parse_double(cmd, "--range", buf, -1e6, 1e6, lo);
+    if (!rc) rc = parse_double(cmd, "--range", colon + 1, -1e6, 1e6, hi);
+    return rc;
+}
+
+static const char *traverse_help =
+    "usage: mpivae traverse --ckpt FILE --out OUT.png [--dims D1,D2,...|auto] [--top N]\n"
+    "                       [--data FILE[:/ds] [--index I]] [--range LO:HI] [--steps K]\n"
+    "\n"
+    "For each chosen latent dimension, varies it over LO:HI (default -3:3) in K (default 9)\n"
+    "steps with the other dimensions fixed at the encoded mean of row I of --data (when --index\n"
+    "is given) or at 0, and decodes: one grid row per dimension. --dims auto (the default) picks\n"
+    "the N (default 8) dimensions with the largest average KL over --data (the active ones) and\n"
+    "prints their KL. OUT.h5 holds /images [dims*K, C, H, W], /values [K], /dims, /base [Z].\n";
+
+static int cmd_traverse(int argc, char **argv)
+{
+    const char *ckpt = NULL, *out = NULL, *data = NULL, *dims_s = "auto";
+    long index = -1;
+    int K = 9, top = 8;
+    double lo = -3, hi = 3;
+    static struct option opts[] = {
+        { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
+        { "data", required_argument, 0, 'd' }, { "index", required_argument, 0, 'i' },
+        { "dims", required_argument, 0, 'D' }, { "top", required_argument, 0, 'n' },
+        { "range", required_argument, 0, 'r' }, { "steps", required_argument, 0, 'k' },
+        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    };
+    optind = 1;
+    opterr = 0;
+    int c, rc = 0;
+    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': ckpt = optarg; break;
+        case 'o': out = optarg; break;
+        case 'd': data = optarg; break;
+        case 'i': rc = parse_long("traverse", "--index", optarg, 0, LONG_MAX, &index); break;
+        case 'D': dims_s = optarg; break;
+        case 'n': rc = parse_int("traverse", "--top", optarg, 1, 4096, &top); break;
+        case 'r': rc = parse_range("traverse", optarg, &lo, &hi); break;
+        case 'k': rc = parse_int("traverse", "--steps", optarg, 1, 1000, &K); break;
+        case 'h': if (g_rank == 0) fputs(traverse_help, stdout); return 0;
+        default: return bad_option("traverse", c, argv);
+        }
+    }
+    if (rc) return rc;
+    if (!ckpt || !out) return usage_error("traverse", "--ckpt FILE and --out OUT.png are required");
+    vae_config cfg;
+    vae_model m;
+    vae_data d;
+    memset(&m, 0, sizeof m);
+    memset(&d, 0, sizeof d);
+    rc = load_model(ckpt, &cfg, &m, VAE_LATENT_CHUNK);
+    if (rc) return finish(rc);
+    const int Z = m.Z, D = m.D;
+    int auto_dims = !strcmp(dims_s, "auto");
+    int *dims = calloc((size_t)Z, sizeof(int)), nd = 0;
+    double *kl = calloc((size_t)Z, sizeof(double));
+    float *base = calloc((size_t)Z, sizeof(float));
+    if (!dims || !kl || !base) rc = vae_error(VAE_ENOMEM, "cannot allocate %d latent dimensions", Z);
+    if (!rc && !auto_dims) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", dims_s);
+        for (char *tok = strtok(buf, ","); tok && !rc; tok = strtok(NULL, ",")) {
+            long v;
+            rc = parse_long("traverse", "--dims", tok, 0, LONG_MAX, &v);
+            if (!rc && v >= Z) rc = usage_error("traverse", "--dims %ld is out of range: the model in '%s' has %d latent dimensions (0..%d)", v, ckpt, Z, Z - 1);
+            if (!rc && nd < Z) dims[nd++] = (int)v;
+        }
+        if (!rc && nd == 0) rc = usage_error("traverse", "--dims needs at least one dimension");
+        if (rc) goto out;
+    }
+    if (!rc && (auto_dims || index >= 0 || data)) rc = open_tool_data(&d, data, &cfg, ckpt, VAE_LATENT_CHUNK);
+    if (!rc && index >= 0) rc = check_index("traverse", "--index", index, &d);
+    if (!rc && auto_dims) {
+        /* Average KL per dimension over the data, shared across ranks. */
+        int64_t a, b;
+        int P;
+        MPI_Comm_size(MPI_COMM_WORLD, &P);
+        vae_latent_share(d.N, P, g_rank, &a, &b);
+        vae_defer_begin();
+        rc = vae_latent_kl_per_dim(&m, &d, a, b, kl);
+        rc = vae_agree(rc, MPI_COMM_WORLD);
+        if (!rc) MPI_Allreduce(MPI_IN_PLACE, kl, Z, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        for (int j = 0; j < Z; j++) kl[j] /= (double)d.N;
+        /* The top N by KL, largest first. */
+        nd = top < Z ? top : Z;
+        for (int k = 0; k < nd; k++) {
+            int best = -1;
+            for (int j = 0; j < Z; j++) {
+                int used = 0;
+                for (int q = 0; q < k; q++) used |= dims[q] == j;
+                if (!used && (best < 0 || kl[j] > kl[best])) best = j;
+            }
+            dims[k] = best;
+        }
+        if (!rc && g_rank == 0) {
+            printf("most active latent dimensions (average KL over %lld rows of %s:%s, nats):\n", (long long)d.N, d.file, d.dset);
+            for (int k = 0; k < nd; k++) printf("  dimension %d: %.4f\n", dims[k], kl[dims[k]]);
+        }
+    }
+    float *img = NULL, *vals = NULL, *z = NULL;
+    if (!rc && g_rank == 0) {
+        if (index >= 0) rc = encode_one(&m, &d, index, base);
+        img = malloc((size_t)nd * K * D * sizeof(float));
+        vals = malloc((size_t)K * sizeof(float));
+        z = malloc((size_t)K * Z * sizeof(float));
+        if (!img || !vals || !z) rc = vae_error(VAE_ENOMEM, "cannot allocate %d images", nd * K);
+        for (int k = 0; !rc && k < K; k++) vals[k] = (float)(K > 1 ? lo + (hi - lo) * k / (K - 1) : lo);
+        for (int r = 0; !rc && r < nd; r++) {
+            for (int k = 0; k < K; k++) {
+                memcpy(z + (size_t)k * Z, base, (size_t)Z * sizeof(float));
+                z[(size_t)k * Z + dims[r]] = vals[k];
+            }
+            vae_model_decode(&m, z, K, img + (size_t)r * K * D);
+        }
+        char h5[VAE_PATH_LEN + 8];
+        h5_beside(out, h5, sizeof h5);
+        remove(h5);
+        float *fd = malloc((size_t)nd * sizeof(float));
+        if (!rc && fd) {
+            for (int r = 0; r < nd; r++) fd[r] = (float)dims[r];
+            rc = vae_h5_write_matrix(h5, "/dims", fd, nd, 0);
+        }
+        free(fd);
+        if (!rc) rc = vae_h5_write_matrix(h5, "/values", vals, K, 0);
+        if (!rc) rc = vae_h5_write_matrix(h5, "/base", base, Z, 0);
+        if (!rc) rc = vae_h5_write_images(h5, "/images", img, nd * K, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
+        if (!rc) rc = vae_image_write_grid(out, img, nd * K, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, K, 2);
+        if (!rc) printf("wrote %s and %s: %d dimensions x %d values in [%g, %g], base %s\n", out, h5, nd, K, lo, hi,
+                        index >= 0 ? "the encoded mean of --index" : "z = 0");
+    }
+    free(img);
+    free(vals);
+    free(z);
+    rc = vae_agree(rc, MPI_COMM_WORLD);
+out:
+    free(dims);
+    free(kl);
+    free(base);
+    vae_data_close(&d);
+    vae_model_free(&m);
+    return rc > 0 ? rc : finish(rc);
+}
+
+/* Parses "0,1,2" into a class mask. */
+static int parse_classes(const char *cmd, const char *s, unsigned char *is_normal, int n)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", s);
+    int any = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        long v;
+        int rc = parse_long(cmd, "--normal-classes", tok, 0, n - 1, &v);
+        if (rc) return rc;
+        is_normal[v] = 1;
+        any = 1;
+    }
+    if (!any) return usage_error(cmd, "--normal-classes needs at least one class");
+    return 0;
+}
+
+static const char *anomaly_help =
+    "usage: mpirun -np P mpivae anomaly --ckpt FILE --out SCORES.h5 [--data FILE[:/ds]]\n"
+    "                                   [--labels FILE[:/ds] --normal-classes C1,C2,...] [--top K]\n"
+    "\n"
+    "Scores every row of --data (default: the checkpoint's test data) by its negative ELBO with\n"
+    "z = mu (reconstruction + beta * KL, nats) and by its reconstruction error alone. Rows are\n"
+    "shared across ranks; rank 0 writes SCORES.h5 (/score, /recon, /kl [N], row-aligned with the\n"
+    "input), SCORES-hist.png (histogram of scores) and SCORES-top.png (the K, default 32, most\n"
+    "anomalous rows, highest score first). With --labels (default: the 'labels' dataset beside\n"
+    "the images, when present) and --normal-classes, rows of other classes count as anomalies:\n"
+    "the ROC AUC of the score is printed and stored as the attribute 'roc_auc' of /score.\n";
+
+static int cmd_anomaly(int argc, char **argv)
+{
+    const char *ckpt = NULL, *out = NULL, *data = NULL, *labels_s = NULL, *normal_s = NULL;
+    int top = 32;
+    static struct option opts[] = {
+        { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
+        { "data", required_argument, 0, 'd' }, { "labels", required_argument, 0, 'l' },
+        { "normal-classes", required_argument, 0, 'n' }, { "top", required_argument, 0, 'k' },
+        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    };
+    optind = 1;
+    opterr = 0;
+    int c, rc = 0;
+    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': ckpt = optarg; break;
+        case 'o': out = optarg; break;
+        case 'd': data = optarg; break;
+        case 'l': labels_s = optarg; break;
+        case 'n': normal_s = optarg; break;
+        case 'k': rc = parse_int("anomaly", "--top", optarg, 1, 10000, &top); break;
+        case 'h': if (g_rank == 0) fputs(anomaly_help, stdout); return 0;
+        default: return bad_option("anomaly", c, argv);
+        }
+    }
+    if (rc) return rc;
+    if (!ckpt || !out) return usage_error("anomaly", "--ckpt FILE and --out SCORES.h5 are required");
+    if (labels_s && !normal_s) return usage_error("anomaly", "--labels needs --normal-classes");
+    vae_config cfg;
+    vae_model m;
+    vae_data d;
+    memset(&m, 0, sizeof m);
+    memset(&d, 0, sizeof d);
+    double t0 = MPI_Wtime();
+    rc = load_model(ckpt, &cfg, &m, VAE_LATENT_CHUNK);
+    if (!rc) rc = open_tool_data(&d, data, &cfg, ckpt, VAE_LATENT_CHUNK);
+    if (!rc) rc = vae_data_check(&d, cfg.arch.loss == VAE_LOSS_BCE, MPI_COMM_WORLD);
+    if (rc) {
+        vae_model_free(&m);
+        vae_data_close(&d);
+        return finish(rc);
+    }
+    int P;
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    int64_t a, b, N = d.N;
+    vae_latent_share(N, P, g_rank, &a, &b);
+    double *recon = calloc((size_t)(b - a + 1), sizeof(double)), *kl = calloc((size_t)(b - a + 1), sizeof(double));
+    float *mine = malloc((size_t)(b - a + 1) * 3 * sizeof(float));
+    float *all = g_rank == 0 ? malloc((size_t)N * 3 * sizeof(float)) : NULL;
+    vae_defer_begin();
+    if (!recon || !kl || !mine || (g_rank == 0 && !all)) rc = vae_error(VAE_ENOMEM, "cannot allocate scores for %lld rows", (long long)N);
+    if (!rc) rc = vae_latent_score(&m, &d, a, b, recon, kl);
+    for (int64_t i = 0; !rc && i < b - a; i++) {
+        mine[i * 3 + 0] = (float)(recon[i] + cfg.beta * kl[i]);
+        mine[i * 3 + 1] = (float)recon[i];
+        mine[i * 3 + 2] = (float)kl[i];
+    }
+    rc = vae_agree(rc, MPI_COMM_WORLD);
+    if (!rc) rc = vae_gather_rows(mine, a, b, 3, all, N, MPI_COMM_WORLD);
+    double t_score = MPI_Wtime() - t0;
+    /* Labels: explicit, or 'labels' beside the images. */
+    char lab_spec[VAE_PATH_LEN + 300] = "";
+    if (labels_s) snprintf(lab_spec, sizeof lab_spec, "%s", labels_s);
+    else if (normal_s) {
+        char dir[256];
+        snprintf(dir, sizeof dir, "%s", d.dset);
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = '\0';
+        snprintf(lab_spec, sizeof lab_spec, "%s:%s/labels", d.file, dir);
+    }
+    vae_defer_begin();
+    if (!rc && g_rank == 0) {
+        float *score = malloc((size_t)N * sizeof(float)), *rec = malloc((size_t)N * sizeof(float)), *klv = malloc((size_t)N * sizeof(float));
+        int64_t *lab = NULL, *order = malloc((size_t)N * sizeof(int64_t));
+        unsigned char *pos = NULL, normal[1024] = { 0 };
+        double auc = NAN;
+        if (!score || !rec || !klv || !order) rc = vae_error(VAE_ENOMEM, "cannot allocate %lld scores", (long long)N);
+        for (int64_t i = 0; !rc && i < N; i++) {
+            score[i] = all[i * 3];
+            rec[i] = all[i * 3 + 1];
+            klv[i] = all[i * 3 + 2];
+        }
+        if (!rc && normal_s) {
+            lab = malloc((size_t)N * sizeof(int64_t));
+            pos = malloc((size_t)N);
+            rc = lab && pos ? parse_classes("anomaly", normal_s, normal, 1024) : vae_error(VAE_ENOMEM, "cannot allocate labels");
+            if (rc > 0) rc = VAE_EINVAL;
+            if (!rc) rc = vae_read_labels(lab_spec, "/test/labels", N, lab);
+            for (int64_t i = 0; !rc && i < N; i++) pos[i] = !(lab[i] >= 0 && lab[i] < 1024 && normal[lab[i]]);
+            if (!rc) auc = vae_roc_auc(score, pos, N);
+        }
+        remove(out);
+        if (!rc) rc = vae_h5_write_matrix(out, "/score", score, N, 0);
+        if (!rc) rc = vae_h5_write_matrix(out, "/recon", rec, N, 0);
+        if (!rc) rc = vae_h5_write_matrix(out, "/kl", klv, N, 0);
+        if (!rc && normal_s) {
+            hid_t fid = H5Fopen(out, H5F_ACC_RDWR, H5P_DEFAULT);
+            hid_t ds = fid >= 0 ? H5Dopen2(fid, "/score", H5P_DEFAULT) : -1;
+            hid_t sp = H5Screate(H5S_SCALAR);
+            hid_t at = ds >= 0 ? H5Acreate2(ds, "roc_auc", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT) : -1;
+            if (at < 0 || H5Awrite(at, H5T_NATIVE_DOUBLE, &auc) < 0) rc = vae_error(VAE_EIO, "cannot store roc_auc in '%s'", out);
+            if (at >= 0) H5Aclose(at);
+            H5Sclose(sp);
+            if (ds >= 0) H5Dclose(ds);
+            if (fid >= 0) H5Fclose(fid);
+        }
+        char base[VAE_PATH_LEN + 8], png[VAE_PATH_LEN + 32];
+        snprintf(base, sizeof base, "%s", out);
+        size_t bl = strlen(base);
+        if (bl > 3 && !strcmp(base + bl - 3, ".h5")) base[bl - 3] = '\0';
+        snprintf(png, sizeof png, "%s-hist.png", base);
+        if (!rc) rc = vae_image_write_histogram(png, score, N, 50, 400, 200);
+        /* The top K rows by score, highest first. */
+        int k = top < N ? top : (int)N;
+        float *img = !rc ? malloc((size_t)k * m.D * sizeof(float)) : NULL;
+        if (!rc && !img) rc = vae_error(VAE_ENOMEM, "cannot allocate %d images", k);
+        for (int64_t i = 0; !rc && i < N; i++) order[i] = i;
+        for (int q = 0; !rc && q < k; q++) {
+            int64_t best = q;
+            for (int64_t i = q + 1; i < N; i++)
+                if (score[order[i]] > score[order[best]]) best = i;
+            int64_t t = order[q];
+            order[q] = order[best];
+            order[best] = t;
+            rc = vae_data_rows(&d, &order[q], 1, img + (size_t)q * m.D);
+        }
+        snprintf(png, sizeof png, "%s-top.png", base);
+        if (!rc) rc = vae_image_write_grid(png, img, k, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, 8, 2);
+        if (!rc) {
+            double mean = 0;
+            for (int64_t i = 0; i < N; i++) mean += score[i];
+            printf("scored %lld rows of %s:%s on %d rank%s in %.2f s: mean score %.4f nats; most anomalous row %lld (%.4f)\n",
+                   (long long)N, d.file, d.dset, P, P > 1 ? "s" : "", t_score, mean / N, (long long)order[0], score[order[0]]);
+            if (normal_s) printf("roc_auc=%.6f (anomalies: classes not in %s; labels %s)\n", auc, normal_s, lab_spec);
+            printf("wrote %s, %s-hist.png and %s-top.png\n", out, base, base);
+        }
+        free(img);
+        free(score);
+        free(rec);
+        free(klv);
+        free(lab);
+        free(pos);
+        free(order);
+    }
+    rc = vae_agree(rc, MPI_COMM_WORLD);
+    free(recon);
+    free(kl);
+    free(mine);
+    free(all);
+    vae_data_close(&d);
+    vae_model_free(&m);
+    return finish(rc);
+}
+
+static const char *encode_help =
+    "usage: mpirun -np P mpivae encode --ckpt FILE --out Z.h5 [--data FILE[:/ds]]\n"
+    "\n"
+    "Writes /mu and /logvar [N, Z] (float32, chunked, row-aligned with the input) of every row\n"
+    "of --data (default: the checkpoint's test data). Rows are shared across ranks in fixed\n"
+    "chunks, so the output does not depend on the rank count; rank 0 writes the file.\n";
+
+static int cmd_encode(int argc, char **argv)
+{
+    const char *ckpt = NULL, *out = NULL, *data = NULL;
+    static struct option opts[] = {
+        { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
+        { "data", required_argument, 0, 'd' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    };
+    optind = 1;
+    opterr = 0;
+    int c, rc = 0;
+    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': ckpt = optarg; break;
+        case 'o': out = optarg; break;
+        case 'd': data = optarg; break;
+        case 'h': if (g_rank == 0) fputs(encode_help, stdout); return 0;
+        default: return bad_option("encode", c, argv);
+        }
+    }
+    if (!ckpt || !out) return usage_error("encode", "--ckpt FILE and --out Z.h5 are required");
+    vae_config cfg;
+    vae_model m;
+    vae_data d;
+    memset(&m, 0, sizeof m);
+    memset(&d, 0, sizeof d);
+    rc = load_model(ckpt, &cfg, &m, VAE_LATENT_CHUNK);
+    if (!rc) rc = open_tool_data(&d, data, &cfg, ckpt, VAE_LATENT_CHUNK);
+    if (rc) {
+        vae_model_free(&m);
+        vae_data_close(&d);
+        return finish(rc);
+    }
+    int P;
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    const int Z = m.Z;
+    int64_t a, b, N = d.N;
+    vae_latent_share(N, P, g_rank, &a, &b);
+    float *mu = malloc((size_t)(b - a + 1) * Z * sizeof(float)), *lv = malloc((size_t)(b - a + 1) * Z * sizeof(float));
+    float *all_mu = g_rank == 0 ? malloc((size_t)N * Z * sizeof(float)) : NULL;
+    float *all_lv = g_rank == 0 ? malloc((size_t)N * Z * sizeof(float)) : NULL;
+    vae_defer_begin();
+    if (!mu || !lv || (g_rank == 0 && (!all_mu || !all_lv))) rc = vae_error(VAE_ENOMEM, "cannot allocate codes for %lld rows", (long long)N);
+    if (!rc) rc = vae_latent_encode(&m, &d, a, b, mu, lv);
+    rc = vae_agree(rc, MPI_COMM_WORLD);
+    if (!rc) rc = vae_gather_rows(mu, a, b, Z, all_mu, N, MPI_COMM_WORLD);
+    if (!rc) rc = vae_gather_rows(lv, a, b, Z, all_lv, N, MPI_COMM_WORLD);
+    vae_defer_begin();
+    if (!rc && g_rank == 0) {
+        remove(out);
+        rc = vae_h5_write_matrix(out, "/mu", all_mu, N, Z);
+        if (!rc) rc = vae_h5_write_matrix(out, "/logvar", all_lv, N, Z);
+        if (!rc) printf("wrote %s: /mu and /logvar [%lld, %d] of %s:%s\n", out, (long long)N, Z, d.file, d.dset);
+    }
+    rc = vae_agree(rc, MPI_COMM_WORLD);
+    free(mu);
+    free(lv);
+    free(all_mu);
+    free(all_lv);
+    vae_data_close(&d);
+    vae_model_free(&m);
+    return finish(rc);
+}
+
 static const char *main_help =
     "usage: mpivae <command> [options]    (mpivae <command> --help for each)\n"
     "\n"
@@ -542,6 +1061,10 @@ static const char *main_help =
     "  eval         held-out loss of a checkpoint in nats per sample\n"
     "  sample       decode prior samples of a checkpoint into a PNG grid and HDF5\n"
     "  reconstruct  inputs over their reconstructions, PNG grid and HDF5\n"
+    "  interpolate  decode a path between the codes of two inputs\n"
+    "  traverse     vary single latent dimensions (the most active ones by default)\n"
+    "  anomaly      score rows by negative ELBO, histogram, most anomalous rows, ROC AUC\n"
+    "  encode       mu and logvar of every row into HDF5\n"
     "  --version    print the version\n";
 
 int main(int argc, char **argv)
@@ -566,6 +1089,10 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "eval")) rc = cmd_eval(argc - 1, argv + 1);
     else if (!strcmp(cmd, "sample")) rc = cmd_sample(argc - 1, argv + 1);
     else if (!strcmp(cmd, "reconstruct")) rc = cmd_reconstruct(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "interpolate")) rc = cmd_interpolate(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "traverse")) rc = cmd_traverse(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "anomaly")) rc = cmd_anomaly(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "encode")) rc = cmd_encode(argc - 1, argv + 1);
     else {
         if (g_rank == 0) fprintf(stderr, "[rank 0] error: unknown command '%s' (see 'mpivae --help')\n", cmd);
         rc = EXIT_USAGE;

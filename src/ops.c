@@ -27,7 +27,7 @@ static inline float exp_nonpos(float x)
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     union { int32_t i; float f; } scale;
-    scale.i = ((int32_t)n + 127) << 23;
+    scale.i = (n == n ? (int32_t)n + 127 : 0) << 23; /* NaN: no int conversion; p is NaN */
     return p * scale.f;
 }
 

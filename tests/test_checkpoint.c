@@ -523,11 +523,13 @@ static int chunk_location(const char *file, const char *dname, haddr_t *addr, hs
     if (d >= 0) {
         hsize_t nchunks = 0, offset[4];
         unsigned mask = 0;
-        if (H5Dget_num_chunks(d, H5S_ALL, &nchunks) >= 0 && nchunks == 1 &&
-            H5Dget_chunk_info(d, H5S_ALL, 0, offset, &mask, addr, size) >= 0 && *addr != HADDR_UNDEF)
+        hid_t sp = H5Dget_space(d);
+        if (H5Dget_num_chunks(d, sp, &nchunks) >= 0 && nchunks == 1 &&
+            H5Dget_chunk_info(d, sp, 0, offset, &mask, addr, size) >= 0 && *addr != HADDR_UNDEF)
             rc = 0;
         else
             fprintf(stderr, "'%s' in '%s': %llu chunks\n", dname, file, (unsigned long long)nchunks);
+        H5Sclose(sp);
         H5Dclose(d);
     }
     H5Fclose(f);

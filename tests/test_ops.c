@@ -514,6 +514,32 @@ static void test_bce_large(void)
     for (int k = 0; k < 4; k++) CHECK_CLOSE("bce matched extremes da", da[k], 0.0, 0, 1e-20);
 }
 
+/*
+ * A NaN or infinite logit must make the loss non-finite (training detects a
+ * bad step from the loss), whether it falls in a vector block or the tail.
+ */
+static void test_nonfinite(void)
+{
+    enum { D = 37 };
+    const float bad[3] = { NAN, INFINITY, -INFINITY };
+    float a[D], x[D], da[D];
+    for (int b = 0; b < 3; b++)
+        for (int pos = 0; pos < D; pos += 12) {
+            for (int j = 0; j < D; j++) {
+                a[j] = 0.1f * (float)(j % 7) - 0.3f;
+                x[j] = 0.5f;
+            }
+            a[pos] = bad[b];
+            double row = 0.0;
+            double l = vae_bce_logits_loss(a, x, da, 1, D, 1.0f, &row);
+            if (isfinite(l)) fprintf(stderr, "bce with logit %g at %d: loss %g\n", a[pos], pos, l);
+            CHECK(!isfinite(l));
+            CHECK(!isfinite(row));
+            l = vae_mse_loss(a, x, da, 1, D, 1.0f, NULL);
+            CHECK(!isfinite(l));
+        }
+}
+
 /* ---------------------------------------------------------------------- MSE */
 
 static double mse_ref(const double *a, const double *x, int B, int D, double *row)
@@ -585,8 +611,12 @@ static void test_sigmoid(void)
         snprintf(label, sizeof label, "sigmoid(%g)", a);
         CHECK(isfinite(y[i]));
         CHECK(y[i] >= 0.0f && y[i] <= 1.0f);
-        /* A few roundings of values in (0, 1]: relative 1e-6 (tiny values stay relative). */
-        CHECK_CLOSE(label, y[i], ref, 1e-6, 1e-38);
+        /*
+         * A few roundings of values in (0, 1]: relative 1e-6, with an absolute
+         * floor of 2 FLT_MIN: below the normal float range (|a| > 87) a result
+         * of 0 or of the smallest normal floats are equally good answers.
+         */
+        CHECK_CLOSE(label, y[i], ref, 1e-6, 2 * FLT_MIN);
     }
 }
 
@@ -608,13 +638,15 @@ int main(void)
         test_kl_shape(bz[i][0], bz[i][1]);
     }
 
-    static const int bd[][2] = { { 3, 7 }, { 1, 1 }, { 5, 13 }, { 2, 31 } };
+    /* D = 31 and 40 also cover row sums over vector-width blocks plus a tail. */
+    static const int bd[][2] = { { 3, 7 }, { 1, 1 }, { 5, 13 }, { 2, 31 }, { 3, 40 } };
     for (size_t i = 0; i < sizeof bd / sizeof bd[0]; i++) {
         test_bce_shape(bd[i][0], bd[i][1], 4.0f);
         test_bce_shape(bd[i][0], bd[i][1], 30.0f); /* mostly saturated logits */
         test_mse_shape(bd[i][0], bd[i][1]);
     }
     test_bce_large();
+    test_nonfinite();
     test_sigmoid();
 
     printf("test_ops: %d checks, %d failed\n", g_checks, g_failures);

@@ -1,0 +1,52 @@
+/*
+ * latent.h: the latent-space tools (encode, anomaly scores, per-dimension
+ * KL, interpolation paths, ROC AUC) as library functions; the CLI wraps them.
+ *
+ * Work over a data set is split across ranks in whole chunks of
+ * VAE_LATENT_CHUNK rows aligned to the start of the data, so every row is
+ * computed in the same batch composition whatever the rank count, and the
+ * results do not depend on P.
+ */
+#ifndef MPIVAE_LATENT_H
+#define MPIVAE_LATENT_H
+
+#include "mpivae/dataset.h"
+#include "mpivae/model.h"
+
+#include <mpi.h>
+#include <stdint.h>
+
+#define VAE_LATENT_CHUNK 256
+
+/* Rows [lo, hi) of n that rank r of P handles (whole chunks). */
+void vae_latent_share(int64_t n, int P, int r, int64_t *lo, int64_t *hi);
+
+/* mu[hi-lo, Z] and logvar[hi-lo, Z] of rows [lo, hi) (lo chunk-aligned). m->max_batch >= VAE_LATENT_CHUNK. */
+int vae_latent_encode(vae_model *m, vae_data *d, int64_t lo, int64_t hi, float *mu, float *logvar);
+
+/* Per-row reconstruction and KL terms with z = mu, rows [lo, hi). */
+int vae_latent_score(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *recon, double *kl);
+
+/* kl_dim[Z] += the KL of each latent dimension summed over rows [lo, hi). */
+int vae_latent_kl_per_dim(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *kl_dim);
+
+/*
+ * K points from a to b (K >= 2, both ends included) into z[K, Z]: linear, or
+ * spherical (slerp on the great circle through a and b, with norms
+ * interpolated linearly; linear when a and b are parallel).
+ */
+void vae_latent_path(const float *a, const float *b, int Z, int K, int spherical, float *z);
+
+/* ROC AUC of scores for "positive means anomalous" (ties count half). Returns NaN without both classes. */
+double vae_roc_auc(const float *score, const unsigned char *positive, int64_t n);
+
+/* Gathers each rank's rows [lo, hi) of width w floats into all[n, w] on rank 0 (MPI_Gatherv). */
+int vae_gather_rows(const float *mine, int64_t lo, int64_t hi, int w, float *all, int64_t n, MPI_Comm comm);
+
+/* Reads an integer dataset of n values (labels) as int64. */
+int vae_read_labels(const char *spec, const char *default_dset, int64_t n, int64_t *labels);
+
+/* Writes a float32 dataset [d0, d1] (d1 = 0 for 1-D), chunked, to an open-or-new HDF5 file. */
+int vae_h5_write_matrix(const char *path, const char *dset, const float *v, int64_t d0, int64_t d1);
+
+#endif

@@ -1,0 +1,229 @@
+/*
+ * latent.c: encoding, anomaly scores, per-dimension KL, latent paths and ROC
+ * AUC (see latent.h).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "mpivae/latent.h"
+
+#include "mpivae/status.h"
+
+#include <hdf5.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+void vae_latent_share(int64_t n, int P, int r, int64_t *lo, int64_t *hi)
+{
+    int64_t nc = (n + VAE_LATENT_CHUNK - 1) / VAE_LATENT_CHUNK;
+    int64_t c0 = nc * r / P, c1 = nc * (r + 1) / P;
+    *lo = c0 * VAE_LATENT_CHUNK;
+    *hi = c1 * VAE_LATENT_CHUNK < n ? c1 * VAE_LATENT_CHUNK : n;
+    if (*lo > n) *lo = n;
+}
+
+/* Loads the chunk of rows starting at r (at most VAE_LATENT_CHUNK, not past hi) into the model input. */
+static int load_chunk(vae_model *m, vae_data *d, int64_t r, int64_t hi, int *b)
+{
+    int64_t idx[VAE_LATENT_CHUNK];
+    *b = (int)(hi - r < VAE_LATENT_CHUNK ? hi - r : VAE_LATENT_CHUNK);
+    for (int i = 0; i < *b; i++) idx[i] = r + i;
+    return vae_data_rows(d, idx, *b, vae_model_input(m));
+}
+
+int vae_latent_encode(vae_model *m, vae_data *d, int64_t lo, int64_t hi, float *mu, float *logvar)
+{
+    const int Z = m->Z;
+    for (int64_t r = lo; r < hi; r += VAE_LATENT_CHUNK) {
+        int b, rc = load_chunk(m, d, r, hi, &b);
+        if (rc) return rc;
+        const float *mulv = vae_model_encode(m, b);
+        for (int i = 0; i < b; i++) {
+            memcpy(mu + (size_t)(r - lo + i) * Z, mulv + (size_t)i * 2 * Z, (size_t)Z * sizeof(float));
+            memcpy(logvar + (size_t)(r - lo + i) * Z, mulv + (size_t)i * 2 * Z + Z, (size_t)Z * sizeof(float));
+        }
+    }
+    return VAE_OK;
+}
+
+int vae_latent_score(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *recon, double *kl)
+{
+    for (int64_t r = lo; r < hi; r += VAE_LATENT_CHUNK) {
+        int b, rc = load_chunk(m, d, r, hi, &b);
+        if (rc) return rc;
+        vae_model_forward_backward(m, NULL, b, 1.0f, 1.0f, 0, NULL, recon + (r - lo), kl + (r - lo));
+    }
+    return VAE_OK;
+}
+
+int vae_latent_kl_per_dim(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *kl_dim)
+{
+    const int Z = m->Z;
+    for (int64_t r = lo; r < hi; r += VAE_LATENT_CHUNK) {
+        int b, rc = load_chunk(m, d, r, hi, &b);
+        if (rc) return rc;
+        const float *mulv = vae_model_encode(m, b);
+        for (int i = 0; i < b; i++) {
+            const float *mu = mulv + (size_t)i * 2 * Z, *lv = mu + Z;
+            for (int j = 0; j < Z; j++)
+                kl_dim[j] += -0.5 * (1.0 + lv[j] - (double)mu[j] * mu[j] - exp((double)lv[j]));
+        }
+    }
+    return VAE_OK;
+}
+
+void vae_latent_path(const float *a, const float *b, int Z, int K, int spherical, float *z)
+{
+    double na = 0, nb = 0, dot = 0;
+    for (int j = 0; j < Z; j++) {
+        na += (double)a[j] * a[j];
+        nb += (double)b[j] * b[j];
+        dot += (double)a[j] * b[j];
+    }
+    na = sqrt(na);
+    nb = sqrt(nb);
+    double cosw = na > 0 && nb > 0 ? dot / (na * nb) : 1.0;
+    if (cosw > 1) cosw = 1;
+    if (cosw < -1) cosw = -1;
+    double w = acos(cosw), sw = sin(w);
+    for (int k = 0; k < K; k++) {
+        double t = K > 1 ? (double)k / (K - 1) : 0.0;
+        float *zk = z + (size_t)k * Z;
+        if (!spherical || sw < 1e-6) {
+            for (int j = 0; j < Z; j++) zk[j] = (float)((1 - t) * a[j] + t * b[j]);
+        } else {
+            /* Direction by slerp of the unit vectors, length interpolated linearly. */
+            double ca = sin((1 - t) * w) / sw, cb = sin(t * w) / sw, len = (1 - t) * na + t * nb;
+            for (int j = 0; j < Z; j++) zk[j] = (float)(len * (ca * a[j] / na + cb * b[j] / nb));
+        }
+        /* The ends are the inputs exactly. */
+        if (k == 0) memcpy(zk, a, (size_t)Z * sizeof(float));
+        if (k == K - 1 && K > 1) memcpy(zk, b, (size_t)Z * sizeof(float));
+    }
+}
+
+typedef struct { float s; unsigned char pos; } scored;
+
+static int cmp_scored(const void *x, const void *y)
+{
+    float a = ((const scored *)x)->s, b = ((const scored *)y)->s;
+    return (a > b) - (a < b);
+}
+
+double vae_roc_auc(const float *score, const unsigned char *positive, int64_t n)
+{
+    scored *v = malloc((size_t)n * sizeof *v);
+    if (!v) return NAN;
+    int64_t npos = 0;
+    for (int64_t i = 0; i < n; i++) {
+        v[i].s = score[i];
+        v[i].pos = positive[i] ? 1 : 0;
+        npos += v[i].pos;
+    }
+    int64_t nneg = n - npos;
+    if (npos == 0 || nneg == 0) {
+        free(v);
+        return NAN;
+    }
+    qsort(v, (size_t)n, sizeof *v, cmp_scored);
+    /* Mann-Whitney: sum of the positives' ranks, ties given their average rank. */
+    double rank_sum = 0.0;
+    for (int64_t i = 0; i < n;) {
+        int64_t j = i;
+        while (j < n && v[j].s == v[i].s) j++;
+        double avg = (i + 1 + j) / 2.0;
+        for (int64_t k = i; k < j; k++)
+            if (v[k].pos) rank_sum += avg;
+        i = j;
+    }
+    free(v);
+    return (rank_sum - (double)npos * (npos + 1) / 2.0) / ((double)npos * nneg);
+}
+
+int vae_gather_rows(const float *mine, int64_t lo, int64_t hi, int w, float *all, int64_t n, MPI_Comm comm)
+{
+    int rank, P;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &P);
+    int *counts = malloc((size_t)P * sizeof(int)), *displs = malloc((size_t)P * sizeof(int));
+    if (!counts || !displs) {
+        free(counts);
+        free(displs);
+        return vae_error(VAE_ENOMEM, "cannot allocate gather counts");
+    }
+    for (int r = 0; r < P; r++) {
+        int64_t a, b;
+        vae_latent_share(n, P, r, &a, &b);
+        counts[r] = (int)((b - a) * w);
+        displs[r] = (int)(a * w);
+    }
+    (void)lo;
+    int rc = MPI_Gatherv(mine, (int)((hi - lo) * w), MPI_FLOAT, all, counts, displs, MPI_FLOAT, 0, comm);
+    free(counts);
+    free(displs);
+    return rc == MPI_SUCCESS ? VAE_OK : vae_error(VAE_EMPI, "MPI_Gatherv of %d-wide rows failed", w);
+}
+
+int vae_read_labels(const char *spec, const char *default_dset, int64_t n, int64_t *labels)
+{
+    char file[VAE_PATH_LEN], dset[256];
+    int rc = vae_data_parse_spec(spec, default_dset, file, sizeof file, dset, sizeof dset);
+    if (rc) return rc;
+    struct stat sb;
+    if (stat(file, &sb) != 0 || H5Fis_hdf5(file) <= 0)
+        return vae_error(VAE_EIO, "cannot open labels file '%s'", file);
+    hid_t fid = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (fid < 0) return vae_error(VAE_EIO, "cannot open labels file '%s'", file);
+    if (H5Lexists(fid, dset, H5P_DEFAULT) <= 0) {
+        H5Fclose(fid);
+        return vae_error(VAE_EDATA, "'%s' has no labels dataset '%s'", file, dset);
+    }
+    hid_t ds = H5Dopen2(fid, dset, H5P_DEFAULT);
+    hid_t sp = H5Dget_space(ds);
+    hid_t t = H5Dget_type(ds);
+    hsize_t dims[4] = { 0 };
+    int nd = H5Sget_simple_extent_ndims(sp);
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (nd != 1 || (int64_t)dims[0] != n)
+        rc = vae_error(VAE_EDATA, "labels '%s:%s' must be 1-D with %lld values (one per row), found rank %d with %lld",
+                       file, dset, (long long)n, nd, (long long)dims[0]);
+    else if (H5Tget_class(t) != H5T_INTEGER)
+        rc = vae_error(VAE_EDATA, "labels '%s:%s' are not integers", file, dset);
+    else if (H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels) < 0)
+        rc = vae_error(VAE_EIO, "cannot read labels '%s:%s'", file, dset);
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Dclose(ds);
+    H5Fclose(fid);
+    return rc;
+}
+
+int vae_h5_write_matrix(const char *path, const char *dset, const float *v, int64_t d0, int64_t d1)
+{
+    struct stat sb;
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    hid_t fid = stat(path, &sb) == 0 ? H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT)
+                                     : H5Fcreate(path, H5F_ACC_EXCL, fcpl, H5P_DEFAULT);
+    H5Pclose(fcpl);
+    if (fid < 0) return vae_error(VAE_EIO, "cannot open or create '%s'", path);
+    int rc = VAE_OK;
+    if (H5Lexists(fid, dset, H5P_DEFAULT) > 0) H5Ldelete(fid, dset, H5P_DEFAULT);
+    int nd = d1 > 0 ? 2 : 1;
+    hsize_t dims[2] = { (hsize_t)d0, (hsize_t)d1 };
+    hsize_t chunk[2] = { (hsize_t)(d0 < 4096 ? (d0 > 0 ? d0 : 1) : 4096), (hsize_t)d1 };
+    hid_t sp = H5Screate_simple(nd, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_obj_track_times(dcpl, 0);
+    if (d0 > 0) H5Pset_chunk(dcpl, nd, chunk);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t ds = H5Dcreate2(fid, dset, H5T_IEEE_F32LE, sp, lcpl, dcpl, H5P_DEFAULT);
+    if (ds < 0 || (d0 > 0 && H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) < 0))
+        rc = vae_error(VAE_EIO, "cannot write dataset '%s' of '%s'", dset, path);
+    if (ds >= 0) H5Dclose(ds);
+    H5Pclose(lcpl);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    if (H5Fclose(fid) < 0 && !rc) rc = vae_error(VAE_EIO, "cannot close '%s'", path);
+    return rc;
+}
