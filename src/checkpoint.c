@@ -155,6 +155,8 @@ static int write_config(hid_t fid, const vae_config *c)
     rc |= put_str(fid, "cfg.out", c->out);
     rc |= put_double(fid, "beta", c->beta);
     rc |= put_long(fid, "cfg.warmup", c->warmup);
+    rc |= put_double(fid, "cfg.capacity_max", c->capacity_max);
+    rc |= put_long(fid, "cfg.capacity_steps", c->capacity_steps);
     rc |= put_long(fid, "cfg.epochs", c->epochs);
     rc |= put_long(fid, "cfg.batch", c->batch);
     rc |= put_double(fid, "cfg.lr", c->lr);
@@ -349,6 +351,8 @@ int vae_ckpt_read_meta(const char *path, vae_config *c, vae_train_state *st)
     if (!rc) rc = get_str(fid, path, "cfg.out", c->out, sizeof c->out);
     if (!rc) rc = get_double(fid, path, "beta", &c->beta);
     if (!rc) rc = get_long(fid, path, "cfg.warmup", &c->warmup);
+    if (!rc) rc = get_double(fid, path, "cfg.capacity_max", &c->capacity_max);
+    if (!rc) rc = get_long(fid, path, "cfg.capacity_steps", &c->capacity_steps);
     if (!rc) rc = get_int(fid, path, "cfg.epochs", &c->epochs);
     if (!rc) rc = get_int(fid, path, "cfg.batch", &c->batch);
     if (!rc) rc = get_double(fid, path, "cfg.lr", &c->lr);

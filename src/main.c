@@ -194,6 +194,9 @@ static const char *train_help =
     "  --loss bce|mse           Bernoulli (data in [0,1]) or Gaussian/squared error (default bce)\n"
     "  --beta B                 KL weight (default 1)\n"
     "  --warmup STEPS           raise the KL weight linearly from 0 to beta over STEPS (default 0)\n"
+    "  --capacity C:STEPS       capacity-controlled beta-VAE (Burgess et al. 2018): the KL term\n"
+    "                           becomes beta * |KL - C| per sample, C rising linearly from 0 to\n"
+    "                           C nats over STEPS steps (beta plays gamma)\n"
     "optimisation\n"
     "  --epochs E               (default 10)    --batch B   GLOBAL batch (default 128)\n"
     "  --lr LR                  Adam learning rate (default 1e-3)\n"
@@ -239,6 +242,7 @@ static int cmd_train(int argc, char **argv)
         { "eval-every", required_argument, 0, 'v' }, { "sample-every", required_argument, 0, 'p' },
         { "ckpt-every", required_argument, 0, 'c' }, { "keep", required_argument, 0, 'k' },
         { "resume", required_argument, 0, 'r' }, { "allreduce", required_argument, 0, 'A' },
+        { "capacity", required_argument, 0, 'C' },
         { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
     };
     optind = 1;
@@ -270,6 +274,20 @@ static int cmd_train(int argc, char **argv)
             break;
         case 'b': rc = parse_double("train", "--beta", optarg, 0, 1e6, &cfg.beta); mask |= VAE_SET_BETA; break;
         case 'w': rc = parse_long("train", "--warmup", optarg, 0, LONG_MAX, &cfg.warmup); break;
+        case 'C': {
+            char buf[64], *colon;
+            snprintf(buf, sizeof buf, "%s", optarg);
+            colon = strchr(buf, ':');
+            if (!colon) {
+                rc = usage_error("train", "--capacity '%s' is not C_MAX:STEPS", optarg);
+                break;
+            }
+            *colon = '\0';
+            rc = parse_double("train", "--capacity", buf, 0, 1e6, &cfg.capacity_max);
+            if (!rc) rc = parse_long("train", "--capacity", colon + 1, 0, LONG_MAX, &cfg.capacity_steps);
+            mask |= VAE_SET_CAPACITY;
+            break;
+        }
         case 'e': rc = parse_int("train", "--epochs", optarg, 1, 1000000, &cfg.epochs); mask |= VAE_SET_EPOCHS; break;
         case 'B': rc = parse_int("train", "--batch", optarg, 1, 1 << 24, &cfg.batch); mask |= VAE_SET_BATCH; break;
         case 'l': rc = parse_double("train", "--lr", optarg, 0, 10, &cfg.lr); mask |= VAE_SET_LR; break;

@@ -173,6 +173,7 @@ int vae_model_init(vae_model *m, const vae_arch *arch, int max_batch)
     TAKE(m->scratch, m->scratch_len);
 #undef TAKE
     m->max_batch = max_batch;
+    m->capacity = -1.0f;
     return VAE_OK;
 }
 
@@ -252,7 +253,9 @@ void vae_model_forward_backward(vae_model *m, const float *eps, int B, float bet
                        ? vae_bce_logits_loss(logits, x, dlogits, B, D, grad_scale, row_recon)
                        : vae_mse_loss(logits, x, dlogits, B, D, grad_scale, row_recon);
     if (backward) memset(m->dmulv, 0, (size_t)B * 2 * Z * sizeof(float));
-    double kl = vae_kl_loss(mulv, backward ? m->dmulv : NULL, B, Z, grad_scale * beta, row_kl);
+    double kl = m->capacity >= 0.0f
+                    ? vae_kl_capacity_loss(mulv, backward ? m->dmulv : NULL, B, Z, grad_scale * beta, m->capacity, row_kl)
+                    : vae_kl_loss(mulv, backward ? m->dmulv : NULL, B, Z, grad_scale * beta, row_kl);
     if (st) {
         st->recon = recon;
         st->kl = kl;

@@ -73,6 +73,7 @@ void vae_config_defaults(vae_config *c)
     c->arch.loss = VAE_LOSS_BCE;
     snprintf(c->out, sizeof c->out, "runs/default");
     c->beta = 1.0;
+    c->capacity_max = -1.0;
     c->epochs = 10;
     c->batch = 128;
     c->lr = 1e-3;
@@ -171,6 +172,8 @@ static int check_resume(const vae_config *given, const vae_config *ck, unsigned 
                          (unsigned long long)given->seed, path, (unsigned long long)ck->seed);
     if ((mask & VAE_SET_LR) && given->lr != ck->lr)
         return vae_error(VAE_EINVAL, "--lr %g differs from the checkpoint '%s' being resumed (%g)", given->lr, path, ck->lr);
+    if ((mask & VAE_SET_CAPACITY) && (given->capacity_max != ck->capacity_max || given->capacity_steps != ck->capacity_steps))
+        return vae_error(VAE_EINVAL, "--capacity differs from the checkpoint '%s' being resumed", path);
     if ((mask & VAE_SET_BETA) && given->beta != ck->beta)
         return vae_error(VAE_EINVAL, "--beta %g differs from the checkpoint '%s' being resumed (%g)", given->beta, path, ck->beta);
     if ((mask & VAE_SET_DATA) && strcmp(given->data, ck->data) != 0)
@@ -252,6 +255,8 @@ static void print_banner(const vae_config *c, const vae_model *m, const vae_data
         printf("model: %s", c->arch.kind == VAE_MODEL_CONV ? "conv" : "mlp");
         printf(" hidden");
         for (int i = 0; i < c->arch.n_hidden; i++) printf("%s%d", i ? "," : " ", c->arch.hidden[i]);
+        if (c->capacity_max >= 0)
+            printf(" capacity %g over %ld steps,", c->capacity_max, c->capacity_steps);
         printf(" latent %d, loss %s, beta %g, %zu parameters, %.3f MFLOP per sample per step\n", c->arch.latent,
                c->arch.loss == VAE_LOSS_MSE ? "mse" : "bce", c->beta, m->n_params, vae_model_flops_per_sample(m) / 1e6);
         printf("training: %d epochs, global batch %d (%d..%d per rank), lr %g, seed %llu, run directory %s\n",
@@ -516,6 +521,10 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             vae_rng_normal(cfg->seed, VAE_RNG_EPS, (uint64_t)st.step, (uint64_t)(lo + i), m.eps + (size_t)i * Z, Z);
         float beta_t = (float)cfg->beta;
         if (cfg->warmup > 0 && st.step < cfg->warmup) beta_t = (float)(cfg->beta * (double)(st.step + 1) / cfg->warmup);
+        if (cfg->capacity_max >= 0.0)
+            m.capacity = (float)(cfg->capacity_steps > 0 && st.step < cfg->capacity_steps
+                                     ? cfg->capacity_max * (double)st.step / cfg->capacity_steps
+                                     : cfg->capacity_max);
         memset(m.grads, 0, (NP + VAE_GRAD_EXTRA) * sizeof(float));
         vae_loss_stats ls = { 0, 0, 0 };
         if (stop_at >= 0 && st.step + 1 == stop_at) g_stop = 1;

@@ -87,6 +87,8 @@ typedef struct vae_model {
      */
     void (*grad_ready)(void *ctx, size_t lo, size_t hi);
     void *grad_ctx;
+    /* KL capacity C (>= 0: the KL term is beta * |KL - C| per row; < 0: beta * KL). */
+    float capacity;
 } vae_model;
 
 /* Extra float slots at the end of the gradient block, summed with the gradients. */

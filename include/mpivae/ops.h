@@ -46,6 +46,15 @@ void vae_reparam_backward(const float *mulv, const float *eps, const float *dz, 
 double vae_kl_loss(const float *mulv, float *dmulv, int B, int Z, float scale, double *row_kl);
 
 /*
+ * Capacity-controlled KL (Burgess et al. 2018), per row: the objective term
+ * is |KL_r - C| and its gradient scale * sign(KL_r - C) * dKL_r/dmulv is
+ * added into dmulv (when not NULL). Returns the sum of the rows' KL (not of
+ * the penalty); row_kl as in vae_kl_loss.
+ */
+double vae_kl_capacity_loss(const float *mulv, float *dmulv, int B, int Z, float scale, float C,
+                            double *row_kl);
+
+/*
  * Bernoulli reconstruction from logits a[B,D] against targets x[B,D] in
  * [0, 1]: per element softplus(a) - x a = max(a, 0) - x a + log1p(exp(-|a|)),
  * summed per row. Returns the sum over all rows; row_loss[B] += each row's

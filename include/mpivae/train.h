@@ -22,6 +22,8 @@ typedef struct vae_config {
     char out[VAE_PATH_LEN];
     double beta;             /* KL weight */
     long warmup;             /* steps of linear KL warm-up from 0 to beta (0: none) */
+    double capacity_max;     /* KL capacity target C_max (< 0: off) */
+    long capacity_steps;     /* steps over which C rises linearly from 0 to C_max */
     int epochs;
     int batch;               /* global batch */
     double lr, beta1, beta2, adam_eps;
@@ -64,7 +66,7 @@ enum {
     VAE_SET_MODEL = 1u << 0, VAE_SET_HIDDEN = 1u << 1, VAE_SET_LATENT = 1u << 2,
     VAE_SET_LOSS = 1u << 3, VAE_SET_BATCH = 1u << 4, VAE_SET_SEED = 1u << 5,
     VAE_SET_DATA = 1u << 6, VAE_SET_LR = 1u << 7, VAE_SET_BETA = 1u << 8,
-    VAE_SET_EPOCHS = 1u << 9, VAE_SET_INTERVALS = 1u << 10
+    VAE_SET_EPOCHS = 1u << 9, VAE_SET_INTERVALS = 1u << 10, VAE_SET_CAPACITY = 1u << 11
 };
 
 /* Evaluation of every row of data, shared across comm: sums per sample over all rows. */
