@@ -487,8 +487,16 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         goto done;
     }
     make_permutation(perm, N, cfg->seed, st.epoch);
+    /*
+     * Test hooks: MPIVAE_TEST_STOP_AT_STEP=N acts as a stop signal during
+     * global step N on every rank; MPIVAE_TEST_NAN_STEPS=A:B makes the last
+     * rank's loss and gradients NaN during global steps A..B.
+     */
     const char *stop_env = getenv("MPIVAE_TEST_STOP_AT_STEP");
     long stop_at = stop_env ? atol(stop_env) : -1;
+    long nan_a = -1, nan_b = -1;
+    const char *nan_env = getenv("MPIVAE_TEST_NAN_STEPS");
+    if (nan_env && sscanf(nan_env, "%ld:%ld", &nan_a, &nan_b) != 2) nan_a = nan_b = -1;
     install_signals();
     /* A progress bar on a terminal; not under mpirun, whose ranks write to a pseudo-terminal
      * even when mpirun's own output goes to a file. */
@@ -528,6 +536,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         memset(m.grads, 0, (NP + VAE_GRAD_EXTRA) * sizeof(float));
         vae_loss_stats ls = { 0, 0, 0 };
         if (stop_at >= 0 && st.step + 1 == stop_at) g_stop = 1;
+        int inject_nan = rank == P - 1 && st.step + 1 >= nan_a && st.step + 1 <= nan_b;
         float *gx = m.grads + NP;
         gx[VAE_GX_COUNT] = (float)nloc;
         gx[VAE_GX_STOP] = g_stop ? 1.0f : 0.0f;
@@ -540,6 +549,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             ov.pend_hi = NP + VAE_GRAD_EXTRA;
             ov.nreq = 0;
             ov.rc = MPI_SUCCESS;
+            if (inject_nan) m.grads[0] = NAN; /* bucket 0 is reduced last */
             if (nloc > 0 && !lrc)
                 vae_model_forward_backward(&m, m.eps, nloc, beta_t, 1.0f / Bt, 1, &ls, NULL, NULL);
             else
@@ -552,6 +562,10 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         } else {
             if (nloc > 0 && !lrc)
                 vae_model_forward_backward(&m, m.eps, nloc, beta_t, 1.0f / Bt, 1, &ls, NULL, NULL);
+            if (inject_nan) {
+                ls.recon = NAN;
+                m.grads[0] = NAN;
+            }
             fill_stats(gx, &ls);
             double c0 = now_s();
             mrc = MPI_Allreduce(MPI_IN_PLACE, m.grads, (int)(NP + VAE_GRAD_EXTRA), MPI_FLOAT, MPI_SUM, comm);
