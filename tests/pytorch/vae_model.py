@@ -91,25 +91,40 @@ class MLPVAE(nn.Module):
 
 
 class ConvVAE(nn.Module):
-    def __init__(self, input_shape, Z=16, loss="bce"):
+    """mpivae's --model conv: stride-2 Conv2d(k4, p1) layers with ReLU down, Linear heads,
+    Linear + ReLU back up, stride-2 ConvTranspose2d layers with ReLU between (logits last).
+    channels = --hidden for conv (default [32, 64]); names enc.0, enc.2, ..., fc_mu,
+    fc_logvar, fc_dec, dec.0, dec.2, ..."""
+
+    def __init__(self, input_shape, Z=16, loss="bce", channels=(32, 64)):
         super().__init__()
         C, H, W = (int(v) for v in input_shape)
-        if H % 4 or W % 4:
-            raise ValueError(f"ConvVAE needs H and W divisible by 4, got {H}x{W}")
+        ch = [int(c) for c in channels]
+        f = 1 << len(ch)
+        if H % f or W % f:
+            raise ValueError(f"ConvVAE with {len(ch)} layers needs H and W divisible by {f}, got {H}x{W}")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r} (expected one of {LOSSES})")
-        self.input_shape, self.Z, self.loss = (C, H, W), int(Z), loss
+        self.input_shape, self.Z, self.loss, self.channels = (C, H, W), int(Z), loss, ch
         self.D = C * H * W
-        self.flat_dim = 64 * (H // 4) * (W // 4)
-        self.enc = nn.Sequential(
-            nn.Conv2d(C, 32, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU())
+        self.hw = (H // f, W // f)
+        self.flat_dim = ch[-1] * self.hw[0] * self.hw[1]
+        enc, cin = [], C
+        for c in ch:
+            enc += [nn.Conv2d(cin, c, 4, 2, 1), nn.ReLU()]
+            cin = c
+        self.enc = nn.Sequential(*enc)
         self.fc_mu = nn.Linear(self.flat_dim, self.Z)
         self.fc_logvar = nn.Linear(self.flat_dim, self.Z)
         self.fc_dec = nn.Linear(self.Z, self.flat_dim)
-        self.dec = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(32, C, 4, 2, 1))
+        dec, outs = [], list(reversed(ch[:-1])) + [C]
+        cin = ch[-1]
+        for i, c in enumerate(outs):
+            dec += [nn.ConvTranspose2d(cin, c, 4, 2, 1)]
+            if i < len(outs) - 1:
+                dec += [nn.ReLU()]
+            cin = c
+        self.dec = nn.Sequential(*dec)
 
     def flat(self, x):
         return x.reshape(x.shape[0], -1)
@@ -120,7 +135,7 @@ class ConvVAE(nn.Module):
 
     def decode(self, z):
         C, H, W = self.input_shape
-        h = F.relu(self.fc_dec(z)).reshape(z.shape[0], 64, H // 4, W // 4)
+        h = F.relu(self.fc_dec(z)).reshape(z.shape[0], self.channels[-1], *self.hw)
         return self.dec(h).flatten(1)
 
     def forward(self, x, eps=None, use_mean=False):
@@ -242,7 +257,8 @@ def build_model(cfg, params=None):
         Z = cfg.get("latent")
         if Z is None:
             Z = params["fc_mu.weight"].shape[0] if params is not None else 16
-        return ConvVAE(shape, Z, loss)
+        channels = cfg.get("hidden") or (32, 64)
+        return ConvVAE(shape, Z, loss, channels)
     raise ValueError(f"unknown model {kind!r}")
 
 
