@@ -1,0 +1,32 @@
+# MPI tests of the promises of DESIGN.md (tests/mpi/*.sh), label `mpi`:
+#   ctest --test-dir BUILD -L mpi --output-on-failure
+# Each script takes the executable, the source folder and the MPI launcher as
+# FindMPI gives it (MPIEXEC_EXECUTABLE, MPIEXEC_NUMPROC_FLAG, MPIEXEC_PREFLAGS),
+# runs up to 4 ranks (oversubscribed on smaller machines) in its own mktemp -d
+# folder and exits non-zero on the first failed assertion. Needs bash,
+# coreutils, procps (pgrep), h5diff (hdf5-tools) and Debian's /usr/bin/python3
+# with python3-h5py and python3-numpy (a failure if missing).
+#   mpi_rank_independence  P = 1, 2, 4 give the same parameters and losses
+#   mpi_resume_exact       stop (test hook, SIGUSR1) and resume: bit-identical
+#   mpi_checkpoint_faults  crash while saving, damaged checkpoints: fallback
+#   mpi_kill_rank          SIGKILL of one rank ends the job within seconds
+#   mpi_bad_input          bad input under mpirun: one message, no hang
+set(MPIVAE_MPI_TESTS mpi_rank_independence mpi_resume_exact mpi_checkpoint_faults mpi_kill_rank mpi_bad_input)
+if(MPIEXEC_EXECUTABLE)
+  set(MPIVAE_MPI_LAUNCHER ${MPIEXEC_EXECUTABLE})
+else()
+  set(MPIVAE_MPI_LAUNCHER mpirun)
+endif()
+if(MPIEXEC_NUMPROC_FLAG)
+  set(MPIVAE_MPI_NPFLAG ${MPIEXEC_NUMPROC_FLAG})
+else()
+  set(MPIVAE_MPI_NPFLAG -n)
+endif()
+foreach(t IN LISTS MPIVAE_MPI_TESTS)
+  add_test(NAME ${t}
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/mpi/${t}.sh $<TARGET_FILE:mpivae> ${CMAKE_SOURCE_DIR}
+                   ${MPIVAE_MPI_LAUNCHER} ${MPIVAE_MPI_NPFLAG} ${MPIEXEC_PREFLAGS})
+  # Up to 4 ranks each: with ctest -j, do not run them beside each other's ranks.
+  set_tests_properties(${t} PROPERTIES ENVIRONMENT "${MPIVAE_TEST_ENV}" LABELS mpi TIMEOUT 240
+                                       PROCESSORS 4 RESOURCE_LOCK mpivae_mpi_ranks)
+endforeach()
