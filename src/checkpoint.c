@@ -437,18 +437,22 @@ int vae_ckpt_find_latest(const char *dir, char *path, size_t path_len)
         vae_train_state st;
         vae_model m;
         memset(&m, 0, sizeof m);
-        /* Verify completely; the reasons are printed as errors, then summed up as a warning. */
+        /* Verify completely; the reason for a refusal goes into the warning. */
+        char why[2048] = "unknown reason";
+        vae_defer_begin();
         int rc = vae_ckpt_read_meta(p, &c, &st);
         if (!rc && st.step != steps[i])
             rc = vae_error(VAE_EDATA, "'%s' says it is step %ld", p, st.step);
         if (!rc) rc = vae_model_init(&m, &c.arch, 1);
         if (!rc) rc = vae_ckpt_read_tensors(p, &m, 1);
         vae_model_free(&m);
+        vae_defer_take(why, sizeof why);
+        vae_defer_end(0);
         if (!rc) {
             snprintf(path, path_len, "%s", p);
             return 1;
         }
-        vae_warn("skipping checkpoint '%s' (reason above); trying an older one", p);
+        vae_warn("skipping checkpoint '%s': %s; trying an older one", p, why);
     }
     return 0;
 }

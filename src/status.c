@@ -47,6 +47,13 @@ void vae_defer_end(int print)
     g_msg[0] = '\0';
 }
 
+int vae_defer_take(char *buf, size_t len)
+{
+    if (g_defer != 2) return 0;
+    snprintf(buf, len, "%s", g_msg);
+    return 1;
+}
+
 void vae_warn(const char *fmt, ...)
 {
     va_list ap;

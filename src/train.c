@@ -160,7 +160,12 @@ static int check_resume(const vae_config *given, const vae_config *ck, unsigned 
         return vae_error(VAE_EINVAL, "--model differs from the checkpoint '%s' being resumed", path);
     if ((mask & VAE_SET_HIDDEN) &&
         (a->n_hidden != b->n_hidden || memcmp(a->hidden, b->hidden, sizeof(int) * a->n_hidden)))
-        return vae_error(VAE_EINVAL, "--hidden differs from the checkpoint '%s' being resumed (it has %d first hidden units)", path, b->hidden[0]);
+    {
+        char g[128] = "", c[128] = "";
+        for (int i = 0; i < a->n_hidden; i++) snprintf(g + strlen(g), sizeof g - strlen(g), "%s%d", i ? "," : "", a->hidden[i]);
+        for (int i = 0; i < b->n_hidden; i++) snprintf(c + strlen(c), sizeof c - strlen(c), "%s%d", i ? "," : "", b->hidden[i]);
+        return vae_error(VAE_EINVAL, "--hidden %s differs from the checkpoint '%s' being resumed (%s)", g, path, c);
+    }
     if ((mask & VAE_SET_LATENT) && a->latent != b->latent)
         return vae_error(VAE_EINVAL, "--latent %d differs from the checkpoint '%s' being resumed (%d)", a->latent, path, b->latent);
     if ((mask & VAE_SET_LOSS) && a->loss != b->loss)
@@ -345,8 +350,8 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
 
     /* 1. Resolve the checkpoint to resume from (rank 0 reads, everyone receives). */
     vae_config ck;
-    vae_defer_begin();
     rc = VAE_OK;
+    /* Only rank 0 looks, so its messages (skipped checkpoints, a refusal) print once, directly. */
     if (rank == 0 && resume) {
         if (strcmp(resume, "auto") == 0) {
             found = vae_ckpt_find_latest(cfg->out, ckpt, sizeof ckpt);
@@ -356,13 +361,11 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             found = 1;
         }
         if (found > 0) {
-            vae_defer_end(1); /* messages of the read itself are printed directly */
             rc = vae_ckpt_read_meta(ckpt, &ck, &st);
             if (!rc) rc = check_resume(cfg, &ck, mask, ckpt);
-            vae_defer_begin();
-            if (rc) vae_error(rc, "cannot resume from '%s'", ckpt);
         }
     }
+    vae_defer_begin();
     rc = vae_agree(rc, comm);
     if (rc) return rc;
     MPI_Bcast(&found, 1, MPI_INT, 0, comm);

@@ -10,6 +10,7 @@
 #define MPIVAE_STATUS_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum vae_status {
     VAE_OK = 0,
@@ -39,6 +40,9 @@ void vae_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  */
 void vae_defer_begin(void);
 void vae_defer_end(int print);
+
+/* Copies the message kept since vae_defer_begin() into buf; returns 1 if there is one. */
+int vae_defer_take(char *buf, size_t len);
 
 /* Short name of a status code ("invalid argument", ...). */
 const char *vae_strerror(int code);

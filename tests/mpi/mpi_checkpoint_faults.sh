@@ -99,8 +99,9 @@ done
 
 # --- (d) the two newest damaged (step-30 truncated, step-20 with the flipped
 # byte): both skipped, each named, the resume starts from step-10.h5. README:
-# --resume auto says "which ones it skipped and why": besides its skip line,
-# each skipped file is named by a line giving the reason (checked at the end).
+# --resume auto says "which ones it skipped and why": each skip line names the
+# file and gives its own reason (truncation for step-30, the checksum for step-20),
+# and no error: line appears in a run that succeeds.
 cp -a base two
 truncate -s $((size / 2)) two/checkpoints/step-30.h5
 expect_file two/checkpoints/step-10.h5
@@ -124,9 +125,13 @@ for s in 30 20; do
     f="two/checkpoints/step-$s.h5"
     grep -i "skip" resume_two.out | grep -qF "$f" ||
         { tail -n 20 resume_two.out >&2; fail "two damaged: expected a message that skips '$f', naming it, found none"; }
-    grep -vi "skip" resume_two.err | grep -qF "$f" ||
-        late_fail+="two damaged: expected a line giving the reason why '$f' was skipped (naming it), found only: $(grep -F "$f" resume_two.out | tr '\n' '|') "
+    case $s in 30) why="truncated or damaged" ;; 20) why="fails its checksum" ;; esac
+    grep -i "skip" resume_two.err | grep -F "$f" | grep -qF "$why" ||
+        late_fail+="two damaged: expected the skip line of '$f' to give its reason ('$why'), found only: $(grep -F "$f" resume_two.out | tr '\n' '|') "
 done
+if grep -q "error:" resume_two.err; then
+    late_fail+="two damaged: a successful resume printed an error: line: $(grep 'error:' resume_two.err | tr '\n' '|') "
+fi
 note "two damaged: $(grep -E 'skip|error' resume_two.out | tr '\n' '|')"
 expect_grep "two damaged: resumed from step 10" "resumed from two/checkpoints/step-10.h5 at step 10" resume_two.out
 expect_identical "two newest checkpoints damaged, resumed from step 10, against uninterrupted" \

@@ -1,0 +1,87 @@
+/*
+ * conv.h: 2-D convolution and transposed convolution, as forward/backward
+ * pairs with PyTorch's semantics and weight layouts (NCHW, batch first,
+ * square kernels, dilation 1, groups 1).
+ *
+ * Conv2d(Cin, Cout, k, stride s, padding p):
+ *   x[B,Cin,H,W], w[Cout,Cin,k,k], b[Cout] -> y[B,Cout,Hout,Wout],
+ *   Hout = (H + 2p - k) / s + 1, Wout = (W + 2p - k) / s + 1 (floor),
+ *   y[n,o,i,j] = b[o] + sum_{c,u,v} w[o,c,u,v] x[n,c, i*s - p + u, j*s - p + v]
+ *   with x = 0 outside the image.
+ *
+ * ConvTranspose2d(Cin, Cout, k, stride s, padding p, output_padding op):
+ *   x[B,Cin,H,W], w[Cin,Cout,k,k] (PyTorch's transposed layout), b[Cout]
+ *   -> y[B,Cout,Hout,Wout], Hout = (H-1) s - 2p + k + op (Wout alike),
+ *   y[n,o, i*s - p + u, j*s - p + v] += w[c,o,u,v] x[n,c,i,j] over c,i,j,u,v
+ *   (targets outside the output are dropped), plus b[o] everywhere. It is
+ *   the gradient of a Conv2d(Cout -> Cin) with the same w, k, s, p taken
+ *   with respect to that conv's input of size Hout x Wout.
+ *
+ * Lowering: im2col / col2im around one cblas_sgemm per sample (see conv.c
+ * for the measurements that chose it). Every function takes a caller-owned
+ * scratch buffer of at least the _scratch function's count of floats; its
+ * contents are not kept between calls, so one buffer, sized for the largest
+ * layer, can serve every layer of a model. Nothing is allocated inside.
+ * Buffers must not overlap each other or the scratch.
+ *
+ * As in ops.h: ReLU is applied outside (vae_relu_backward), forward adds
+ * the bias, backward ADDS (+=) into dw and db and overwrites dx.
+ */
+#ifndef MPIVAE_CONV_H
+#define MPIVAE_CONV_H
+
+#include <stddef.h>
+
+/*
+ * Floats of scratch needed by vae_conv2d_forward and vae_conv2d_backward
+ * for this geometry: Cin*k*k * Hout*Wout (one sample's column matrix; B is
+ * taken so that callers need not change if the lowering does). Returns 0
+ * when the geometry is invalid: a size, k or s below 1, B or p below 0, or
+ * Hout or Wout below 1 (k > H + 2p).
+ */
+size_t vae_conv2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, int p);
+
+/*
+ * y[B,Cout,Hout,Wout] = conv2d(x[B,Cin,H,W], w[Cout,Cin,k,k]) + b[Cout].
+ * Per sample: col[Cin*k*k, Hout*Wout] = im2col(x_n), y_n = w col + b.
+ */
+void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,
+                        int H, int W, int Cout, int k, int s, int p, float *scratch);
+
+/*
+ * Given dy[B,Cout,Hout,Wout] (already multiplied by the activation's
+ * derivative): per sample, with col = im2col(x_n) [Cin*k*k, Hout*Wout],
+ * dw[Cout, Cin*k*k] += dy_n col^T, db[o] += sum_{i,j} dy_n[o,i,j], and when
+ * dx is not NULL dx_n[Cin,H,W] = col2im(w^T dy_n) (overwritten).
+ */
+void vae_conv2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                         float *db, int B, int Cin, int H, int W, int Cout, int k, int s, int p,
+                         float *scratch);
+
+/*
+ * Floats of scratch needed by vae_convt2d_forward and vae_convt2d_backward:
+ * Cout*k*k * H*W (one sample's column matrix). Returns 0 when the geometry
+ * is invalid: a size, k or s below 1, B, p or op below 0, op >= s (PyTorch
+ * requires output_padding < stride at dilation 1), or Hout or Wout below 1.
+ */
+size_t vae_convt2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, int p, int op);
+
+/*
+ * y[B,Cout,Hout,Wout] = conv_transpose2d(x[B,Cin,H,W], w[Cin,Cout,k,k]) +
+ * b[Cout]. Per sample: col[Cout*k*k, H*W] = w^T x_n, then
+ * y_n = b + col2im(col), the conv's input-gradient computation.
+ */
+void vae_convt2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,
+                         int H, int W, int Cout, int k, int s, int p, int op, float *scratch);
+
+/*
+ * Given dy[B,Cout,Hout,Wout]: per sample, with col = im2col(dy_n)
+ * [Cout*k*k, H*W] (the conv's forward lowering applied to dy),
+ * dw[Cin, Cout*k*k] += x_n col^T, db[o] += sum_{i,j} dy_n[o,i,j], and when
+ * dx is not NULL dx_n[Cin, H*W] = w col (overwritten).
+ */
+void vae_convt2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                          float *db, int B, int Cin, int H, int W, int Cout, int k, int s, int p,
+                          int op, float *scratch);
+
+#endif
