@@ -11,7 +11,9 @@
 #   mpi_checkpoint_faults  crash while saving, damaged checkpoints: fallback
 #   mpi_kill_rank          SIGKILL of one rank ends the job within seconds
 #   mpi_bad_input          bad input under mpirun: one message, no hang
-set(MPIVAE_MPI_TESTS mpi_rank_independence mpi_resume_exact mpi_checkpoint_faults mpi_kill_rank mpi_bad_input)
+#   mpi_nonfinite          NaN on one rank: the step is skipped everywhere; too many stop
+set(MPIVAE_MPI_TESTS mpi_rank_independence mpi_resume_exact mpi_checkpoint_faults mpi_kill_rank mpi_bad_input
+    mpi_nonfinite)
 if(MPIEXEC_EXECUTABLE)
   set(MPIVAE_MPI_LAUNCHER ${MPIEXEC_EXECUTABLE})
 else()
