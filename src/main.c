@@ -188,9 +188,11 @@ static const char *train_help =
     "  --data-in-memory MODE    yes (one copy per node in shared memory), no (stream rows\n"
     "                           from the file per batch), auto (default: yes when it fits)\n"
     "model\n"
-    "  --model mlp              model family (default mlp)\n"
-    "  --hidden H[,H2,...]      hidden layer sizes (default 400)\n"
-    "  --latent Z               latent dimensions (default 20)\n"
+    "  --model mlp|conv         model family (default mlp)\n"
+    "  --hidden H[,H2,...]      mlp: hidden layer sizes (default 400); conv: channels of the\n"
+    "                           stride-2 Conv2d layers (default 32,64), mirrored by\n"
+    "                           ConvTranspose2d layers in the decoder\n"
+    "  --latent Z               latent dimensions (default 20 for mlp, 16 for conv)\n"
     "  --loss bce|mse           Bernoulli (data in [0,1]) or Gaussian/squared error (default bce)\n"
     "  --beta B                 KL weight (default 1)\n"
     "  --warmup STEPS           raise the KL weight linearly from 0 to beta over STEPS (default 0)\n"
@@ -260,8 +262,9 @@ static int cmd_train(int argc, char **argv)
             else rc = usage_error("train", "--data-in-memory '%s' is not yes, no or auto", optarg);
             break;
         case 'm':
-            if (strcmp(optarg, "mlp")) rc = usage_error("train", "--model '%s' is not a known model (mlp)", optarg);
-            cfg.arch.kind = VAE_MODEL_MLP;
+            if (!strcmp(optarg, "mlp")) cfg.arch.kind = VAE_MODEL_MLP;
+            else if (!strcmp(optarg, "conv")) cfg.arch.kind = VAE_MODEL_CONV;
+            else rc = usage_error("train", "--model '%s' is not a known model (mlp or conv)", optarg);
             mask |= VAE_SET_MODEL;
             break;
         case 'H': rc = parse_hidden("train", optarg, &cfg.arch); mask |= VAE_SET_HIDDEN; break;
@@ -315,6 +318,13 @@ static int cmd_train(int argc, char **argv)
     }
     if (rc) return rc;
     if (optind < argc) return usage_error("train", "unexpected argument '%s'", argv[optind]);
+    /* The conv model's own defaults: channels 32,64 and 16 latent dimensions. */
+    if (cfg.arch.kind == VAE_MODEL_CONV && !(mask & VAE_SET_HIDDEN)) {
+        cfg.arch.n_hidden = 2;
+        cfg.arch.hidden[0] = 32;
+        cfg.arch.hidden[1] = 64;
+    }
+    if (cfg.arch.kind == VAE_MODEL_CONV && !(mask & VAE_SET_LATENT)) cfg.arch.latent = 16;
     if (resume && strcmp(resume, "auto") && !out_set) cfg.out[0] = '\0'; /* the checkpoint's */
     if (resume && !strcmp(resume, "auto") && !out_set)
         return usage_error("train", "--resume auto needs --out DIR (where to look for checkpoints)");

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "mpivae/model.h"
 
+#include "mpivae/conv.h"
 #include "mpivae/ops.h"
 #include "mpivae/rng.h"
 #include "mpivae/status.h"
@@ -38,6 +39,19 @@ int vae_arch_check(const vae_arch *a)
             return vae_error(VAE_EINVAL, "--hidden size %d is out of range 1..65536", a->hidden[i]);
     if (a->loss != VAE_LOSS_BCE && a->loss != VAE_LOSS_MSE)
         return vae_error(VAE_EINVAL, "unknown loss kind %d", a->loss);
+    if (a->kind == VAE_MODEL_CONV) {
+        /* Every conv layer halves H and W (kernel 4, stride 2, padding 1). */
+        int f = 1 << a->n_hidden;
+        if (a->Hh % f || a->W % f) {
+            int h_lo = a->Hh / f * f, w_lo = a->W / f * f;
+            return vae_error(VAE_EINVAL,
+                             "--model conv with %d conv layers needs H and W divisible by %d, but the data is "
+                             "%dx%d; sizes that work: H in {%d, %d, ...}, W in {%d, %d, ...} (or fewer layers "
+                             "with --hidden)",
+                             a->n_hidden, f, a->Hh, a->W, h_lo > 0 ? h_lo : f, h_lo + f, w_lo > 0 ? w_lo : f, w_lo + f);
+        }
+        return VAE_OK;
+    }
     if (a->kind != VAE_MODEL_MLP) return vae_error(VAE_EINVAL, "unknown model kind %d", a->kind);
     return VAE_OK;
 }
@@ -103,6 +117,89 @@ static void add_heads(vae_model *m, const char *mu_name, const char *lv_name, in
     m->n_enc++;
 }
 
+/*
+ * A Conv2d (transposed = 0: weight [cout, cin, k, k]) or ConvTranspose2d
+ * (transposed = 1: weight [cin, cout, k, k]) layer with kernel 4, stride 2,
+ * padding 1: H and W halve or double. PyTorch's default init bound is
+ * 1/sqrt(fan_in) with fan_in = weight.size(1) * k * k.
+ */
+static void add_conv(vae_model *m, const char *name, int transposed, int cin, int cout, int h, int w, int act)
+{
+    char buf[VAE_NAME_LEN + 8];
+    const int k = 4;
+    vae_layer *l = &m->layers[m->n_enc + m->n_dec];
+    memset(l, 0, sizeof *l);
+    l->kind = transposed ? VAE_LAYER_CONVT : VAE_LAYER_CONV;
+    l->act = act;
+    l->cin = cin;
+    l->cout = cout;
+    l->hin = h;
+    l->win = w;
+    l->hout = transposed ? 2 * h : h / 2;
+    l->wout = transposed ? 2 * w : w / 2;
+    l->k = k;
+    l->stride = 2;
+    l->pad = 1;
+    l->in = cin * h * w;
+    l->out = cout * l->hout * l->wout;
+    float bound = 1.0f / sqrtf((float)((transposed ? cout : cin) * k * k));
+    snprintf(buf, sizeof buf, "%.40s.weight", name);
+    l->w = add_tensor(m, buf, 4, transposed ? (int[]){ cin, cout, k, k } : (int[]){ cout, cin, k, k }, bound);
+    snprintf(buf, sizeof buf, "%.40s.bias", name);
+    l->b = add_tensor(m, buf, 1, (int[]){ cout }, bound);
+}
+
+/*
+ * --model conv, channels c1..cn (--hidden): enc.0, enc.2, ... Conv2d(k4, s2,
+ * p1) with ReLU; fc_mu and fc_logvar from the flattened [cn, H/2^n, W/2^n];
+ * fc_dec back to it with ReLU; dec.0, dec.2, ... ConvTranspose2d(k4, s2, p1)
+ * with ReLU between, the last one giving the logits (the names of PyTorch's
+ * nn.Sequential indices).
+ */
+static void build_conv(vae_model *m)
+{
+    const vae_arch *a = &m->arch;
+    int n = a->n_hidden, h = a->Hh, w = a->W, cin = a->C;
+    char name[VAE_NAME_LEN];
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "enc.%d", 2 * i);
+        add_conv(m, name, 0, cin, a->hidden[i], h, w, VAE_ACT_RELU);
+        m->n_enc++;
+        cin = a->hidden[i];
+        h /= 2;
+        w /= 2;
+    }
+    int flat = cin * h * w;
+    add_heads(m, "fc_mu", "fc_logvar", flat, m->Z);
+    add_linear(m, "fc_dec", m->Z, flat, VAE_ACT_RELU);
+    m->n_dec++;
+    for (int i = 0; i < n; i++) {
+        int cout = i == n - 1 ? a->C : a->hidden[n - 2 - i];
+        snprintf(name, sizeof name, "dec.%d", 2 * i);
+        add_conv(m, name, 1, cin, cout, h, w, i == n - 1 ? VAE_ACT_NONE : VAE_ACT_RELU);
+        m->n_dec++;
+        cin = cout;
+        h *= 2;
+        w *= 2;
+    }
+}
+
+/* Floats of scratch the conv layers need for a batch of B. */
+static size_t conv_scratch(const vae_model *m, int B)
+{
+    size_t need = 0;
+    for (int i = 0; i < m->n_enc + m->n_dec; i++) {
+        const vae_layer *l = &m->layers[i];
+        size_t s = 0;
+        if (l->kind == VAE_LAYER_CONV)
+            s = vae_conv2d_scratch(B, l->cin, l->hin, l->win, l->cout, l->k, l->stride, l->pad);
+        else if (l->kind == VAE_LAYER_CONVT)
+            s = vae_convt2d_scratch(B, l->cin, l->hin, l->win, l->cout, l->k, l->stride, l->pad, 0);
+        if (s > need) need = s;
+    }
+    return need;
+}
+
 static void build_mlp(vae_model *m)
 {
     const vae_arch *a = &m->arch;
@@ -136,7 +233,8 @@ int vae_model_init(vae_model *m, const vae_arch *arch, int max_batch)
     m->arch = *arch;
     m->D = arch->C * arch->Hh * arch->W;
     m->Z = arch->latent;
-    build_mlp(m);
+    if (arch->kind == VAE_MODEL_CONV) build_conv(m);
+    else build_mlp(m);
 
     m->params = alloc_floats(m->n_params);
     m->grads = alloc_floats(m->n_params + VAE_GRAD_EXTRA);
@@ -152,7 +250,7 @@ int vae_model_init(vae_model *m, const vae_arch *arch, int max_batch)
         if ((size_t)m->layers[i].in > maxw) maxw = m->layers[i].in;
     }
     total += B * m->Z * 3 + B * 2 * m->Z + 2 * B * maxw;
-    m->scratch_len = 0;
+    m->scratch_len = conv_scratch(m, max_batch);
     total += m->scratch_len;
     m->arena = alloc_floats(total + 16 * (nl + 8));
     if (!m->params || !m->grads || !m->m || !m->v || !m->arena) {
@@ -217,8 +315,21 @@ static void layer_forward(vae_model *m, int i, int B)
 {
     const vae_layer *l = &m->layers[i];
     const float *x = layer_input(m, i);
-    vae_linear_forward(x, m->params + l->w, m->params + l->b, m->act[i + 1], B, l->in, l->out,
-                       l->act);
+    float *y = m->act[i + 1];
+    if (l->kind == VAE_LAYER_LINEAR) {
+        vae_linear_forward(x, m->params + l->w, m->params + l->b, y, B, l->in, l->out, l->act);
+        return;
+    }
+    if (l->kind == VAE_LAYER_CONV)
+        vae_conv2d_forward(x, m->params + l->w, m->params + l->b, y, B, l->cin, l->hin, l->win, l->cout, l->k,
+                           l->stride, l->pad, m->scratch);
+    else
+        vae_convt2d_forward(x, m->params + l->w, m->params + l->b, y, B, l->cin, l->hin, l->win, l->cout, l->k,
+                            l->stride, l->pad, 0, m->scratch);
+    if (l->act == VAE_ACT_RELU) {
+        size_t n = (size_t)B * l->out;
+        for (size_t j = 0; j < n; j++) y[j] = y[j] > 0.0f ? y[j] : 0.0f;
+    }
 }
 
 /* dY is the gradient at layer i's output (before its activation is undone). */
@@ -226,8 +337,15 @@ static void layer_backward(vae_model *m, int i, float *dY, float *dX, int B)
 {
     const vae_layer *l = &m->layers[i];
     if (l->act == VAE_ACT_RELU) vae_relu_backward(m->act[i + 1], dY, (size_t)B * l->out);
-    vae_linear_backward(layer_input(m, i), m->params + l->w, dY, dX, m->grads + l->w,
-                        m->grads + l->b, B, l->in, l->out);
+    const float *x = layer_input(m, i);
+    if (l->kind == VAE_LAYER_LINEAR)
+        vae_linear_backward(x, m->params + l->w, dY, dX, m->grads + l->w, m->grads + l->b, B, l->in, l->out);
+    else if (l->kind == VAE_LAYER_CONV)
+        vae_conv2d_backward(x, m->params + l->w, dY, dX, m->grads + l->w, m->grads + l->b, B, l->cin, l->hin,
+                            l->win, l->cout, l->k, l->stride, l->pad, m->scratch);
+    else
+        vae_convt2d_backward(x, m->params + l->w, dY, dX, m->grads + l->w, m->grads + l->b, B, l->cin, l->hin,
+                             l->win, l->cout, l->k, l->stride, l->pad, 0, m->scratch);
 }
 
 const float *vae_model_encode(vae_model *m, int B)
@@ -301,7 +419,10 @@ double vae_model_flops_per_sample(const vae_model *m)
     int nl = m->n_enc + m->n_dec;
     for (int i = 0; i < nl; i++) {
         const vae_layer *l = &m->layers[i];
-        double mac = (double)l->in * l->out;
+        /* A convolution's products: every output (or, transposed, input) pixel times cin*k*k. */
+        double mac = l->kind == VAE_LAYER_LINEAR ? (double)l->in * l->out
+                     : l->kind == VAE_LAYER_CONV ? (double)l->cout * l->hout * l->wout * l->cin * l->k * l->k
+                                                 : (double)l->cin * l->hin * l->win * l->cout * l->k * l->k;
         /* forward, weight gradient, and input gradient except for the first layer */
         f += 2.0 * mac * (i == 0 ? 2.0 : 3.0);
     }

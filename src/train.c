@@ -258,7 +258,7 @@ static void print_banner(const vae_config *c, const vae_model *m, const vae_data
         printf("data: %s:%s, %lld rows of %dx%dx%d (%s, %s)\n", d->file, d->dset, (long long)d->N, d->C, d->Hh, d->W,
                d->dtype == VAE_DT_U8 ? "uint8" : "float", d->in_memory ? "in shared memory" : "streamed");
         printf("model: %s", c->arch.kind == VAE_MODEL_CONV ? "conv" : "mlp");
-        printf(" hidden");
+        printf(c->arch.kind == VAE_MODEL_CONV ? " channels" : " hidden");
         for (int i = 0; i < c->arch.n_hidden; i++) printf("%s%d", i ? "," : " ", c->arch.hidden[i]);
         if (c->capacity_max >= 0)
             printf(" capacity %g over %ld steps,", c->capacity_max, c->capacity_steps);
