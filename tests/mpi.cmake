@@ -12,8 +12,9 @@
 #   mpi_kill_rank          SIGKILL of one rank ends the job within seconds
 #   mpi_bad_input          bad input under mpirun: one message, no hang
 #   mpi_nonfinite          NaN on one rank: the step is skipped everywhere; too many stop
+#   mpi_conv               --model conv: P = 1, 2, 4 agree, exact resume, PyTorch load, tools
 set(MPIVAE_MPI_TESTS mpi_rank_independence mpi_resume_exact mpi_checkpoint_faults mpi_kill_rank mpi_bad_input
-    mpi_nonfinite)
+    mpi_nonfinite mpi_conv)
 if(MPIEXEC_EXECUTABLE)
   set(MPIVAE_MPI_LAUNCHER ${MPIEXEC_EXECUTABLE})
 else()
