@@ -1,0 +1,556 @@
+/*
+ * test_conv.c: tests of the Conv2d and ConvTranspose2d pairs in conv.h.
+ *
+ * References are direct nested loops in double precision over PyTorch's
+ * definitions: the conv gathers, y[n,o,i,j] = b[o] + sum w[o,c,u,v]
+ * x[n,c,i*s-p+u,j*s-p+v]; the transposed conv scatters, y[n,o,i*s-p+u,
+ * j*s-p+v] += w[c,o,u,v] x[n,c,i,j]. Neither shares code with the im2col /
+ * col2im lowering under test. Inputs are drawn as floats from a local
+ * generator (float and double see the same values).
+ *
+ * (a) Forward against the reference, for both ops over the sweep below.
+ * (b) Gradients by central differences: L = sum(G .* y) with fixed random
+ *     G, so backward given dy = G returns dL/dx, dL/dw, dL/db; each entry of
+ *     x, w and b is moved by +-h in the double reference and
+ *     (L(+h) - L(-h)) / 2h compared with the float analytic value. The sweep
+ *     covers strides 1 and 2, paddings 0 and 1, kernels 3 and 4, channel
+ *     counts 1, 2, 3, 5 on both sides, images 5x7, 7x5 and 9x9, batch 1 and
+ *     3, and for the transposed conv every output_padding op < s (0, and 1
+ *     at stride 2). Outputs, dx and scratch are prefilled with NaN, so an
+ *     entry not overwritten or a read of stale scratch shows; scratch is
+ *     allocated at exactly the size the _scratch function returns.
+ * (c) Accumulation: backward adds into dw and db (from a nonzero start, and
+ *     twice from zero gives double), overwrites dx, and gives the same dw
+ *     and db with dx == NULL.
+ * (d) The four layers of the default Fashion-MNIST model (Conv2d(1,32,4,2,1)
+ *     28->14, Conv2d(32,64,4,2,1) 14->7, ConvTranspose2d(64,32,4,2,1) 7->14,
+ *     ConvTranspose2d(32,1,4,2,1) 14->28) at batch 2: forward, dx, dw, db
+ *     against direct double loops for the gradients as well (finite
+ *     differences over 32768 weights would be slow, and the sweep already
+ *     ties the loops' math to finite differences).
+ * (e) The _scratch functions: the documented size, 0 for invalid geometry.
+ *
+ * Tolerances: |analytic - reference| <= rtol |reference| + atol. The ops
+ * are linear in each of x, w, b, so the central difference has no
+ * truncation error; its rounding error is ~1e-16 |L| / h ~ 1e-11 here. What
+ * the tolerances bound is the float arithmetic of the op: a sum of n
+ * products of values in [-1, 1] has rounding error around sqrt(n) * 6e-8
+ * times the sum's scale, ~1e-6 for the n <= 250 terms of the sweep. Sweep:
+ * forward rtol 1e-5, atol 1e-5; gradients rtol 1e-4, atol 1e-5 (the
+ * largest error seen is printed at the end and was ~30x below). Default
+ * shapes (n up to 1024 with PyTorch-scaled weights): rtol 1e-4, atol 1e-5.
+ * An indexing error moves an entry by a whole term, 1e-3 or more.
+ * The exit code is the verdict.
+ */
+#include "mpivae/conv.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int g_checks, g_failures;
+
+#define CHECK(cond)                                                                          \
+    do {                                                                                     \
+        g_checks++;                                                                          \
+        if (!(cond)) {                                                                       \
+            g_failures++;                                                                    \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);         \
+        }                                                                                    \
+    } while (0)
+
+#define CHECK_CMP_INT(a, op, b)                                                              \
+    do {                                                                                     \
+        long long a_ = (long long)(a), b_ = (long long)(b);                                  \
+        g_checks++;                                                                          \
+        if (!(a_ op b_)) {                                                                   \
+            g_failures++;                                                                    \
+            fprintf(stderr, "%s:%d: check failed: %s %s %s (%lld vs %lld)\n", __FILE__,     \
+                    __LINE__, #a, #op, #b, a_, b_);                                          \
+        }                                                                                    \
+    } while (0)
+
+#define CHECK_EQ(a, b) CHECK_CMP_INT(a, ==, b)
+
+/*
+ * |a - b| <= rtol |b| + atol, with a context label (op, geometry, entry)
+ * since these checks run in loops. Prints at most 30 failures in all.
+ */
+static int g_printed;
+#define CHECK_CLOSE(label, a, b, rtol, atol)                                                 \
+    do {                                                                                     \
+        double a_ = (double)(a), b_ = (double)(b);                                           \
+        double t_ = (double)(rtol) * fabs(b_) + (double)(atol);                              \
+        g_checks++;                                                                          \
+        if (!(fabs(a_ - b_) <= t_)) {                                                        \
+            g_failures++;                                                                    \
+            if (g_printed++ < 30)                                                            \
+                fprintf(stderr,                                                              \
+                        "%s:%d: check failed [%s]: |%s - %s| <= %s*|%s| + %s "              \
+                        "(%.10g vs %.10g, diff %.3g, tol %.3g)\n",                           \
+                        __FILE__, __LINE__, label, #a, #b, #rtol, #b, #atol, a_, b_,        \
+                        fabs(a_ - b_), t_);                                                  \
+        }                                                                                    \
+    } while (0)
+
+/* ---------------------------------------------------------------------- helpers */
+
+static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
+
+/* splitmix64: a local generator, so the test does not depend on rng.c. */
+static uint64_t next_u64(void)
+{
+    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform float in [lo, hi). */
+static float uniform(float lo, float hi)
+{
+    double u = (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(lo + (hi - lo) * u);
+}
+
+static void fill(float *q, size_t n, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++) q[i] = uniform(lo, hi);
+}
+
+static void fill_nan(float *q, size_t n)
+{
+    for (size_t i = 0; i < n; i++) q[i] = NAN;
+}
+
+static void to_double(const float *q, double *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) d[i] = q[i];
+}
+
+static float *fmalloc(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+static double *dmalloc(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
+
+static double dot(const double *a, const double *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static const double FD_H = 1e-4;
+
+/* Largest fraction of its tolerance that a sweep check used, per op and quantity. */
+static double g_worst[2][4]; /* [conv, convt][y, dx, dw, db] */
+
+static void note(int op, int q, double a, double b, double rtol, double atol)
+{
+    double e = fabs(a - b) / (rtol * fabs(b) + atol);
+    if (e > g_worst[op][q]) g_worst[op][q] = e;
+}
+
+/* ---------------------------------------------------------------------- geometry */
+
+typedef struct geom {
+    int t; /* 0: Conv2d, 1: ConvTranspose2d */
+    int B, Cin, H, W, Cout, k, s, p, op;
+    int Ho, Wo;
+} geom;
+
+static geom make(int t, int B, int Cin, int H, int W, int Cout, int k, int s, int p, int op)
+{
+    geom g = { t, B, Cin, H, W, Cout, k, s, p, op, 0, 0 };
+    if (t) {
+        g.Ho = (H - 1) * s - 2 * p + k + op;
+        g.Wo = (W - 1) * s - 2 * p + k + op;
+    } else {
+        g.Ho = (H + 2 * p - k) / s + 1;
+        g.Wo = (W + 2 * p - k) / s + 1;
+    }
+    return g;
+}
+
+static size_t nx_of(const geom *g) { return (size_t)g->B * g->Cin * g->H * g->W; }
+static size_t ny_of(const geom *g) { return (size_t)g->B * g->Cout * g->Ho * g->Wo; }
+static size_t nw_of(const geom *g) { return (size_t)g->Cin * g->Cout * g->k * g->k; }
+
+static void describe(const geom *g, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s B=%d Cin=%d %dx%d Cout=%d k=%d s=%d p=%d op=%d -> %dx%d",
+             g->t ? "convt2d" : "conv2d", g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s, g->p,
+             g->op, g->Ho, g->Wo);
+}
+
+static size_t scratch_of(const geom *g)
+{
+    return g->t ? vae_convt2d_scratch(g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s, g->p, g->op)
+                : vae_conv2d_scratch(g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s, g->p);
+}
+
+static void run_forward(const geom *g, const float *x, const float *w, const float *b, float *y,
+                        float *scratch)
+{
+    if (g->t)
+        vae_convt2d_forward(x, w, b, y, g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s, g->p,
+                            g->op, scratch);
+    else
+        vae_conv2d_forward(x, w, b, y, g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s, g->p,
+                           scratch);
+}
+
+static void run_backward(const geom *g, const float *x, const float *w, const float *dy,
+                         float *dx, float *dw, float *db, float *scratch)
+{
+    if (g->t)
+        vae_convt2d_backward(x, w, dy, dx, dw, db, g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s,
+                             g->p, g->op, scratch);
+    else
+        vae_conv2d_backward(x, w, dy, dx, dw, db, g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s,
+                            g->p, scratch);
+}
+
+/* ---------------------------------------------------------------------- references */
+
+/* x and y indexing, NCHW. */
+#define XI(g, n, c, i, j) ((((size_t)(n) * (g)->Cin + (c)) * (g)->H + (i)) * (g)->W + (j))
+#define YI(g, n, o, i, j) ((((size_t)(n) * (g)->Cout + (o)) * (g)->Ho + (i)) * (g)->Wo + (j))
+/* Conv2d weight [Cout,Cin,k,k]; ConvTranspose2d weight [Cin,Cout,k,k]. */
+#define WC(g, o, c, u, v) ((((size_t)(o) * (g)->Cin + (c)) * (g)->k + (u)) * (g)->k + (v))
+#define WT(g, c, o, u, v) ((((size_t)(c) * (g)->Cout + (o)) * (g)->k + (u)) * (g)->k + (v))
+
+/*
+ * Visits every (input pixel, weight, output pixel) triple of the op once:
+ * the conv gathers over its output grid, the transposed conv scatters from
+ * its input grid; either way the triple is x[n,c,xi,xj], weight wi,
+ * y[n,o,yi,yj]. mode 0: y += w x; mode 1: dx += w dy, dw += x dy.
+ */
+static void ref_loops(const geom *g, const double *x, const double *w, double *y,
+                      const double *dy, double *dx, double *dw, int mode)
+{
+    for (int n = 0; n < g->B; n++)
+        for (int o = 0; o < g->Cout; o++)
+            for (int c = 0; c < g->Cin; c++)
+                for (int u = 0; u < g->k; u++)
+                    for (int v = 0; v < g->k; v++) {
+                        size_t wi = g->t ? WT(g, c, o, u, v) : WC(g, o, c, u, v);
+                        /* (a, b) runs over the grid that the stride steps through. */
+                        int A = g->t ? g->H : g->Ho, Bw = g->t ? g->W : g->Wo;
+                        for (int a = 0; a < A; a++)
+                            for (int bb = 0; bb < Bw; bb++) {
+                                int ti = a * g->s - g->p + u, tj = bb * g->s - g->p + v;
+                                size_t xi, yi;
+                                if (g->t) {
+                                    if (ti < 0 || ti >= g->Ho || tj < 0 || tj >= g->Wo) continue;
+                                    xi = XI(g, n, c, a, bb);
+                                    yi = YI(g, n, o, ti, tj);
+                                } else {
+                                    if (ti < 0 || ti >= g->H || tj < 0 || tj >= g->W) continue;
+                                    xi = XI(g, n, c, ti, tj);
+                                    yi = YI(g, n, o, a, bb);
+                                }
+                                if (mode == 0) {
+                                    y[yi] += w[wi] * x[xi];
+                                } else {
+                                    dx[xi] += w[wi] * dy[yi];
+                                    dw[wi] += x[xi] * dy[yi];
+                                }
+                            }
+                    }
+}
+
+/* y = op(x, w) + b in double. */
+static void ref_forward(const geom *g, const double *x, const double *w, const double *b,
+                        double *y)
+{
+    size_t hw = (size_t)g->Ho * g->Wo;
+    for (int n = 0; n < g->B; n++)
+        for (int o = 0; o < g->Cout; o++)
+            for (size_t i = 0; i < hw; i++) y[YI(g, n, o, 0, 0) + i] = b[o];
+    ref_loops(g, x, w, y, NULL, NULL, NULL, 0);
+}
+
+/* dx = (dy -> x), dw = (dy -> w), db = sums of dy, in double, all overwritten. */
+static void ref_backward(const geom *g, const double *x, const double *w, const double *dy,
+                         double *dx, double *dw, double *db)
+{
+    memset(dx, 0, sizeof(double) * nx_of(g));
+    memset(dw, 0, sizeof(double) * nw_of(g));
+    size_t hw = (size_t)g->Ho * g->Wo;
+    for (int o = 0; o < g->Cout; o++) {
+        db[o] = 0;
+        for (int n = 0; n < g->B; n++)
+            for (size_t i = 0; i < hw; i++) db[o] += dy[YI(g, n, o, 0, 0) + i];
+    }
+    ref_loops(g, x, w, NULL, dy, dx, dw, 1);
+}
+
+/* ---------------------------------------------------------------------- (a) + (b) */
+
+/* L(p) = sum(G .* ref_forward) with p one of x, w, b moved by +-h at entry i. */
+static double fd_entry(const geom *g, double *xd, double *wd, double *bd, double *target,
+                       size_t i, const double *Gd, double *yd)
+{
+    size_t ny = ny_of(g);
+    double v = target[i];
+    target[i] = v + FD_H;
+    ref_forward(g, xd, wd, bd, yd);
+    double lp = dot(Gd, yd, ny);
+    target[i] = v - FD_H;
+    ref_forward(g, xd, wd, bd, yd);
+    double lm = dot(Gd, yd, ny);
+    target[i] = v;
+    return (lp - lm) / (2 * FD_H);
+}
+
+static void test_gradcheck(const geom *g)
+{
+    char what[160], label[224];
+    describe(g, what, sizeof what);
+    size_t nx = nx_of(g), ny = ny_of(g), nw = nw_of(g), nb = (size_t)g->Cout;
+    size_t ns = scratch_of(g);
+    CHECK(ns > 0);
+    if (ns == 0) {
+        fprintf(stderr, "  (in %s)\n", what);
+        return;
+    }
+    float *x = fmalloc(nx), *w = fmalloc(nw), *b = fmalloc(nb), *G = fmalloc(ny);
+    float *y = fmalloc(ny), *dx = fmalloc(nx), *dw = fmalloc(nw), *db = fmalloc(nb);
+    float *scratch = fmalloc(ns);
+    double *xd = dmalloc(nx), *wd = dmalloc(nw), *bd = dmalloc(nb), *Gd = dmalloc(ny);
+    double *yd = dmalloc(ny);
+    fill(x, nx, -1, 1);
+    fill(w, nw, -1, 1);
+    fill(b, nb, -1, 1);
+    fill(G, ny, -1, 1);
+    to_double(x, xd, nx);
+    to_double(w, wd, nw);
+    to_double(b, bd, nb);
+    to_double(G, Gd, ny);
+
+    /* (a) forward. */
+    fill_nan(y, ny);
+    fill_nan(scratch, ns);
+    run_forward(g, x, w, b, y, scratch);
+    ref_forward(g, xd, wd, bd, yd);
+    for (size_t i = 0; i < ny; i++) {
+        snprintf(label, sizeof label, "%s: y[%zu]", what, i);
+        CHECK_CLOSE(label, y[i], yd[i], 1e-5, 1e-5);
+        note(g->t, 0, y[i], yd[i], 1e-5, 1e-5);
+    }
+
+    /* (b) gradients of L = sum(G .* y). */
+    fill_nan(dx, nx);
+    fill_nan(scratch, ns);
+    run_backward(g, x, w, G, dx, dw, db, scratch);
+    for (size_t i = 0; i < nx; i++) {
+        double fd = fd_entry(g, xd, wd, bd, xd, i, Gd, yd);
+        snprintf(label, sizeof label, "%s: dx[%zu]", what, i);
+        CHECK_CLOSE(label, dx[i], fd, 1e-4, 1e-5);
+        note(g->t, 1, dx[i], fd, 1e-4, 1e-5);
+    }
+    for (size_t i = 0; i < nw; i++) {
+        double fd = fd_entry(g, xd, wd, bd, wd, i, Gd, yd);
+        snprintf(label, sizeof label, "%s: dw[%zu]", what, i);
+        CHECK_CLOSE(label, dw[i], fd, 1e-4, 1e-5);
+        note(g->t, 2, dw[i], fd, 1e-4, 1e-5);
+    }
+    for (size_t i = 0; i < nb; i++) {
+        double fd = fd_entry(g, xd, wd, bd, bd, i, Gd, yd);
+        snprintf(label, sizeof label, "%s: db[%zu]", what, i);
+        CHECK_CLOSE(label, db[i], fd, 1e-4, 1e-5);
+        note(g->t, 3, db[i], fd, 1e-4, 1e-5);
+    }
+
+    free(x), free(w), free(b), free(G), free(y), free(dx), free(dw), free(db), free(scratch);
+    free(xd), free(wd), free(bd), free(Gd), free(yd);
+}
+
+/*
+ * The sweep: every stride (1, 2) x padding (0, 1) x kernel (3, 4), twice,
+ * with channel pairs, image sizes and batch rotating through the lists so
+ * each value meets several geometries; the transposed conv adds op = 1 at
+ * stride 2.
+ */
+static void test_sweep(void)
+{
+    static const int chans[] = { 1, 2, 3, 5 };
+    static const int sizes[][2] = { { 5, 7 }, { 9, 9 }, { 7, 5 }, { 9, 9 } };
+    int count[2] = { 0, 0 };
+    for (int pass = 0; pass < 2; pass++)
+        for (int idx = 0; idx < 8; idx++) {
+            int s = 1 + idx / 4, p = (idx / 2) % 2, k = 3 + idx % 2;
+            int Cin = chans[(idx + pass) % 4], Cout = chans[(idx + 1 + 2 * pass) % 4];
+            const int *hw = sizes[2 * pass + (idx / 2) % 2];
+            int B = (idx / 4 + idx + pass) % 2 ? 3 : 1;
+            geom g = make(0, B, Cin, hw[0], hw[1], Cout, k, s, p, 0);
+            test_gradcheck(&g);
+            count[0]++;
+            for (int op = 0; op < s; op++) {
+                geom t = make(1, B, Cin, hw[0], hw[1], Cout, k, s, p, op);
+                test_gradcheck(&t);
+                count[1]++;
+            }
+        }
+    printf("sweep: %d conv2d and %d convt2d geometries\n", count[0], count[1]);
+}
+
+/* ---------------------------------------------------------------------- (c) */
+
+static void test_accumulate(const geom *g)
+{
+    char what[160], label[224];
+    describe(g, what, sizeof what);
+    size_t nx = nx_of(g), ny = ny_of(g), nw = nw_of(g), nb = (size_t)g->Cout, ns = scratch_of(g);
+    float *x = fmalloc(nx), *w = fmalloc(nw), *dy = fmalloc(ny), *scratch = fmalloc(ns);
+    float *dx1 = fmalloc(nx), *dx2 = fmalloc(nx);
+    float *dw1 = fmalloc(nw), *db1 = fmalloc(nb); /* one call from zero */
+    float *dw2 = fmalloc(nw), *db2 = fmalloc(nb); /* two calls from zero */
+    float *dw3 = fmalloc(nw), *db3 = fmalloc(nb); /* one call from R */
+    float *R = fmalloc(nw + nb);
+    float *dw4 = fmalloc(nw), *db4 = fmalloc(nb); /* one call with dx == NULL */
+    fill(x, nx, -1, 1);
+    fill(w, nw, -1, 1);
+    fill(dy, ny, -1, 1);
+    fill(R, nw + nb, -1, 1);
+    memcpy(dw3, R, sizeof(float) * nw);
+    memcpy(db3, R + nw, sizeof(float) * nb);
+
+    fill_nan(dx1, nx);
+    run_backward(g, x, w, dy, dx1, dw1, db1, scratch);
+    fill_nan(dx2, nx);
+    run_backward(g, x, w, dy, dx2, dw2, db2, scratch);
+    run_backward(g, x, w, dy, dx2, dw2, db2, scratch);
+    run_backward(g, x, w, dy, dx2, dw3, db3, scratch);
+    run_backward(g, x, w, dy, NULL, dw4, db4, scratch);
+
+    /* dx is overwritten: the second call's result equals the first's. */
+    CHECK(memcmp(dx1, dx2, sizeof(float) * nx) == 0);
+    /* dx == NULL changes nothing else. */
+    CHECK(memcmp(dw1, dw4, sizeof(float) * nw) == 0);
+    CHECK(memcmp(db1, db4, sizeof(float) * nb) == 0);
+    for (size_t i = 0; i < nw; i++) {
+        snprintf(label, sizeof label, "%s: twice dw[%zu]", what, i);
+        CHECK_CLOSE(label, dw2[i], 2.0 * dw1[i], 1e-5, 1e-6);
+        snprintf(label, sizeof label, "%s: from R dw[%zu]", what, i);
+        CHECK_CLOSE(label, dw3[i], (double)R[i] + dw1[i], 1e-5, 1e-6);
+    }
+    for (size_t i = 0; i < nb; i++) {
+        snprintf(label, sizeof label, "%s: twice db[%zu]", what, i);
+        CHECK_CLOSE(label, db2[i], 2.0 * db1[i], 1e-5, 1e-6);
+        snprintf(label, sizeof label, "%s: from R db[%zu]", what, i);
+        CHECK_CLOSE(label, db3[i], (double)R[nw + i] + db1[i], 1e-5, 1e-6);
+    }
+    free(x), free(w), free(dy), free(scratch), free(dx1), free(dx2), free(dw1), free(db1);
+    free(dw2), free(db2), free(dw3), free(db3), free(R), free(dw4), free(db4);
+}
+
+/* ---------------------------------------------------------------------- (d) */
+
+static void test_default_layer(const geom *g)
+{
+    char what[160], label[224];
+    describe(g, what, sizeof what);
+    size_t nx = nx_of(g), ny = ny_of(g), nw = nw_of(g), nb = (size_t)g->Cout, ns = scratch_of(g);
+    /* PyTorch's default init bound, 1/sqrt(fan_in), keeps outputs O(1). */
+    int fan_in = (g->t ? g->Cout : g->Cin) * g->k * g->k;
+    float bound = 1.0f / sqrtf((float)fan_in);
+    float *x = fmalloc(nx), *w = fmalloc(nw), *b = fmalloc(nb), *dy = fmalloc(ny);
+    float *y = fmalloc(ny), *dx = fmalloc(nx), *dw = fmalloc(nw), *db = fmalloc(nb);
+    float *scratch = fmalloc(ns);
+    double *xd = dmalloc(nx), *wd = dmalloc(nw), *bd = dmalloc(nb), *dyd = dmalloc(ny);
+    double *yd = dmalloc(ny), *dxd = dmalloc(nx), *dwd = dmalloc(nw), *dbd = dmalloc(nb);
+    fill(x, nx, -1, 1);
+    fill(w, nw, -bound, bound);
+    fill(b, nb, -bound, bound);
+    fill(dy, ny, -1, 1);
+    to_double(x, xd, nx);
+    to_double(w, wd, nw);
+    to_double(b, bd, nb);
+    to_double(dy, dyd, ny);
+
+    fill_nan(y, ny);
+    fill_nan(scratch, ns);
+    run_forward(g, x, w, b, y, scratch);
+    ref_forward(g, xd, wd, bd, yd);
+    for (size_t i = 0; i < ny; i++) {
+        snprintf(label, sizeof label, "%s: y[%zu]", what, i);
+        CHECK_CLOSE(label, y[i], yd[i], 1e-4, 1e-5);
+    }
+    fill_nan(dx, nx);
+    run_backward(g, x, w, dy, dx, dw, db, scratch);
+    ref_backward(g, xd, wd, dyd, dxd, dwd, dbd);
+    for (size_t i = 0; i < nx; i++) {
+        snprintf(label, sizeof label, "%s: dx[%zu]", what, i);
+        CHECK_CLOSE(label, dx[i], dxd[i], 1e-4, 1e-5);
+    }
+    for (size_t i = 0; i < nw; i++) {
+        snprintf(label, sizeof label, "%s: dw[%zu]", what, i);
+        CHECK_CLOSE(label, dw[i], dwd[i], 1e-4, 1e-5);
+    }
+    for (size_t i = 0; i < nb; i++) {
+        snprintf(label, sizeof label, "%s: db[%zu]", what, i);
+        CHECK_CLOSE(label, db[i], dbd[i], 1e-4, 1e-5);
+    }
+    free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw), free(db), free(scratch);
+    free(xd), free(wd), free(bd), free(dyd), free(yd), free(dxd), free(dwd), free(dbd);
+}
+
+/* ---------------------------------------------------------------------- (e) */
+
+static void test_scratch_sizes(void)
+{
+    /* Cin*k*k * Hout*Wout for the conv, Cout*k*k * H*W for the transposed conv. */
+    CHECK_EQ(vae_conv2d_scratch(128, 1, 28, 28, 32, 4, 2, 1), 1 * 16 * 14 * 14);
+    CHECK_EQ(vae_conv2d_scratch(128, 32, 14, 14, 64, 4, 2, 1), 32 * 16 * 7 * 7);
+    CHECK_EQ(vae_convt2d_scratch(128, 64, 7, 7, 32, 4, 2, 1, 0), 32 * 16 * 7 * 7);
+    CHECK_EQ(vae_convt2d_scratch(128, 32, 14, 14, 1, 4, 2, 1, 0), 1 * 16 * 14 * 14);
+    CHECK_EQ(vae_conv2d_scratch(3, 2, 5, 7, 3, 3, 2, 0), 2 * 9 * 2 * 3);
+    CHECK_EQ(vae_convt2d_scratch(3, 2, 5, 7, 3, 4, 2, 1, 1), 3 * 16 * 5 * 7);
+    /* Invalid geometry gives 0. */
+    CHECK_EQ(vae_conv2d_scratch(1, 1, 3, 3, 1, 4, 1, 0), 0);  /* kernel larger than the image */
+    CHECK_EQ(vae_conv2d_scratch(1, 1, 3, 5, 1, 4, 1, 0), 0);  /* ... in one direction */
+    CHECK_EQ(vae_conv2d_scratch(1, 1, 8, 8, 1, 3, 0, 1), 0);  /* stride 0 */
+    CHECK_EQ(vae_conv2d_scratch(1, 0, 8, 8, 1, 3, 1, 1), 0);  /* no channels */
+    CHECK_EQ(vae_conv2d_scratch(1, 1, 8, 8, 1, 3, 1, -1), 0); /* negative padding */
+    CHECK_EQ(vae_convt2d_scratch(1, 1, 8, 8, 1, 4, 2, 1, 2), 0); /* op >= s */
+    CHECK_EQ(vae_convt2d_scratch(1, 1, 8, 8, 1, 4, 1, 1, 1), 0); /* op >= s */
+    CHECK_EQ(vae_convt2d_scratch(1, 1, 8, 8, 1, 4, 2, 1, -1), 0);
+    CHECK_EQ(vae_convt2d_scratch(1, 1, 1, 1, 1, 1, 1, 1, 0), 0); /* Hout = -1 */
+    CHECK_EQ(vae_convt2d_scratch(1, 1, 1, 1, 1, 3, 1, 1, 0), 1 * 9 * 1 * 1); /* Hout = 1 */
+}
+
+int main(void)
+{
+    test_scratch_sizes();
+    test_sweep();
+
+    geom acc[] = {
+        make(0, 3, 3, 9, 7, 5, 4, 2, 1, 0),
+        make(1, 3, 5, 5, 7, 3, 4, 2, 1, 1),
+        make(1, 2, 2, 6, 6, 3, 3, 1, 0, 0),
+    };
+    for (size_t i = 0; i < sizeof acc / sizeof acc[0]; i++) test_accumulate(&acc[i]);
+
+    geom layers[] = {
+        make(0, 2, 1, 28, 28, 32, 4, 2, 1, 0),
+        make(0, 2, 32, 14, 14, 64, 4, 2, 1, 0),
+        make(1, 2, 64, 7, 7, 32, 4, 2, 1, 0),
+        make(1, 2, 32, 14, 14, 1, 4, 2, 1, 0),
+    };
+    CHECK_EQ(layers[0].Ho, 14);
+    CHECK_EQ(layers[1].Ho, 7);
+    CHECK_EQ(layers[2].Ho, 14);
+    CHECK_EQ(layers[3].Ho, 28);
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) test_default_layer(&layers[i]);
+
+    static const char *names[] = { "y", "dx", "dw", "db" };
+    for (int t = 0; t < 2; t++) {
+        printf("%s sweep: largest |err| / tolerance:", t ? "convt2d" : "conv2d");
+        for (int q = 0; q < 4; q++) printf(" %s %.2g", names[q], g_worst[t][q]);
+        printf("\n");
+    }
+    printf("test_conv: %d checks, %d failed\n", g_checks, g_failures);
+    return g_failures ? 1 : 0;
+}
