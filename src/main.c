@@ -692,11 +692,12 @@ static const char *traverse_help =
     "usage: mpivae traverse --ckpt FILE --out OUT.png [--dims D1,D2,...|auto] [--top N]\n"
     "                       [--data FILE[:/ds] [--index I]] [--range LO:HI] [--steps K]\n"
     "\n"
-    "For each chosen latent dimension, varies it over LO:HI (default -3:3) in K (default 9)\n"
-    "steps with the other dimensions fixed at the encoded mean of row I of --data (when --index\n"
-    "is given) or at 0, and decodes: one grid row per dimension. --dims auto (the default) picks\n"
-    "the N (default 8) dimensions with the largest average KL over --data (the active ones) and\n"
-    "prints their KL. OUT.h5 holds /images [dims*K, C, H, W], /values [K], /dims, /base [Z].\n";
+    "For each chosen latent dimension, adds K (default 9) values over LO:HI (default -3:3) to it,\n"
+    "starting from the encoded mean of row I of --data (when --index is given) or from z = 0, the\n"
+    "other dimensions fixed, and decodes: one grid row per dimension (--range 0:0 reproduces the\n"
+    "reconstruction of row I). --dims auto (the default) picks the N (default 8) dimensions with\n"
+    "the largest average KL over --data (the active ones) and prints their KL. OUT.h5 holds\n"
+    "/images [dims*K, C, H, W], /values [K] (the offsets), /dims, /base [Z].\n";
 
 static int cmd_traverse(int argc, char **argv)
 {
@@ -795,7 +796,7 @@ static int cmd_traverse(int argc, char **argv)
         for (int r = 0; !rc && r < nd; r++) {
             for (int k = 0; k < K; k++) {
                 memcpy(z + (size_t)k * Z, base, (size_t)Z * sizeof(float));
-                z[(size_t)k * Z + dims[r]] = vals[k];
+                z[(size_t)k * Z + dims[r]] = base[dims[r]] + vals[k]; /* offsets from the base */
             }
             vae_model_decode(&m, z, K, img + (size_t)r * K * D);
         }
