@@ -1,37 +1,85 @@
 #!/usr/bin/env bash
-# Launches mpivae training on a workstation with mpirun.
+# Launches mpivae training on a workstation with mpirun (the Slurm
+# counterparts are jobs/train.sbatch and jobs/train-multinode.sbatch).
 #
 #   jobs/local.sh [mpivae train options...]
+#   RANKS=4 RUN_DIR=runs/fm jobs/local.sh --data data/fashion-mnist.h5 --epochs 20
 #
 # Settings (environment variables, with defaults):
-#   RANKS=$(nproc)       MPI ranks, one per core; each rank runs one BLAS thread
+#   RANKS=<cores>        MPI ranks, one per core; each rank runs one BLAS thread
+#                        (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, default 1)
 #   MPIVAE=build/mpivae  the executable
 #   RUN_DIR=runs/local   the run directory (--out); training resumes from it
 #                        automatically (--resume auto), so running the same
 #                        command again continues where the last run stopped
+#   TRAIN_ARGS=          more mpivae train options, split on spaces (as in the
+#                        sbatch scripts), before the command line's
 #
-# SIGINT (Ctrl-C) or SIGUSR1 to this script: the ranks finish their step,
-# rank 0 writes a checkpoint, and the script exits with status 75; run it
-# again to continue.
+# Ctrl-C (SIGINT), SIGUSR1 or SIGTERM to this script: the ranks finish their
+# step, rank 0 writes a checkpoint, and the script exits with status 75; run
+# it again to continue (bit for bit as if it had never stopped). A second
+# Ctrl-C stops mpirun at once.
+#
+# Exit status: 0 training finished; 75 stopped after a checkpoint (run again
+# to continue); 1 or 2 mpivae failed (an error or a usage error, explained in
+# its message); anything else mpirun failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-RANKS=${RANKS:-$(nproc)}
+cd "$(dirname "$0")/.." || exit 2
+# (nproc obeys OMP_NUM_THREADS, which is often 1 here: ask without it)
+RANKS=${RANKS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}
 MPIVAE=${MPIVAE:-build/mpivae}
 RUN_DIR=${RUN_DIR:-runs/local}
+TRAIN_ARGS=${TRAIN_ARGS:-}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 if [ "$(id -u)" = 0 ]; then
-  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
+log() { printf '[local.sh %(%F %T)T] %s\n' -1 "$*"; }
 extra=()
-if [ "$RANKS" -gt "$(nproc)" ]; then extra+=(--oversubscribe); fi
-# mpirun in the background so that this shell can forward signals to it
-# (mpirun passes SIGUSR1 on to every rank).
-mpirun -np "$RANKS" "${extra[@]}" "$MPIVAE" train --out "$RUN_DIR" --resume auto "$@" &
-child=$!
-trap 'kill -USR1 $child 2>/dev/null' USR1 INT TERM
-while :; do
-  wait $child
-  rc=$?
-  kill -0 $child 2>/dev/null || break
-done
-exit $rc
+if [ "$RANKS" -gt "$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)" ]; then extra+=(--oversubscribe); fi
+
+# mpirun runs in the background, in its own process group (set -m), so that
+# Ctrl-C reaches only this shell, which forwards SIGUSR1 to mpirun; mpirun
+# passes it on to every rank. (SIGINT straight to mpirun would make it end
+# the ranks itself and exit with 1 instead of 75.)
+got=""
+child=""
+on_signal() {
+    if [ -n "$got" ] && [ "$1" = INT ] && [ -n "$child" ]; then
+        log "second SIGINT: stopping mpirun at once"
+        kill -TERM "$child" 2>/dev/null
+        return
+    fi
+    got=$1
+    log "got SIG$1: asking the ranks to checkpoint and stop (SIGUSR1 to mpirun${child:+ pid $child})"
+    if [ -n "$child" ]; then kill -USR1 "$child" 2>/dev/null; fi
+}
+trap 'on_signal INT' INT
+trap 'on_signal USR1' USR1
+trap 'on_signal TERM' TERM
+
+rc=75
+if [ -z "$got" ]; then
+    set -m
+    # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
+    mpirun -np "$RANKS" "${extra[@]}" "$MPIVAE" train --out "$RUN_DIR" --resume auto $TRAIN_ARGS "$@" </dev/null &
+    child=$!
+    set +m
+    while :; do
+        wait "$child"
+        rc=$?
+        kill -0 "$child" 2>/dev/null || break
+    done
+    if [ "$rc" -gt 128 ] && [ -n "$got" ]; then
+        # the signal may have cut short the last wait just as mpirun ended
+        wait "$child"
+        r=$?
+        if [ "$r" != 127 ]; then rc=$r; fi
+    fi
+fi
+case $rc in
+0) log "training finished; run directory $RUN_DIR" ;;
+75) log "stopped after a checkpoint (exit status 75); run the same command again to continue" ;;
+*) log "mpirun exited with status $rc" ;;
+esac
+exit "$rc"

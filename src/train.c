@@ -335,6 +335,8 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     int rank, P;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &P);
+    /* From here on a stop request is kept and honoured after the first step. */
+    install_signals();
     vae_train_state st;
     memset(&st, 0, sizeof st);
     char ckpt[VAE_PATH_LEN + 64] = "";

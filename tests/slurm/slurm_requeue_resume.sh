@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# slurm_requeue_resume.sh MPIVAE SOURCE_DIR [MPIEXEC]: jobs/train.sbatch on a
+# real (local, one-node) Slurm checkpoints on the time-limit warning, requeues
+# itself, resumes, and ends with the same model as a run that never stopped.
+#
+# A 2-task job (launcher mpirun, or MPIVAE_TEST_LAUNCHER=srun) trains on a small synthetic set; once it is
+# RUNNING and has logged a step, the test delivers the time-limit warning by
+# hand (`scancel --batch --signal=USR1`, what `--signal=B:USR1@N` does; the
+# job gets `-t 5` so the timed one cannot come first). Asserts:
+#   - the job checkpointed: mpivae stopped by SIGUSR1 at a step before the
+#     end, and the script saw exit status 75 and requeued the job;
+#   - it was requeued: Restarts=1 in `scontrol show job`;
+#   - it resumed: the output shows "restart count 1" and "resumed from" the
+#     checkpoint of that step;
+#   - it finished: COMPLETED, ExitCode 0:0, "training finished";
+#   - the final checkpoint's /params and /optimizer are identical bit for
+#     bit (h5diff) to those of an uninterrupted `mpirun -np 2` run of the
+#     same configuration (and differ from the interrupted checkpoint's, so
+#     the comparison can see a difference).
+# Prints the time from the signal to the job leaving RUNNING, and from the
+# requeue (the job PENDING again) to the first step line of the resumed run;
+# `scontrol update StartTime=now+2` skips most of the cred_expire hold.
+source "$(dirname "$0")/lib.sh"
+slurm_test_init "$@"
+
+EPOCHS=${MPIVAE_TEST_EPOCHS:-120} # 512 rows / 16 = 32 steps per epoch
+TRAIN=(--epochs "$EPOCHS" --batch 16 --log-every 100)
+TOTAL=$((EPOCHS * 32))
+synth "$WORK/s.h5"
+start_slurm
+
+OUT=$WORK/job.out
+export MPIVAE DATA=$WORK/s.h5 RUN_DIR=$WORK/run-slurm TRAIN_ARGS="${TRAIN[*]}" LAUNCHER=${MPIVAE_TEST_LAUNCHER:-mpirun} MAX_RESTARTS=2
+J=$(sbatch --parsable -n 2 -t 5 -J requeue-test -o "$OUT" --chdir="$WORK" "$SRC/jobs/train.sbatch") ||
+    fail "expected sbatch to accept jobs/train.sbatch, found it refused"
+note "submitted job $J"
+
+wait_until "job $J RUNNING" 60 state_is "$J" RUNNING
+wait_until "a step line in the output of job $J" 60 has_line "$OUT" '^step [0-9]+/'
+t_sig=$(now)
+scancel --batch --signal=USR1 "$J" || fail "expected scancel --batch --signal=USR1 $J to succeed"
+wait_until "job $J to leave RUNNING after the signal" 60 state_is_not "$J" RUNNING
+t_left=$(now)
+wait_until "job $J PENDING with Restarts=1 (requeued)" 60 eval '[ "$(field "$J" JobState)" = PENDING ] && [ "$(field "$J" Restarts)" = 1 ]'
+t_req=$(now)
+scontrol update jobid="$J" StartTime=now+2 || fail "expected scontrol update StartTime=now+2 to succeed"
+wait_until "job $J RUNNING again" 60 state_is "$J" RUNNING
+t_run2=$(now)
+wait_until "the restarted run's banner" 60 has_line "$OUT" 'restart count 1'
+first2=$(line_no "$OUT" 'restart count 1')
+wait_until "a step line of the resumed run" 60 has_line "$OUT" '^step [0-9]+/' "$first2"
+t_step2=$(now)
+POLL=0.5 # (the ranks share the CPUs with this loop)
+wait_until "job $J to end" 120 ended "$J"
+
+# --- the job
+expect_eq "job $J state" COMPLETED "$(field "$J" JobState)"
+expect_eq "job $J exit code" 0:0 "$(field "$J" ExitCode)"
+expect_eq "job $J Restarts" 1 "$(field "$J" Restarts)"
+expect_line "$OUT" "^slurm: job $J, restart count 0$"
+expect_line "$OUT" '^stopped by SIGUSR1 at step [0-9]+ after writing a checkpoint'
+N=$(sed -n 's/^stopped by SIGUSR1 at step \([0-9]*\) .*/\1/p' "$OUT" | head -n 1)
+[ "$N" -lt "$TOTAL" ] || fail "expected the signal to stop the run before its last step $TOTAL, found it stopped at $N"
+expect_line "$OUT" 'mpivae checkpointed and stopped \(exit status 75\)'
+expect_line "$OUT" "requeueing job $J \\(restart 1 of at most 2\\)"
+expect_line "$OUT" "^slurm: job $J, restart count 1$"
+expect_line "$OUT" "^resumed from $RUN_DIR/checkpoints/step-$N.h5 at step $N "
+expect_line "$OUT" "^finished: $TOTAL steps"
+expect_line "$OUT" 'training finished \(exit status 0\)'
+expect_eq "runs of job $J (banners)" 2 "$(grep -c '^mpivae .*: world size 2' "$OUT")"
+expect_file "$RUN_DIR/checkpoints/step-$N.h5"
+FINAL=$RUN_DIR/checkpoints/step-$TOTAL.h5
+expect_file "$FINAL"
+
+# --- the same configuration, uninterrupted, same rank count
+REF=$WORK/run-ref
+rc=0
+timeout -k 5 120 "$MPIEXEC" -np 2 "$MPIVAE" train --data "$DATA" --out "$REF" --resume auto "${TRAIN[@]}" >"$WORK/ref.log" 2>&1 || rc=$?
+[ $rc = 0 ] || fail "expected the uninterrupted mpirun -np 2 run to exit 0, found $rc"
+expect_file "$REF/checkpoints/step-$TOTAL.h5"
+same_checkpoint "$FINAL" "$REF/checkpoints/step-$TOTAL.h5"
+rc=0
+h5diff "$RUN_DIR/checkpoints/step-$N.h5" "$FINAL" /params >/dev/null 2>&1 || rc=$?
+expect_eq "h5diff of the interrupted and the final checkpoint (1: they differ)" 1 "$rc"
+note "final checkpoint step-$TOTAL.h5 identical bit for bit (/params, /optimizer) to the uninterrupted run"
+
+note "signal -> job left RUNNING: $(diff_s "$t_sig" "$t_left") s (stopped at step $N of $TOTAL)"
+note "left RUNNING -> PENDING requeued (Restarts=1): $(diff_s "$t_left" "$t_req") s"
+note "requeue (PENDING) -> RUNNING again: $(diff_s "$t_req" "$t_run2") s (StartTime=now+2)"
+note "requeue (PENDING) -> first resumed step line: $(diff_s "$t_req" "$t_step2") s"
+note "signal -> first resumed step line: $(diff_s "$t_sig" "$t_step2") s"
+note "resumed run: $(sed -n 's/^finished: \([0-9]* steps, [0-9.]* s\).*/\1/p' "$OUT"); uninterrupted run: $(sed -n 's/^finished: \([0-9]* steps, [0-9.]* s\).*/\1/p' "$WORK/ref.log")"
+test_done
