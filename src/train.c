@@ -502,7 +502,6 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     long nan_a = -1, nan_b = -1;
     const char *nan_env = getenv("MPIVAE_TEST_NAN_STEPS");
     if (nan_env && sscanf(nan_env, "%ld:%ld", &nan_a, &nan_b) != 2) nan_a = nan_b = -1;
-    install_signals();
     /* A progress bar on a terminal; not under mpirun, whose ranks write to a pseudo-terminal
      * even when mpirun's own output goes to a file. */
     int tty = rank == 0 && isatty(STDOUT_FILENO) && !getenv("OMPI_COMM_WORLD_SIZE");
