@@ -4,29 +4,33 @@
  *
  * Why per sample. The alternative puts the whole local batch in one
  * column matrix col[Cin*k*k, B*Hout*Wout] (sample n in columns
- * n*Hout*Wout ...), so one sgemm covers the batch; but the sgemm's other
- * operand and result are then [C, B*HW], not NCHW, so the conv needs a
- * transpose of y after forward and of dy before backward, and the
+ * n*Hout*Wout ...), so that one sgemm covers the batch; but the sgemm's
+ * other operand and its result are then [C, B*HW], not NCHW, so the conv
+ * needs a transpose of y after forward and of dy before backward, and the
  * transposed conv a transpose of x (forward and backward) and of dx.
- * Measured at batch 128, one thread (OPENBLAS_NUM_THREADS=1), OpenBLAS
- * 0.3.21, on a 2-vCPU AMD EPYC (Zen 1, KVM; sgemm yardstick 37 GFLOP/s at
- * n = 1024), median of 41 interleaved runs, ms per forward + backward
- * (dx computed except where noted):
+ * Measured at batch 128 with one thread (OPENBLAS_NUM_THREADS=1), OpenBLAS
+ * 0.3.21 (pthread build), gcc -O3 -march=native, on a 2-vCPU AMD EPYC
+ * (Zen 1, KVM; bench_sgemm 37 GFLOP/s at n = 1024); ms per forward +
+ * backward, median of 41 runs with the variants interleaved:
  *
- *   layer (default Fashion-MNIST model)     per sample   batched (+ transposes)
- *   Conv2d(1,32,4,2,1)  28->14, dx NULL        MEAS1
- *   Conv2d(1,32,4,2,1)  28->14, with dx        MEAS2
- *   Conv2d(32,64,4,2,1) 14->7                  MEAS3
- *   ConvTranspose2d(64,32,4,2,1) 7->14         MEAS4
- *   ConvTranspose2d(32,1,4,2,1)  14->28        MEAS5
+ *   layer of the default model            per sample  whole batch  chunks of 16
+ *   Conv2d(1,32,4,2,1) 28->14, dx NULL        3.54        5.31         4.27
+ *   Conv2d(1,32,4,2,1) 28->14, with dx        5.02        6.24         5.32
+ *   Conv2d(32,64,4,2,1) 14->7                56.1        61.5         54.8
+ *   ConvTranspose2d(64,32,4,2,1) 7->14       50.7        55.8         49.7
+ *   ConvTranspose2d(32,1,4,2,1) 14->28        4.90        6.29         5.39
+ *   the four as the model calls them       115.3       128.9        114.2
  *
- * OpenBLAS keeps 30 GFLOP/s even on the per-sample shapes (M=64, N=49,
- * K=512: 13 ms for the 128 products, against 14 to 17 ms for the one
- * batched product), so batching gains nothing in the sgemm; what it adds
- * is the transposes and a column buffer of 12.8 MB for the middle layers
- * (past the 8 MB L3) where one sample's is 100 KB (in L2). Chunks of 16
- * samples tied with per sample. Per sample also makes the scratch
- * B times smaller.
+ * The transposes themselves are cheap (0.10 to 0.15 ms each), and so is
+ * the sgemm per sample: OpenBLAS keeps about 30 GFLOP/s on M=64, N=49,
+ * K=512 (13 ms for the 128 products, against 17 ms for the one batched
+ * product). What the batch costs is memory: its column matrix is 12.8 MB
+ * for the middle layers (past the 8 MB L3), where one sample's is 100 KB
+ * and stays in L2. Chunks of 16 samples come within 1% of per sample in
+ * total, so the simpler lowering with B times less scratch was kept.
+ * (Timing a lone N=49 sgemm in a fresh process can mislead: OpenBLAS ran
+ * it at 11 GFLOP/s until some larger sgemm had run; the ops' own mix of
+ * products does not show this, 55.2 ms cold against 55.7 ms warm.)
  *
  * The scratch is one sample's column matrix. Backward redoes im2col of x
  * (or dy) rather than keeping forward's, so one scratch serves every layer.
