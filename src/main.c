@@ -206,8 +206,10 @@ static const char *train_help =
     "  --seed S                 seed of every random draw (default 1)\n"
     "  --steps N                stop after global step N (default: all epochs)\n"
     "  --max-skips K            stop after K consecutive non-finite steps (default 10)\n"
-    "  --allreduce MODE         blocking: one MPI_Allreduce after backward (default);\n"
-    "                           overlap: buckets reduced with MPI_Iallreduce during backward\n"
+    "  --allreduce MODE         shm (default): ranks of a node sum their gradients in shared\n"
+    "                           memory, node leaders with one MPI_Allreduce; blocking: one\n"
+    "                           MPI_Allreduce after backward; overlap: buckets reduced with\n"
+    "                           MPI_Iallreduce while backward goes on\n"
     "output\n"
     "  --out DIR                run directory (default runs/default)\n"
     "  --log-every N            log line every N steps (default 100)\n"
@@ -308,9 +310,10 @@ static int cmd_train(int argc, char **argv)
         case 'k': rc = parse_int("train", "--keep", optarg, 1, 1000000, &cfg.keep); mask |= VAE_SET_INTERVALS; break;
         case 'r': resume = optarg; break;
         case 'A':
-            if (!strcmp(optarg, "blocking")) cfg.overlap = 0;
-            else if (!strcmp(optarg, "overlap")) cfg.overlap = 1;
-            else rc = usage_error("train", "--allreduce '%s' is not blocking or overlap", optarg);
+            if (!strcmp(optarg, "shm")) cfg.allreduce = VAE_AR_SHM;
+            else if (!strcmp(optarg, "blocking")) cfg.allreduce = VAE_AR_BLOCKING;
+            else if (!strcmp(optarg, "overlap")) cfg.allreduce = VAE_AR_OVERLAP;
+            else rc = usage_error("train", "--allreduce '%s' is not shm, blocking or overlap", optarg);
             break;
         case 'h': if (g_rank == 0) fputs(train_help, stdout); return 0;
         default: return bad_option("train", c, argv);

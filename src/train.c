@@ -331,6 +331,105 @@ static void on_grad_ready(void *ctx, size_t lo, size_t hi)
     if (o->nreq) MPI_Testall(o->nreq, o->req, &flag, MPI_STATUSES_IGNORE);
 }
 
+/*
+ * Node-shared gradient reduction (--allreduce shm): every rank's gradient
+ * block lives in one MPI-3 shared-memory window per node. After backward,
+ * rank r of the node's n ranks sums slice r of all n blocks into the node
+ * leader's block (a reduce-scatter by direct loads and stores, in a fixed
+ * order), then the node leaders sum their blocks with one MPI_Allreduce, and
+ * every rank reads the result from its leader's block. Three barriers a step:
+ * after backward, after the slice sums (and after the leaders' allreduce when
+ * there are several nodes), and before the leader's block is zeroed again.
+ */
+typedef struct shm_reduce {
+    MPI_Win win;
+    MPI_Comm node, leaders;
+    int nr, ns, nleaders, active;
+    size_t n;
+    float **seg; /* seg[q]: node rank q's block */
+} shm_reduce;
+
+static void shm_sync(shm_reduce *s)
+{
+    MPI_Win_sync(s->win);
+    MPI_Barrier(s->node);
+    MPI_Win_sync(s->win);
+}
+
+static int shm_init(shm_reduce *s, MPI_Comm comm, size_t n)
+{
+    int rank;
+    memset(s, 0, sizeof *s);
+    s->node = s->leaders = MPI_COMM_NULL;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &s->node);
+    MPI_Comm_rank(s->node, &s->nr);
+    /* Test hook: MPIVAE_TEST_RANKS_PER_NODE=k splits a node into groups of k ranks, as if they were nodes. */
+    const char *k_env = getenv("MPIVAE_TEST_RANKS_PER_NODE");
+    int k = k_env ? atoi(k_env) : 0;
+    if (k > 0) {
+        MPI_Comm sub;
+        MPI_Comm_split(s->node, s->nr / k, s->nr, &sub);
+        MPI_Comm_free(&s->node);
+        s->node = sub;
+        MPI_Comm_rank(s->node, &s->nr);
+    }
+    MPI_Comm_size(s->node, &s->ns);
+    MPI_Comm_split(comm, s->nr == 0 ? 0 : MPI_UNDEFINED, rank, &s->leaders);
+    s->nleaders = 0;
+    if (s->leaders != MPI_COMM_NULL) MPI_Comm_size(s->leaders, &s->nleaders);
+    MPI_Bcast(&s->nleaders, 1, MPI_INT, 0, s->node);
+    s->n = n;
+    float *base = NULL;
+    s->seg = calloc((size_t)s->ns, sizeof(float *));
+    int rc = s->seg ? MPI_Win_allocate_shared((MPI_Aint)(n * sizeof(float)), sizeof(float), MPI_INFO_NULL, s->node,
+                                              &base, &s->win)
+                    : MPI_ERR_NO_MEM;
+    if (rc != MPI_SUCCESS) return vae_error(VAE_ENOMEM, "cannot allocate the shared gradient blocks (%zu floats)", n);
+    for (int q = 0; q < s->ns; q++) {
+        MPI_Aint size;
+        int disp;
+        MPI_Win_shared_query(s->win, q, &size, &disp, &s->seg[q]);
+    }
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win);
+    s->active = 1;
+    return VAE_OK;
+}
+
+static void shm_free(shm_reduce *s)
+{
+    if (s->active) {
+        MPI_Win_unlock_all(s->win);
+        MPI_Win_free(&s->win);
+    }
+    if (s->leaders != MPI_COMM_NULL) MPI_Comm_free(&s->leaders);
+    if (s->node != MPI_COMM_NULL) MPI_Comm_free(&s->node);
+    free(s->seg);
+    memset(s, 0, sizeof *s);
+}
+
+/* Sums every rank's block; afterwards seg[0] of each node holds the global sum. */
+static int shm_allreduce(shm_reduce *s, size_t fail_slot)
+{
+    shm_sync(s);
+    size_t lo = s->n * s->nr / s->ns, hi = s->n * (s->nr + 1) / s->ns;
+    float *dst = s->seg[0];
+    for (int q = 1; q < s->ns; q++) {
+        const float *src = s->seg[q];
+        for (size_t i = lo; i < hi; i++) dst[i] += src[i];
+    }
+    shm_sync(s);
+    int rc = MPI_SUCCESS;
+    if (s->nleaders > 1) {
+        if (s->nr == 0) {
+            rc = MPI_Allreduce(MPI_IN_PLACE, dst, (int)s->n, MPI_FLOAT, MPI_SUM, s->leaders);
+            if (rc != MPI_SUCCESS) dst[fail_slot] = 1.0f; /* the node's other ranks stop too */
+        }
+        shm_sync(s);
+    }
+    return rc;
+}
+
 int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm comm)
 {
     int rank, P;
@@ -350,6 +449,10 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     vae_metrics *mt = NULL;
     int64_t *perm = NULL, *idx = NULL;
     int have_test = 0;
+    shm_reduce shm;
+    memset(&shm, 0, sizeof shm);
+    shm.node = shm.leaders = MPI_COMM_NULL;
+    float *own_grads = NULL;
 
     /* 1. Resolve the checkpoint to resume from (rank 0 reads, everyone receives). */
     vae_config ck;
@@ -389,7 +492,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         if (strcmp(resume, "auto") == 0 || cfg->out[0]) snprintf(merged.out, sizeof merged.out, "%s", cfg->out);
         merged.max_steps = cfg->max_steps;
         merged.in_memory = cfg->in_memory;
-        merged.overlap = cfg->overlap;
+        merged.allreduce = cfg->allreduce;
         *cfg = merged;
     } else if (resume && strcmp(resume, "auto") == 0 && rank == 0) {
         printf("no checkpoint in %s/checkpoints: starting a new run\n", cfg->out);
@@ -513,13 +616,20 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     long steps_int = 0, steps_run = st.step;
     overlap ov;
     memset(&ov, 0, sizeof ov);
-    ov.enabled = cfg->overlap;
+    ov.enabled = cfg->allreduce == VAE_AR_OVERLAP;
     ov.comm = comm;
     ov.grads = m.grads;
     ov.min_bucket = 1 << 16;
     if (ov.enabled) {
         m.grad_ready = on_grad_ready;
         m.grad_ctx = &ov;
+    }
+    own_grads = m.grads;
+    if (cfg->allreduce == VAE_AR_SHM) {
+        vae_defer_begin();
+        rc = vae_agree(shm_init(&shm, comm, NP + VAE_GRAD_EXTRA), comm);
+        if (rc) goto done;
+        m.grads = shm.seg[shm.nr];
     }
     if (rank == 0 && st.step >= total) printf("training already finished at step %ld\n", st.step);
 
@@ -538,6 +648,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             m.capacity = (float)(cfg->capacity_steps > 0 && st.step < cfg->capacity_steps
                                      ? cfg->capacity_max * (double)st.step / cfg->capacity_steps
                                      : cfg->capacity_max);
+        if (shm.active) shm_sync(&shm); /* everyone has read the node's sum of the last step */
         memset(m.grads, 0, (NP + VAE_GRAD_EXTRA) * sizeof(float));
         vae_loss_stats ls = { 0, 0, 0 };
         if (stop_at >= 0 && st.step + 1 == stop_at) g_stop = 1;
@@ -573,9 +684,13 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             }
             fill_stats(gx, &ls);
             double c0 = now_s();
-            mrc = MPI_Allreduce(MPI_IN_PLACE, m.grads, (int)(NP + VAE_GRAD_EXTRA), MPI_FLOAT, MPI_SUM, comm);
+            if (shm.active) mrc = shm_allreduce(&shm, NP + VAE_GX_FAIL);
+            else mrc = MPI_Allreduce(MPI_IN_PLACE, m.grads, (int)(NP + VAE_GRAD_EXTRA), MPI_FLOAT, MPI_SUM, comm);
             comm_s += now_s() - c0;
         }
+        /* The summed gradients: in place, or the node leader's shared block. */
+        const float *gsum = shm.active ? shm.seg[0] : m.grads;
+        gx = (float *)gsum + NP;
         if (mrc != MPI_SUCCESS) {
             rc = vae_mpi_error(mrc, "the allreduce of the gradients");
             goto done;
@@ -584,7 +699,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             rc = VAE_EIO; /* a rank failed to read or write; it said why */
             goto done;
         }
-        double gnorm = sqrt(vae_sumsq(m.grads, NP));
+        double gnorm = sqrt(vae_sumsq(gsum, NP));
         double recon = gx[VAE_GX_RECON] / Bt, kl = gx[VAE_GX_KL] / Bt;
         int bad = gx[VAE_GX_BAD] > 0.0f || !isfinite(gnorm);
         if (bad) {
@@ -602,7 +717,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         } else {
             st.skips = 0;
             st.adam_t++;
-            vae_adam_update(m.params, m.grads, m.m, m.v, NP, &adam, st.adam_t);
+            vae_adam_update(m.params, gsum, m.m, m.v, NP, &adam, st.adam_t);
         }
         st.step++;
         st.epoch_step++;
@@ -714,15 +829,23 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             long n = st.step - steps_run;
             printf("finished: %ld steps, %.1f s, peak RSS %.1f MiB per rank, run directory %s\n", st.step,
                    now_s() - t_start, rss / 1024.0, cfg->out);
-            if (n > 0)
-                printf("allreduce (%s): %.3f ms per step waited on rank 0, %.1f%% of the step time\n",
-                       cfg->overlap ? "overlapped with backward" : "blocking", 1e3 * comm_all / n,
+            if (n > 0) {
+                printf("allreduce (%s", cfg->allreduce == VAE_AR_OVERLAP ? "overlap: MPI_Iallreduce buckets during backward"
+                                         : cfg->allreduce == VAE_AR_SHM   ? "shm: node shared memory"
+                                                                          : "blocking: one MPI_Allreduce");
+                if (cfg->allreduce == VAE_AR_SHM)
+                    printf(", %d node%s%s", shm.nleaders, shm.nleaders == 1 ? "" : "s",
+                           shm.nleaders > 1 ? ", MPI_Allreduce across nodes" : "");
+                printf("): %.3f ms per step waited on rank 0, %.1f%% of the step time\n", 1e3 * comm_all / n,
                        100.0 * comm_all / (busy_all > 0 ? busy_all : 1));
+            }
             fflush(stdout);
         }
     }
     rc = stopped ? VAE_ESTOP : VAE_OK;
 done:
+    if (own_grads) m.grads = own_grads; /* the model frees its own block */
+    shm_free(&shm);
     if (mt) {
         if (rc != VAE_OK && rc != VAE_ESTOP) vae_metrics_flush(mt);
         free(mt);

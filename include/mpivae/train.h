@@ -14,6 +14,13 @@
 /* Exit status of `mpivae train` after a signal made it checkpoint and stop: requeue and resume. */
 #define VAE_EXIT_REQUEUE 75
 
+/* How the gradient block is summed across ranks each step. */
+enum vae_allreduce_mode {
+    VAE_AR_SHM = 0,      /* node shared memory, then MPI_Allreduce among node leaders */
+    VAE_AR_BLOCKING = 1, /* one MPI_Allreduce after backward */
+    VAE_AR_OVERLAP = 2   /* MPI_Iallreduce buckets started during backward */
+};
+
 /* Everything `mpivae train` was asked for (stored in every checkpoint). */
 typedef struct vae_config {
     vae_arch arch;           /* C, Hh, W come from the data */
@@ -33,7 +40,7 @@ typedef struct vae_config {
     int max_skips;           /* consecutive non-finite steps before stopping */
     int in_memory;           /* 1, 0, -1 auto */
     long max_steps;          /* stop after this global step (0: run all epochs) */
-    int overlap;             /* 1: bucketed MPI_Iallreduce during backward; 0: one MPI_Allreduce */
+    int allreduce;           /* enum vae_allreduce_mode */
 } vae_config;
 
 /* Where training stands (stored in every checkpoint). */
