@@ -13,13 +13,15 @@ and of PyTorch (one process, one thread), their ratio, the model's FLOPs per
 step, the fraction of OpenBLAS's single-core sgemm rate (measured here on a
 2048^3 product) that the training step reaches, and peak RSS of both. Only
 steps after the warm-up are timed (mpivae's log line covers the steps since
-the previous one; PyTorch's script times its own steps). Every process runs
+the previous one; PyTorch's script times its own steps). Each figure is the median of --repeat runs (the
+runs are printed too: shared virtual machines are noisy). Every process runs
 with one thread (OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1).
 """
 
 import argparse
 import os
 import re
+from statistics import median
 import subprocess
 import sys
 import tempfile
@@ -65,6 +67,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=0, help="quality mode: train E epochs with both")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is printed")
     args = ap.parse_args()
     torch_script = os.path.join(ROOT, "tests", "pytorch", "bench_torch.py")
 
@@ -89,17 +92,25 @@ def main():
     gflops = float(re.search(r"gflops=([\d.]+)", sg).group(1))
     print(f"machine: OpenBLAS single-core sgemm on 2048^3: {gflops:.2f} GFLOP/s")
     for batch in [int(b) for b in args.batches.split(",")]:
-        ttext, _ = run(["/usr/bin/python3", torch_script, "--data", args.data, "--model", args.model,
-                           "--batch", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                           "--threads", "1"])
-        tm = re.search(r"samples_per_s=([\d.]+).*peak_rss_mb=([\d.]+)", ttext)
-        tsps, trss = float(tm.group(1)), float(tm.group(2))
+        tsps_all = []
+        for _ in range(args.repeat):
+            ttext, _ = run(["/usr/bin/python3", torch_script, "--data", args.data, "--model", args.model,
+                               "--batch", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                               "--threads", "1"])
+            tm = re.search(r"samples_per_s=([\d.]+).*peak_rss_mb=([\d.]+)", ttext)
+            tsps_all.append(float(tm.group(1)))
+            trss = float(tm.group(2))
+        tsps = median(tsps_all)
         print(f"\nmodel {args.model}, global batch {batch}, {args.steps} timed steps after {args.warmup}")
-        print(f"  pytorch 1 process : {tsps:10.0f} samples/s   peak RSS {trss:7.1f} MiB")
+        print(f"  pytorch 1 process : {tsps:10.0f} samples/s   peak RSS {trss:7.1f} MiB"
+              f"   (runs: {', '.join(f'{v:.0f}' for v in tsps_all)})")
         base = None
         for ranks in [int(r) for r in args.ranks.split(",")]:
-            text = mpivae_train(args, batch, ranks, args.steps)
-            sps = float(re.findall(r"\| (\d+) samples/s", text)[-1])
+            sps_all = []
+            for _ in range(args.repeat):
+                text = mpivae_train(args, batch, ranks, args.steps)
+                sps_all.append(float(re.findall(r"\| (\d+) samples/s", text)[-1]))
+            sps = median(sps_all)
             rss = float(re.search(r"peak RSS ([\d.]+) MiB per rank", text).group(1))
             mflop = float(re.search(r"([\d.]+) MFLOP per sample per step", text).group(1))
             if base is None:
@@ -107,7 +118,8 @@ def main():
             frac = sps * mflop * 1e6 / (gflops * 1e9 * ranks)
             print(f"  mpivae  {ranks} rank{'s' if ranks > 1 else ' '}   : {sps:10.0f} samples/s   peak RSS {rss:7.1f} MiB"
                   f"   {sps / tsps:5.2f}x pytorch   {sps / base:5.2f}x 1 rank"
-                  f"   {mflop * batch:.0f} MFLOP/step, {100 * frac:5.1f}% of sgemm rate per core")
+                  f"   {mflop * batch:.0f} MFLOP/step, {100 * frac:5.1f}% of sgemm rate per core"
+                  f"   (runs: {', '.join(f'{v:.0f}' for v in sps_all)})")
 
 
 if __name__ == "__main__":
