@@ -10,6 +10,7 @@ EPOCHS=${EPOCHS:-3}
 RUN_DIR=${RUN_DIR:-runs/quickstart-$(date +%Y%m%d-%H%M%S)}
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$(nproc)"
+mkdir -p data
 if [ ! -f data/fashion-mnist.h5 ]; then
   build/mpivae data fashion-mnist --out data/fashion-mnist.h5
 fi
