@@ -19,57 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_checks, g_failures, g_printed;
-
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        g_checks++;                                                                          \
-        if (!(cond)) {                                                                       \
-            g_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);         \
-        }                                                                                    \
-    } while (0)
-
-#define CHECK_CMP_INT(a, op, b)                                                              \
-    do {                                                                                     \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                  \
-        g_checks++;                                                                          \
-        if (!(a_ op b_)) {                                                                   \
-            g_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: check failed: %s %s %s (%lld vs %lld)\n", __FILE__,     \
-                    __LINE__, #a, #op, #b, a_, b_);                                          \
-        }                                                                                    \
-    } while (0)
-
-#define CHECK_EQ(a, b) CHECK_CMP_INT(a, ==, b)
-
-#define CHECK_CMP_DBL(a, op, b)                                                              \
-    do {                                                                                     \
-        double a_ = (double)(a), b_ = (double)(b);                                           \
-        g_checks++;                                                                          \
-        if (!(a_ op b_)) {                                                                   \
-            g_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: check failed: %s %s %s (%.12g vs %.12g)\n", __FILE__,   \
-                    __LINE__, #a, #op, #b, a_, b_);                                          \
-        }                                                                                    \
-    } while (0)
-
-/* |a - b| <= rtol |b| + atol, with a context label; at most 40 failures printed. */
-#define CHECK_CLOSE(label, a, b, rtol, atol)                                                 \
-    do {                                                                                     \
-        double a_ = (double)(a), b_ = (double)(b);                                           \
-        double t_ = (double)(rtol) * fabs(b_) + (double)(atol);                              \
-        g_checks++;                                                                          \
-        if (!(fabs(a_ - b_) <= t_)) {                                                        \
-            g_failures++;                                                                    \
-            if (g_printed++ < 40)                                                            \
-                fprintf(stderr,                                                              \
-                        "%s:%d: check failed [%s]: |%s - %s| <= %s*|%s| + %s "              \
-                        "(%.10g vs %.10g, diff %.3g, tol %.3g)\n",                           \
-                        __FILE__, __LINE__, label, #a, #b, #rtol, #b, #atol, a_, b_,        \
-                        fabs(a_ - b_), t_);                                                  \
-        }                                                                                    \
-    } while (0)
+#include "check.h"
 
 /* ---------------------------------------------------------------------- helpers */
 
@@ -257,7 +207,6 @@ static void fd_check_model(const char *name, const vae_arch *arch, int max_batch
     vae_model_free(&m);
 }
 
-
 static int read_attr_i64(hid_t loc, const char *name, long long *v)
 {
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
@@ -356,6 +305,5 @@ static int list_group(hid_t loc, const char *gname, char names[][VAE_NAME_LEN], 
     H5Gclose(g);
     return n;
 }
-
 
 #endif

@@ -41,30 +41,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int g_checks, g_failures;
-
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        g_checks++;                                                                          \
-        if (!(cond)) {                                                                       \
-            g_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);         \
-        }                                                                                    \
-    } while (0)
-
-#define CHECK_CMP_INT(a, op, b)                                                              \
-    do {                                                                                     \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                  \
-        g_checks++;                                                                          \
-        if (!(a_ op b_)) {                                                                   \
-            g_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: check failed: %s %s %s (%lld vs %lld)\n", __FILE__,     \
-                    __LINE__, #a, #op, #b, a_, b_);                                          \
-        }                                                                                    \
-    } while (0)
-
-#define CHECK_EQ(a, b) CHECK_CMP_INT(a, ==, b)
-#define CHECK_NE(a, b) CHECK_CMP_INT(a, !=, b)
+#include "check.h"
 
 #define CHECK_EQ_U64(a, b)                                                                   \
     do {                                                                                     \

@@ -51,50 +51,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_checks, g_failures;
-
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        g_checks++;                                                                          \
-        if (!(cond)) {                                                                       \
-            g_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);         \
-        }                                                                                    \
-    } while (0)
-
-#define CHECK_CMP_INT(a, op, b)                                                              \
-    do {                                                                                     \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                  \
-        g_checks++;                                                                          \
-        if (!(a_ op b_)) {                                                                   \
-            g_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: check failed: %s %s %s (%lld vs %lld)\n", __FILE__,     \
-                    __LINE__, #a, #op, #b, a_, b_);                                          \
-        }                                                                                    \
-    } while (0)
-
-#define CHECK_EQ(a, b) CHECK_CMP_INT(a, ==, b)
+#include "check.h"
 
 /*
  * |a - b| <= rtol |b| + atol, with a context label (op, geometry, entry)
  * since these checks run in loops. Prints at most 30 failures in all.
  */
-static int g_printed;
-#define CHECK_CLOSE(label, a, b, rtol, atol)                                                 \
-    do {                                                                                     \
-        double a_ = (double)(a), b_ = (double)(b);                                           \
-        double t_ = (double)(rtol) * fabs(b_) + (double)(atol);                              \
-        g_checks++;                                                                          \
-        if (!(fabs(a_ - b_) <= t_)) {                                                        \
-            g_failures++;                                                                    \
-            if (g_printed++ < 30)                                                            \
-                fprintf(stderr,                                                              \
-                        "%s:%d: check failed [%s]: |%s - %s| <= %s*|%s| + %s "              \
-                        "(%.10g vs %.10g, diff %.3g, tol %.3g)\n",                           \
-                        __FILE__, __LINE__, label, #a, #b, #rtol, #b, #atol, a_, b_,        \
-                        fabs(a_ - b_), t_);                                                  \
-        }                                                                                    \
-    } while (0)
 
 /* ---------------------------------------------------------------------- helpers */
 

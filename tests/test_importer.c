@@ -27,41 +27,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-static int g_checks, g_failures;
-
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        g_checks++;                                                                          \
-        if (!(cond)) {                                                                       \
-            g_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);         \
-        }                                                                                    \
-    } while (0)
-
-#define CHECK_CMP_INT(a, op, b)                                                              \
-    do {                                                                                     \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                  \
-        g_checks++;                                                                          \
-        if (!(a_ op b_)) {                                                                   \
-            g_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: check failed: %s %s %s (%lld vs %lld)\n", __FILE__,     \
-                    __LINE__, #a, #op, #b, a_, b_);                                          \
-        }                                                                                    \
-    } while (0)
-
-#define CHECK_CMP_DBL(a, op, b)                                                              \
-    do {                                                                                     \
-        double a_ = (double)(a), b_ = (double)(b);                                           \
-        g_checks++;                                                                          \
-        if (!(a_ op b_)) {                                                                   \
-            g_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: check failed: %s %s %s (%.9g vs %.9g)\n", __FILE__,     \
-                    __LINE__, #a, #op, #b, a_, b_);                                          \
-        }                                                                                    \
-    } while (0)
-
-#define CHECK_EQ(a, b) CHECK_CMP_INT(a, ==, b)
-#define CHECK_NE(a, b) CHECK_CMP_INT(a, !=, b)
+#include "check.h"
 
 static char g_dir[64];
 

@@ -20,16 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int g_checks, g_failures;
-
-#define CHECK(cond)                                                                          \
-    do {                                                                                     \
-        g_checks++;                                                                          \
-        if (!(cond)) {                                                                       \
-            g_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);         \
-        }                                                                                    \
-    } while (0)
+#include "check.h"
 
 #define CHECK_HEX(a, b)                                                                      \
     do {                                                                                     \
@@ -39,17 +30,6 @@ static int g_checks, g_failures;
             g_failures++;                                                                    \
             fprintf(stderr, "%s:%d: check failed: %s == %s (0x%llx vs 0x%llx)\n", __FILE__, \
                     __LINE__, #a, #b, a_, b_);                                               \
-        }                                                                                    \
-    } while (0)
-
-#define CHECK_CMP_DBL(a, op, b)                                                              \
-    do {                                                                                     \
-        double a_ = (double)(a), b_ = (double)(b);                                           \
-        g_checks++;                                                                          \
-        if (!(a_ op b_)) {                                                                   \
-            g_failures++;                                                                    \
-            fprintf(stderr, "%s:%d: check failed: %s %s %s (%.9g vs %.9g)\n", __FILE__,     \
-                    __LINE__, #a, #op, #b, a_, b_);                                          \
         }                                                                                    \
     } while (0)
 
