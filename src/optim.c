@@ -35,3 +35,18 @@ double vae_sumsq(const float *g, size_t n)
     for (int k = 0; k < 8; k++) s += acc[k];
     return s;
 }
+
+void vae_sumsq_blocks(const float *g, size_t n, size_t b0, size_t b1, double *part)
+{
+    for (size_t b = b0; b < b1; b++) {
+        size_t lo = b * VAE_NORM_BLOCK, hi = lo + VAE_NORM_BLOCK < n ? lo + VAE_NORM_BLOCK : n;
+        part[b] = lo < hi ? vae_sumsq(g + lo, hi - lo) : 0.0;
+    }
+}
+
+double vae_sum_parts(const double *part, size_t nb)
+{
+    double s = 0.0;
+    for (size_t b = 0; b < nb; b++) s += part[b];
+    return s;
+}

@@ -332,35 +332,50 @@ static void on_grad_ready(void *ctx, size_t lo, size_t hi)
 }
 
 /*
- * Node-shared gradient reduction (--allreduce shm): every rank's gradient
- * block lives in one MPI-3 shared-memory window per node. After backward,
- * rank r of the node's n ranks sums slice r of all n blocks into the node
- * leader's block (a reduce-scatter by direct loads and stores, in a fixed
- * order), then the node leaders sum their blocks with one MPI_Allreduce, and
- * every rank reads the result from its leader's block. Three barriers a step:
- * after backward, after the slice sums (and after the leaders' allreduce when
- * there are several nodes), and before the leader's block is zeroed again.
+ * Node-shared reduction and update (--allreduce shm). Every rank's gradient
+ * block lives in one MPI-3 shared-memory window per node, and so do one copy
+ * per node of the parameters and the Adam moments, which all the node's ranks
+ * train with. A step:
+ *   1. backward into the rank's own block; barrier;
+ *   2. rank r of the node's n ranks sums its slice of all n blocks into the
+ *      node leader's block (a reduce-scatter by direct loads and stores, in a
+ *      fixed order) and squares it for the gradient norm; barrier;
+ *      with several nodes, the leaders then sum their blocks with one
+ *      MPI_Allreduce (barrier) and the slices are squared after it (barrier);
+ *   3. every rank reads the norm and the step statistics, and applies Adam to
+ *      its own slice of the shared parameters; barrier.
+ * The slices are whole blocks of the gradient norm (optim.h), so the norm is
+ * the same sum in the same order as in the other reduction modes, and Adam is
+ * elementwise, so the result is bit for bit that of one rank updating all.
  */
 typedef struct shm_reduce {
-    MPI_Win win;
+    MPI_Win win, swin;
     MPI_Comm node, leaders;
     int nr, ns, nleaders, active;
-    size_t n;
-    float **seg; /* seg[q]: node rank q's block */
+    size_t n, np, nb;   /* floats in a gradient block, parameters, norm blocks of the block */
+    size_t blo, bhi;    /* this rank's norm blocks */
+    size_t lo, hi;      /* this rank's floats */
+    float **seg;        /* seg[q]: node rank q's gradient block */
+    float *state;       /* the node's parameters, Adam m and v [3 np] */
+    double *part;       /* [nb] squared norms of the blocks */
+    float *own[3];      /* the model's private parameters, m and v, put back at the end */
 } shm_reduce;
 
 static void shm_sync(shm_reduce *s)
 {
     MPI_Win_sync(s->win);
+    MPI_Win_sync(s->swin);
     MPI_Barrier(s->node);
     MPI_Win_sync(s->win);
+    MPI_Win_sync(s->swin);
 }
 
-static int shm_init(shm_reduce *s, MPI_Comm comm, size_t n)
+static int shm_init(shm_reduce *s, MPI_Comm comm, size_t np)
 {
     int rank;
     memset(s, 0, sizeof *s);
     s->node = s->leaders = MPI_COMM_NULL;
+    s->win = s->swin = MPI_WIN_NULL;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &s->node);
     MPI_Comm_rank(s->node, &s->nr);
@@ -379,27 +394,75 @@ static int shm_init(shm_reduce *s, MPI_Comm comm, size_t n)
     s->nleaders = 0;
     if (s->leaders != MPI_COMM_NULL) MPI_Comm_size(s->leaders, &s->nleaders);
     MPI_Bcast(&s->nleaders, 1, MPI_INT, 0, s->node);
-    s->n = n;
+    s->np = np;
+    s->n = np + VAE_GRAD_EXTRA;
+    s->nb = vae_norm_nblocks(s->n);
+    s->blo = s->nb * (size_t)s->nr / (size_t)s->ns;
+    s->bhi = s->nb * (size_t)(s->nr + 1) / (size_t)s->ns;
+    s->lo = s->blo * VAE_NORM_BLOCK < s->n ? s->blo * VAE_NORM_BLOCK : s->n;
+    s->hi = s->bhi * VAE_NORM_BLOCK < s->n ? s->bhi * VAE_NORM_BLOCK : s->n;
     float *base = NULL;
     s->seg = calloc((size_t)s->ns, sizeof(float *));
-    int rc = s->seg ? MPI_Win_allocate_shared((MPI_Aint)(n * sizeof(float)), sizeof(float), MPI_INFO_NULL, s->node,
+    int rc = s->seg ? MPI_Win_allocate_shared((MPI_Aint)(s->n * sizeof(float)), sizeof(float), MPI_INFO_NULL, s->node,
                                               &base, &s->win)
                     : MPI_ERR_NO_MEM;
-    if (rc != MPI_SUCCESS) return vae_error(VAE_ENOMEM, "cannot allocate the shared gradient blocks (%zu floats)", n);
+    /* The leader's part of the second window: parameters, m, v, then the norm partials (8-byte aligned). */
+    size_t pbytes = (3 * np * sizeof(float) + 7) / 8 * 8;
+    if (rc == MPI_SUCCESS) {
+        rc = MPI_Win_allocate_shared((MPI_Aint)(s->nr == 0 ? pbytes + s->nb * sizeof(double) : 0), 1, MPI_INFO_NULL,
+                                     s->node, &base, &s->swin);
+        if (rc != MPI_SUCCESS) MPI_Win_free(&s->win);
+    }
+    if (rc != MPI_SUCCESS)
+        return vae_error(VAE_ENOMEM, "cannot allocate the node's shared gradient and parameter blocks (%zu floats)",
+                         s->n * (size_t)(s->ns + 3));
     for (int q = 0; q < s->ns; q++) {
         MPI_Aint size;
         int disp;
         MPI_Win_shared_query(s->win, q, &size, &disp, &s->seg[q]);
     }
+    {
+        MPI_Aint size;
+        int disp;
+        char *sbase;
+        MPI_Win_shared_query(s->swin, 0, &size, &disp, &sbase);
+        s->state = (float *)sbase;
+        s->part = (double *)(sbase + pbytes);
+    }
     MPI_Win_lock_all(MPI_MODE_NOCHECK, s->win);
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, s->swin);
     s->active = 1;
     return VAE_OK;
+}
+
+/* Moves the model onto the node's shared parameters and moments (every rank holds the same values). */
+static void shm_bind(shm_reduce *s, vae_model *m)
+{
+    float **blk[3] = { &m->params, &m->m, &m->v };
+    for (int i = 0; i < 3; i++) {
+        if (s->nr == 0) memcpy(s->state + (size_t)i * s->np, *blk[i], s->np * sizeof(float));
+        s->own[i] = *blk[i];
+    }
+    shm_sync(s);
+    for (int i = 0; i < 3; i++) *blk[i] = s->state + (size_t)i * s->np;
+}
+
+/* Gives the model its own blocks back (their contents are stale: only freeing follows). */
+static void shm_unbind(shm_reduce *s, vae_model *m)
+{
+    if (!s->own[0]) return;
+    m->params = s->own[0];
+    m->m = s->own[1];
+    m->v = s->own[2];
+    s->own[0] = NULL;
 }
 
 static void shm_free(shm_reduce *s)
 {
     if (s->active) {
+        MPI_Win_unlock_all(s->swin);
         MPI_Win_unlock_all(s->win);
+        MPI_Win_free(&s->swin);
         MPI_Win_free(&s->win);
     }
     if (s->leaders != MPI_COMM_NULL) MPI_Comm_free(&s->leaders);
@@ -408,26 +471,53 @@ static void shm_free(shm_reduce *s)
     memset(s, 0, sizeof *s);
 }
 
-/* Sums every rank's block; afterwards seg[0] of each node holds the global sum. */
-static int shm_allreduce(shm_reduce *s, size_t fail_slot)
+/* Squares this rank's slice of the summed block into the norm partials. */
+static void shm_square(shm_reduce *s)
+{
+    size_t b1 = s->bhi < vae_norm_nblocks(s->np) ? s->bhi : vae_norm_nblocks(s->np);
+    for (size_t b = s->blo; b < s->bhi; b++) s->part[b] = 0.0;
+    if (s->blo < b1) vae_sumsq_blocks(s->seg[0], s->np, s->blo, b1, s->part);
+}
+
+/*
+ * Steps 1 and 2: sums every rank's block; afterwards seg[0] of each node holds
+ * the global sum and *sumsq its squared norm (over the parameters).
+ */
+static int shm_allreduce(shm_reduce *s, size_t fail_slot, double *sumsq)
 {
     shm_sync(s);
-    size_t lo = s->n * s->nr / s->ns, hi = s->n * (s->nr + 1) / s->ns;
     float *dst = s->seg[0];
-    for (int q = 1; q < s->ns; q++) {
-        const float *src = s->seg[q];
-        for (size_t i = lo; i < hi; i++) dst[i] += src[i];
+    int fused = s->nleaders <= 1;
+    for (size_t b = s->blo; b < s->bhi; b++) {
+        size_t lo = b * VAE_NORM_BLOCK, hi = lo + VAE_NORM_BLOCK < s->n ? lo + VAE_NORM_BLOCK : s->n;
+        for (int q = 1; q < s->ns; q++) {
+            const float *src = s->seg[q];
+            for (size_t i = lo; i < hi; i++) dst[i] += src[i];
+        }
     }
+    if (fused) shm_square(s);
     shm_sync(s);
     int rc = MPI_SUCCESS;
-    if (s->nleaders > 1) {
+    if (!fused) {
         if (s->nr == 0) {
             rc = MPI_Allreduce(MPI_IN_PLACE, dst, (int)s->n, MPI_FLOAT, MPI_SUM, s->leaders);
             if (rc != MPI_SUCCESS) dst[fail_slot] = 1.0f; /* the node's other ranks stop too */
         }
         shm_sync(s);
+        shm_square(s);
+        shm_sync(s);
     }
+    *sumsq = vae_sum_parts(s->part, s->nb);
     return rc;
+}
+
+/* Step 3: Adam on this rank's slice of the node's parameters (the caller then synchronises). */
+static void shm_adam(shm_reduce *s, const vae_adam *h, long t)
+{
+    size_t hi = s->hi < s->np ? s->hi : s->np;
+    if (s->lo < hi)
+        vae_adam_update(s->state + s->lo, s->seg[0] + s->lo, s->state + s->np + s->lo, s->state + 2 * s->np + s->lo,
+                        hi - s->lo, h, t);
 }
 
 int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm comm)
@@ -448,6 +538,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     memset(&td, 0, sizeof td);
     vae_metrics *mt = NULL;
     int64_t *perm = NULL, *idx = NULL;
+    double *part = NULL;
     int have_test = 0;
     shm_reduce shm;
     memset(&shm, 0, sizeof shm);
@@ -589,9 +680,11 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     const long total = cfg->max_steps > 0 && cfg->max_steps < S * cfg->epochs ? cfg->max_steps : S * cfg->epochs;
     const size_t NP = m.n_params;
     vae_adam adam = { (float)cfg->lr, (float)cfg->beta1, (float)cfg->beta2, (float)cfg->adam_eps };
+    const size_t nbn = vae_norm_nblocks(NP);
     perm = malloc((size_t)N * sizeof(int64_t));
     idx = malloc((size_t)local_max * sizeof(int64_t));
-    if (!perm || !idx) {
+    part = malloc(nbn * sizeof(double));
+    if (!perm || !idx || !part) {
         rc = vae_error(VAE_ENOMEM, "cannot allocate the permutation of %lld rows", (long long)N);
         goto done;
     }
@@ -627,9 +720,10 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     own_grads = m.grads;
     if (cfg->allreduce == VAE_AR_SHM) {
         vae_defer_begin();
-        rc = vae_agree(shm_init(&shm, comm, NP + VAE_GRAD_EXTRA), comm);
+        rc = vae_agree(shm_init(&shm, comm, NP), comm);
         if (rc) goto done;
         m.grads = shm.seg[shm.nr];
+        shm_bind(&shm, &m);
     }
     if (rank == 0 && st.step >= total) printf("training already finished at step %ld\n", st.step);
 
@@ -648,7 +742,6 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             m.capacity = (float)(cfg->capacity_steps > 0 && st.step < cfg->capacity_steps
                                      ? cfg->capacity_max * (double)st.step / cfg->capacity_steps
                                      : cfg->capacity_max);
-        if (shm.active) shm_sync(&shm); /* everyone has read the node's sum of the last step */
         memset(m.grads, 0, (NP + VAE_GRAD_EXTRA) * sizeof(float));
         vae_loss_stats ls = { 0, 0, 0 };
         if (stop_at >= 0 && st.step + 1 == stop_at) g_stop = 1;
@@ -658,6 +751,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         gx[VAE_GX_STOP] = g_stop ? 1.0f : 0.0f;
         gx[VAE_GX_FAIL] = lrc || pending ? 1.0f : 0.0f;
         int mrc = MPI_SUCCESS;
+        double sumsq = 0.0;
         if (ov.enabled) {
             /* Buckets start during backward; a rank without rows issues the same sequence. */
             ov.stats = &ls;
@@ -684,7 +778,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             }
             fill_stats(gx, &ls);
             double c0 = now_s();
-            if (shm.active) mrc = shm_allreduce(&shm, NP + VAE_GX_FAIL);
+            if (shm.active) mrc = shm_allreduce(&shm, NP + VAE_GX_FAIL, &sumsq);
             else mrc = MPI_Allreduce(MPI_IN_PLACE, m.grads, (int)(NP + VAE_GRAD_EXTRA), MPI_FLOAT, MPI_SUM, comm);
             comm_s += now_s() - c0;
         }
@@ -699,7 +793,13 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             rc = VAE_EIO; /* a rank failed to read or write; it said why */
             goto done;
         }
-        double gnorm = sqrt(vae_sumsq(gsum, NP));
+        if (!shm.active) {
+            vae_sumsq_blocks(gsum, NP, 0, nbn, part);
+            sumsq = vae_sum_parts(part, nbn);
+        }
+        double gnorm = sqrt(sumsq);
+        /* Everything read from the summed block is read before the barrier that frees it. */
+        int stop_now = gx[VAE_GX_STOP] > 0.0f;
         double recon = gx[VAE_GX_RECON] / Bt, kl = gx[VAE_GX_KL] / Bt;
         int bad = gx[VAE_GX_BAD] > 0.0f || !isfinite(gnorm);
         if (bad) {
@@ -717,8 +817,10 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         } else {
             st.skips = 0;
             st.adam_t++;
-            vae_adam_update(m.params, gsum, m.m, m.v, NP, &adam, st.adam_t);
+            if (shm.active) shm_adam(&shm, &adam, st.adam_t);
+            else vae_adam_update(m.params, gsum, m.m, m.v, NP, &adam, st.adam_t);
         }
+        if (shm.active) shm_sync(&shm); /* the node's parameters are updated, and its blocks free again */
         st.step++;
         st.epoch_step++;
         if (st.epoch_step == S) {
@@ -726,7 +828,6 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             st.epoch_step = 0;
             if (st.step < total) make_permutation(perm, N, cfg->seed, st.epoch);
         }
-        int stop_now = gx[VAE_GX_STOP] > 0.0f;
         int last = st.step == total;
         double t1 = now_s();
         busy += t1 - t0;
@@ -844,7 +945,8 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     }
     rc = stopped ? VAE_ESTOP : VAE_OK;
 done:
-    if (own_grads) m.grads = own_grads; /* the model frees its own block */
+    if (own_grads) m.grads = own_grads; /* the model frees its own blocks */
+    shm_unbind(&shm, &m);
     shm_free(&shm);
     if (mt) {
         if (rc != VAE_OK && rc != VAE_ESTOP) vae_metrics_flush(mt);
@@ -852,6 +954,7 @@ done:
     }
     free(perm);
     free(idx);
+    free(part);
     vae_model_free(&m);
     vae_data_close(&td);
     vae_data_close(&d);

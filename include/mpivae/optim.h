@@ -20,4 +20,18 @@ void vae_adam_update(float *p, const float *g, float *m, float *v, size_t n, con
 /* Sum of squares of g[n], in double. */
 double vae_sumsq(const float *g, size_t n);
 
+/*
+ * The gradient norm in fixed blocks, so that ranks can each square a part of
+ * the block and the total is the same whatever the split: block b covers
+ * [b * VAE_NORM_BLOCK, (b + 1) * VAE_NORM_BLOCK) of the n floats.
+ */
+enum { VAE_NORM_BLOCK = 16384 };
+static inline size_t vae_norm_nblocks(size_t n) { return (n + VAE_NORM_BLOCK - 1) / VAE_NORM_BLOCK; }
+
+/* part[b] = vae_sumsq of block b of g[n], for blocks b0 <= b < b1. */
+void vae_sumsq_blocks(const float *g, size_t n, size_t b0, size_t b1, double *part);
+
+/* Sum of part[0..nb) in order. */
+double vae_sum_parts(const double *part, size_t nb);
+
 #endif
