@@ -5,8 +5,8 @@
 
 #include <math.h>
 
-void vae_adam_update(float *p, const float *g, float *m, float *v, size_t n, const vae_adam *h,
-                     long t)
+static inline void adam_loop(float *p, float *g, float *m, float *v, size_t n, const vae_adam *h, long t,
+                             int clear)
 {
     const float b1 = h->beta1, b2 = h->beta2, eps = h->eps;
     const float bc1 = 1.0f - powf(b1, (float)t);
@@ -20,7 +20,18 @@ void vae_adam_update(float *p, const float *g, float *m, float *v, size_t n, con
         m[i] = mi;
         v[i] = vi;
         p[i] -= step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+        if (clear) g[i] = 0.0f;
     }
+}
+
+void vae_adam_update(float *p, const float *g, float *m, float *v, size_t n, const vae_adam *h, long t)
+{
+    adam_loop(p, (float *)g, m, v, n, h, t, 0);
+}
+
+void vae_adam_update_clear(float *p, float *g, float *m, float *v, size_t n, const vae_adam *h, long t)
+{
+    adam_loop(p, g, m, v, n, h, t, 1);
 }
 
 double vae_sumsq(const float *g, size_t n)

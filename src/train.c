@@ -347,6 +347,9 @@ static void on_grad_ready(void *ctx, size_t lo, size_t hi)
  * The slices are whole blocks of the gradient norm (optim.h), so the norm is
  * the same sum in the same order as in the other reduction modes, and Adam is
  * elementwise, so the result is bit for bit that of one rank updating all.
+ * The blocks are cleared where they are read (the other ranks' slices in 2,
+ * the leader's in 3), so no pass zeroes them before the next backward; each
+ * rank only writes its own statistics slots at the start of a step.
  */
 typedef struct shm_reduce {
     MPI_Win win, swin;
@@ -491,8 +494,11 @@ static int shm_allreduce(shm_reduce *s, size_t fail_slot, double *sumsq)
     for (size_t b = s->blo; b < s->bhi; b++) {
         size_t lo = b * VAE_NORM_BLOCK, hi = lo + VAE_NORM_BLOCK < s->n ? lo + VAE_NORM_BLOCK : s->n;
         for (int q = 1; q < s->ns; q++) {
-            const float *src = s->seg[q];
-            for (size_t i = lo; i < hi; i++) dst[i] += src[i];
+            float *src = s->seg[q];
+            for (size_t i = lo; i < hi; i++) {
+                dst[i] += src[i];
+                src[i] = 0.0f;
+            }
         }
     }
     if (fused) shm_square(s);
@@ -511,13 +517,19 @@ static int shm_allreduce(shm_reduce *s, size_t fail_slot, double *sumsq)
     return rc;
 }
 
-/* Step 3: Adam on this rank's slice of the node's parameters (the caller then synchronises). */
+/*
+ * Step 3: Adam on this rank's slice of the node's parameters (h NULL: a
+ * skipped step, the slice is only cleared); the caller then synchronises.
+ */
 static void shm_adam(shm_reduce *s, const vae_adam *h, long t)
 {
     size_t hi = s->hi < s->np ? s->hi : s->np;
-    if (s->lo < hi)
-        vae_adam_update(s->state + s->lo, s->seg[0] + s->lo, s->state + s->np + s->lo, s->state + 2 * s->np + s->lo,
-                        hi - s->lo, h, t);
+    if (s->lo >= hi) return;
+    if (h)
+        vae_adam_update_clear(s->state + s->lo, s->seg[0] + s->lo, s->state + s->np + s->lo,
+                              s->state + 2 * s->np + s->lo, hi - s->lo, h, t);
+    else
+        memset(s->seg[0] + s->lo, 0, (hi - s->lo) * sizeof(float));
 }
 
 int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm comm)
@@ -723,6 +735,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         rc = vae_agree(shm_init(&shm, comm, NP), comm);
         if (rc) goto done;
         m.grads = shm.seg[shm.nr];
+        memset(m.grads, 0, (NP + VAE_GRAD_EXTRA) * sizeof(float)); /* then cleared as it is read */
         shm_bind(&shm, &m);
     }
     if (rank == 0 && st.step >= total) printf("training already finished at step %ld\n", st.step);
@@ -742,7 +755,8 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             m.capacity = (float)(cfg->capacity_steps > 0 && st.step < cfg->capacity_steps
                                      ? cfg->capacity_max * (double)st.step / cfg->capacity_steps
                                      : cfg->capacity_max);
-        memset(m.grads, 0, (NP + VAE_GRAD_EXTRA) * sizeof(float));
+        if (shm.active) memset(m.grads + NP, 0, VAE_GRAD_EXTRA * sizeof(float));
+        else memset(m.grads, 0, (NP + VAE_GRAD_EXTRA) * sizeof(float));
         vae_loss_stats ls = { 0, 0, 0 };
         if (stop_at >= 0 && st.step + 1 == stop_at) g_stop = 1;
         int inject_nan = rank == P - 1 && st.step + 1 >= nan_a && st.step + 1 <= nan_b;
@@ -804,6 +818,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         int bad = gx[VAE_GX_BAD] > 0.0f || !isfinite(gnorm);
         if (bad) {
             st.skips++;
+            if (shm.active) shm_adam(&shm, NULL, 0);
             if (rank == 0)
                 vae_warn("step %ld: non-finite %s (recon %g, kl %g, gradient norm %g); step skipped (%ld in a row, limit %d)",
                          st.step + 1, !isfinite(recon) ? "reconstruction loss" : !isfinite(kl) ? "KL term" : "gradient",

@@ -17,6 +17,9 @@ typedef struct vae_adam {
 void vae_adam_update(float *p, const float *g, float *m, float *v, size_t n, const vae_adam *h,
                      long t);
 
+/* The same update, setting g to zero as it goes (the gradient block is ready for the next step). */
+void vae_adam_update_clear(float *p, float *g, float *m, float *v, size_t n, const vae_adam *h, long t);
+
 /* Sum of squares of g[n], in double. */
 double vae_sumsq(const float *g, size_t n);
 
