@@ -23,6 +23,7 @@
 #include "mpivae/ops.h"
 #include "mpivae/optim.h"
 #include "mpivae/rng.h"
+#include "mpivae/status.h"
 
 #include <float.h>
 #include <hdf5.h>
@@ -308,6 +309,50 @@ static void test_adam(void)
     }
 }
 
+/* Adam that clears its gradients, and the gradient norm in blocks split anywhere. */
+static void test_adam_clear_and_blocks(void)
+{
+    enum { N = 3 * VAE_NORM_BLOCK + 77 };
+    float *g = malloc(N * sizeof(float)), *g2 = malloc(N * sizeof(float));
+    float *p1 = malloc(N * sizeof(float)), *p2 = malloc(N * sizeof(float));
+    float *m1 = calloc(N, sizeof(float)), *m2 = calloc(N, sizeof(float));
+    float *v1 = calloc(N, sizeof(float)), *v2 = calloc(N, sizeof(float));
+    for (int i = 0; i < N; i++) {
+        g[i] = g2[i] = uniform(-1, 1);
+        p1[i] = p2[i] = uniform(-1, 1);
+    }
+    vae_adam h = { 1e-3f, 0.9f, 0.999f, 1e-8f };
+    vae_adam_update(p1, g, m1, v1, N, &h, 1);
+    vae_adam_update_clear(p2, g2, m2, v2, N / 2, &h, 1);
+    vae_adam_update_clear(p2 + N / 2, g2 + N / 2, m2 + N / 2, v2 + N / 2, N - N / 2, &h, 1);
+    CHECK(memcmp(p1, p2, N * sizeof(float)) == 0);
+    CHECK(memcmp(m1, m2, N * sizeof(float)) == 0);
+    CHECK(memcmp(v1, v2, N * sizeof(float)) == 0);
+    size_t nz = 0;
+    for (int i = 0; i < N; i++) nz += g2[i] != 0.0f;
+    CHECK_CMP_INT(nz, ==, 0);
+    /* Blocks: 4 of them; parts filled in two calls equal parts filled in one. */
+    size_t nb = vae_norm_nblocks(N);
+    CHECK_CMP_INT(nb, ==, 4);
+    double a[4], b[4];
+    vae_sumsq_blocks(g, N, 0, nb, a);
+    vae_sumsq_blocks(g, N, 0, 1, b);
+    vae_sumsq_blocks(g, N, 1, nb, b);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK_CMP_DBL(a[3], ==, vae_sumsq(g + 3 * VAE_NORM_BLOCK, 77));
+    double plain = 0;
+    for (int i = 0; i < N; i++) plain += (double)g[i] * g[i];
+    CHECK_CLOSE("blocked sum of squares", vae_sum_parts(a, nb), plain, 1e-13, 0);
+    free(g);
+    free(g2);
+    free(p1);
+    free(p2);
+    free(m1);
+    free(m2);
+    free(v1);
+    free(v2);
+}
+
 /* ---------------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -319,6 +364,7 @@ int main(int argc, char **argv)
     test_fd();
     test_fixture(argv[1]);
     test_adam();
+    test_adam_clear_and_blocks();
     printf("test_model: %d checks, %d failed\n", g_checks, g_failures);
     return g_failures ? 1 : 0;
 }
