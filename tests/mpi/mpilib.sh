@@ -137,10 +137,17 @@ expect_grep() {
 # expect_identical WHAT A B: h5diff finds /params and /optimizer of the two
 # checkpoints equal bit for bit (exit status 0 for both).
 expect_identical() {
+    expect_same "$1" "$2" "$3" /params /optimizer
+}
+
+# expect_same WHAT A B OBJECT...: each HDF5 object (group or dataset) is
+# bit-identical in files A and B (h5diff status 0).
+expect_same() {
     local what=$1 a=$2 b=$3 g rc
+    shift 3
     expect_file "$a"
     expect_file "$b"
-    for g in /params /optimizer; do
+    for g in "$@"; do
         rc=0
         h5diff "$a" "$b" "$g" >"$WORK/h5diff.out" 2>&1 || rc=$?
         if [ "$rc" -ne 0 ]; then
@@ -148,7 +155,7 @@ expect_identical() {
             fail "$what: expected 'h5diff $a $b $g' to find no difference (status 0), found status $rc"
         fi
     done
-    note "bit-identical /params and /optimizer: $a = $b"
+    note "bit-identical $*: $a = $b"
 }
 
 # ckpt_attr FILE NAME: prints a root attribute of a checkpoint.
