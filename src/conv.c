@@ -56,77 +56,129 @@ static float sum_floats(const float *p, size_t n)
 }
 
 /*
- * Output columns [*lo, *hi) whose input column ow*s - p + kj lies in
- * [0, W): the rest read the zero padding.
+ * The padded image, split into its s x s stride phases. A conv with stride
+ * s reads, for kernel tap (u, v), the padded pixels (i*s + u, j*s + v) over
+ * its output grid (i, j); those all lie in phase (u % s, v % s) of the
+ * padded image, as the window starting at (u / s, v / s) of that phase's
+ * plane. So once the image is split (one pass over it), every row of the
+ * column matrix is Ho contiguous runs of Wo floats, and col2im the same
+ * runs added back: no per-pixel index arithmetic, no padding tests.
+ *
+ * Phase (a, b) of channel c's padded image is a plane of Hq x Wq floats,
+ * Hq = ceil((H + 2p) / s), Wq = ceil((W + 2p) / s):
+ *   plane[a*s + b][r][t] = x[c, r*s + a - p, t*s + b - p] (0 outside x).
+ * The planes of one channel take s*s*Hq*Wq floats of scratch.
  */
-static void valid_cols(int W, int Wo, int s, int p, int kj, int *lo, int *hi)
+static size_t phase_floats(int H, int W, int s, int p)
 {
-    int a = p - kj, top = W - 1 + p - kj;
-    int l = a > 0 ? (a + s - 1) / s : 0;
-    int h = top >= 0 ? top / s + 1 : 0;
-    if (h > Wo) h = Wo;
-    if (h < l) h = l;
-    *lo = l;
-    *hi = h;
+    size_t hq = (size_t)(H + 2 * p + s - 1) / s, wq = (size_t)(W + 2 * p + s - 1) / s;
+    return (size_t)s * s * hq * wq;
+}
+
+typedef struct {
+    int H, W, k, s, p, Ho, Wo; /* the conv's image, kernel and output grid */
+    int Hq, Wq;                /* one phase plane */
+    size_t plane;              /* Hq * Wq */
+} lowering;
+
+static lowering lowering_of(int H, int W, int k, int s, int p, int Ho, int Wo)
+{
+    lowering g = { H, W, k, s, p, Ho, Wo, (H + 2 * p + s - 1) / s, (W + 2 * p + s - 1) / s, 0 };
+    g.plane = (size_t)g.Hq * g.Wq;
+    return g;
+}
+
+/*
+ * Column phase b of a padded row: the first image column w0 >= 0 with
+ * (w0 + p) % s == b, and its index t0 in the phase's row. Lets the
+ * per-pixel loops step by s without a division.
+ */
+static void phase_start(int s, int p, int b, int *w0, int *t0)
+{
+    int w = b - p;
+    if (w < 0) w += (-w + s - 1) / s * s;
+    *w0 = w;
+    *t0 = (w + p) / s;
+}
+
+/* Splits one channel xc[H,W] into its phase planes ph (padding cleared). */
+static void split_phases(const lowering *g, const float *xc, float *ph)
+{
+    int s = g->s;
+    memset(ph, 0, sizeof(float) * g->plane * s * s);
+    for (int h = 0; h < g->H; h++) {
+        int hp = h + g->p;
+        float *dst = ph + (size_t)(hp % s) * s * g->plane + (size_t)(hp / s) * g->Wq;
+        const float *xr = xc + (size_t)h * g->W;
+        for (int b = 0; b < s; b++) {
+            int w0, t0;
+            phase_start(s, g->p, b, &w0, &t0);
+            float *d = dst + (size_t)b * g->plane + t0;
+            for (int w = w0, t = 0; w < g->W; w += s, t++) d[t] = xr[w];
+        }
+    }
 }
 
 /*
  * col[(c*k + u)*k + v][i*Wo + j] = x[c, i*s - p + u, j*s - p + v] (0 in the
- * padding), for x[C,H,W] and an Ho x Wo output grid; col's rows are ldc
- * floats apart.
+ * padding), for x[C,H,W]; col's rows are ldc floats apart. ph: one
+ * channel's phase planes of scratch.
  */
-static void im2col(const float *x, int C, int H, int W, int k, int s, int p, int Ho, int Wo,
-                   float *col, size_t ldc)
+static void im2col(const lowering *g, const float *x, int C, float *col, size_t ldc, float *ph)
 {
-    for (int c = 0; c < C; c++)
+    int k = g->k, s = g->s, Ho = g->Ho, Wo = g->Wo;
+    for (int c = 0; c < C; c++) {
+        split_phases(g, x + (size_t)c * g->H * g->W, ph);
         for (int u = 0; u < k; u++)
             for (int v = 0; v < k; v++) {
                 float *row = col + ((size_t)(c * k + u) * k + v) * ldc;
-                int lo, hi, off = v - p;
-                valid_cols(W, Wo, s, p, v, &lo, &hi);
+                const float *src = ph + (size_t)((u % s) * s + v % s) * g->plane +
+                                   (size_t)(u / s) * g->Wq + v / s;
                 for (int i = 0; i < Ho; i++) {
+                    const float *a = src + (size_t)i * g->Wq;
                     float *r = row + (size_t)i * Wo;
-                    int ih = i * s - p + u;
-                    if (ih < 0 || ih >= H) {
-                        memset(r, 0, sizeof(float) * (size_t)Wo);
-                        continue;
-                    }
-                    const float *xr = x + ((size_t)c * H + ih) * W;
-                    for (int j = 0; j < lo; j++) r[j] = 0.0f;
-                    if (s == 1)
-                        for (int j = lo; j < hi; j++) r[j] = xr[j + off];
-                    else if (s == 2)
-                        for (int j = lo; j < hi; j++) r[j] = xr[2 * j + off];
-                    else
-                        for (int j = lo; j < hi; j++) r[j] = xr[j * s + off];
-                    for (int j = hi; j < Wo; j++) r[j] = 0.0f;
+                    for (int j = 0; j < Wo; j++) r[j] = a[j];
                 }
             }
+    }
 }
 
-/* The adjoint of im2col: x[c, i*s - p + u, j*s - p + v] += col[...] (x[C,H,W] is not cleared). */
-static void col2im(const float *col, size_t ldc, int C, int H, int W, int k, int s, int p, int Ho,
-                   int Wo, float *x)
+/*
+ * The adjoint of im2col, plus a bias: x[c] = bias[c] (0 when bias is NULL)
+ * + the sum of the col entries that im2col reads from each pixel
+ * (overwritten). ph: one channel's phase planes of scratch.
+ */
+static void col2im(const lowering *g, const float *col, size_t ldc, int C, const float *bias,
+                   float *x, float *ph)
 {
-    for (int c = 0; c < C; c++)
+    int k = g->k, s = g->s, Ho = g->Ho, Wo = g->Wo;
+    for (int c = 0; c < C; c++) {
+        memset(ph, 0, sizeof(float) * g->plane * s * s);
         for (int u = 0; u < k; u++)
             for (int v = 0; v < k; v++) {
                 const float *row = col + ((size_t)(c * k + u) * k + v) * ldc;
-                int lo, hi, off = v - p;
-                valid_cols(W, Wo, s, p, v, &lo, &hi);
+                float *dst = ph + (size_t)((u % s) * s + v % s) * g->plane +
+                             (size_t)(u / s) * g->Wq + v / s;
                 for (int i = 0; i < Ho; i++) {
-                    int ih = i * s - p + u;
-                    if (ih < 0 || ih >= H) continue;
+                    float *a = dst + (size_t)i * g->Wq;
                     const float *r = row + (size_t)i * Wo;
-                    float *xr = x + ((size_t)c * H + ih) * W;
-                    if (s == 1)
-                        for (int j = lo; j < hi; j++) xr[j + off] += r[j];
-                    else if (s == 2)
-                        for (int j = lo; j < hi; j++) xr[2 * j + off] += r[j];
-                    else
-                        for (int j = lo; j < hi; j++) xr[j * s + off] += r[j];
+                    for (int j = 0; j < Wo; j++) a[j] += r[j];
                 }
             }
+        float b0 = bias ? bias[c] : 0.0f;
+        float *xc = x + (size_t)c * g->H * g->W;
+        for (int h = 0; h < g->H; h++) {
+            int hp = h + g->p;
+            const float *src = ph + (size_t)(hp % s) * s * g->plane + (size_t)(hp / s) * g->Wq;
+            float *xr = xc + (size_t)h * g->W;
+            for (int b = 0; b < s; b++) {
+                int w0, t0;
+                phase_start(s, g->p, b, &w0, &t0);
+                const float *a = src + (size_t)b * g->plane + t0;
+                for (int w = w0, t = 0; w < g->W; w += s, t++) xr[w] = b0 + a[t];
+            }
+        }
+    }
 }
 
 /* ---------------------------------------------------------------------- Conv2d */
@@ -136,7 +188,7 @@ size_t vae_conv2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, 
     if (B < 0 || Cin < 1 || H < 1 || W < 1 || Cout < 1 || k < 1 || s < 1 || p < 0) return 0;
     if (H + 2 * p < k || W + 2 * p < k) return 0;
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
-    return (size_t)Cin * k * k * Ho * Wo;
+    return (size_t)Cin * k * k * Ho * Wo + phase_floats(H, W, s, p);
 }
 
 void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,
@@ -145,9 +197,10 @@ void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
     int HWo = Ho * Wo, K = Cin * k * k;
     size_t nx = (size_t)Cin * H * W, ny = (size_t)Cout * HWo;
-    float *col = scratch; /* [K, HWo] */
+    lowering g = lowering_of(H, W, k, s, p, Ho, Wo);
+    float *col = scratch, *ph = scratch + (size_t)K * HWo; /* [K, HWo], phase planes */
     for (int n = 0; n < B; n++) {
-        im2col(x + n * nx, Cin, H, W, k, s, p, Ho, Wo, col, (size_t)HWo);
+        im2col(&g, x + n * nx, Cin, col, (size_t)HWo, ph);
         float *yn = y + n * ny; /* [Cout, HWo] */
         /* yn[Cout,HWo] = w[Cout,K] col[K,HWo]. */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, HWo, K, 1.0f, w, K, col, HWo,
@@ -166,11 +219,12 @@ void vae_conv2d_backward(const float *x, const float *w, const float *dy, float 
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
     int HWo = Ho * Wo, K = Cin * k * k;
     size_t nx = (size_t)Cin * H * W, ny = (size_t)Cout * HWo;
-    float *col = scratch; /* [K, HWo]: im2col(x_n), then dcol */
+    lowering g = lowering_of(H, W, k, s, p, Ho, Wo);
+    float *col = scratch, *ph = scratch + (size_t)K * HWo; /* [K, HWo]: im2col(x_n), then dcol */
     for (int n = 0; n < B; n++) {
         const float *dyn = dy + n * ny; /* [Cout, HWo] */
         for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + (size_t)o * HWo, (size_t)HWo);
-        im2col(x + n * nx, Cin, H, W, k, s, p, Ho, Wo, col, (size_t)HWo);
+        im2col(&g, x + n * nx, Cin, col, (size_t)HWo, ph);
         /* dw[Cout,K] += dyn[Cout,HWo] col[K,HWo]^T. */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout, K, HWo, 1.0f, dyn, HWo, col,
                     HWo, 1.0f, dw, K);
@@ -178,9 +232,7 @@ void vae_conv2d_backward(const float *x, const float *w, const float *dy, float 
             /* dcol[K,HWo] = w[Cout,K]^T dyn[Cout,HWo], then folded back onto the image. */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, HWo, Cout, 1.0f, w, K, dyn,
                         HWo, 0.0f, col, HWo);
-            float *dxn = dx + n * nx; /* [Cin, H, W] */
-            memset(dxn, 0, sizeof(float) * nx);
-            col2im(col, (size_t)HWo, Cin, H, W, k, s, p, Ho, Wo, dxn);
+            col2im(&g, col, (size_t)HWo, Cin, NULL, dx + n * nx, ph); /* dx_n[Cin, H, W] */
         }
     }
 }
@@ -193,7 +245,7 @@ size_t vae_convt2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s,
     if (op < 0 || op >= s) return 0;
     long Ho = (long)(H - 1) * s - 2L * p + k + op, Wo = (long)(W - 1) * s - 2L * p + k + op;
     if (Ho < 1 || Wo < 1) return 0;
-    return (size_t)Cout * k * k * H * W;
+    return (size_t)Cout * k * k * H * W + phase_floats((int)Ho, (int)Wo, s, p);
 }
 
 /*
@@ -207,17 +259,13 @@ void vae_convt2d_forward(const float *x, const float *w, const float *b, float *
     int Ho = (H - 1) * s - 2 * p + k + op, Wo = (W - 1) * s - 2 * p + k + op;
     int HW = H * W, K = Cout * k * k;
     size_t HWo = (size_t)Ho * Wo, nx = (size_t)Cin * HW, ny = (size_t)Cout * HWo;
-    float *col = scratch; /* [K, HW] */
+    lowering g = lowering_of(Ho, Wo, k, s, p, H, W);
+    float *col = scratch, *ph = scratch + (size_t)K * HW; /* [K, HW], phase planes */
     for (int n = 0; n < B; n++) {
         /* col[K,HW] = w[Cin,K]^T x_n[Cin,HW]. */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, HW, Cin, 1.0f, w, K, x + n * nx,
                     HW, 0.0f, col, HW);
-        float *yn = y + n * ny; /* [Cout, Hout, Wout] */
-        for (int o = 0; o < Cout; o++) {
-            float *r = yn + o * HWo;
-            for (size_t i = 0; i < HWo; i++) r[i] = b[o];
-        }
-        col2im(col, (size_t)HW, Cout, Ho, Wo, k, s, p, H, W, yn);
+        col2im(&g, col, (size_t)HW, Cout, b, y + n * ny, ph); /* y_n[Cout, Hout, Wout] */
     }
 }
 
@@ -228,11 +276,12 @@ void vae_convt2d_backward(const float *x, const float *w, const float *dy, float
     int Ho = (H - 1) * s - 2 * p + k + op, Wo = (W - 1) * s - 2 * p + k + op;
     int HW = H * W, K = Cout * k * k;
     size_t HWo = (size_t)Ho * Wo, nx = (size_t)Cin * HW, ny = (size_t)Cout * HWo;
-    float *col = scratch; /* [K, HW] = im2col(dy_n) */
+    lowering g = lowering_of(Ho, Wo, k, s, p, H, W);
+    float *col = scratch, *ph = scratch + (size_t)K * HW; /* [K, HW] = im2col(dy_n), phase planes */
     for (int n = 0; n < B; n++) {
         const float *dyn = dy + n * ny; /* [Cout, Hout, Wout] */
         for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + o * HWo, HWo);
-        im2col(dyn, Cout, Ho, Wo, k, s, p, H, W, col, (size_t)HW);
+        im2col(&g, dyn, Cout, col, (size_t)HW, ph);
         const float *xn = x + n * nx; /* [Cin, HW] */
         /* dw[Cin,K] += x_n[Cin,HW] col[K,HW]^T. */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cin, K, HW, 1.0f, xn, HW, col, HW,

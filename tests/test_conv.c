@@ -464,13 +464,21 @@ static void test_default_layer(const geom *g)
 
 static void test_scratch_sizes(void)
 {
-    /* Cin*k*k * Hout*Wout for the conv, Cout*k*k * H*W for the transposed conv. */
-    CHECK_EQ(vae_conv2d_scratch(128, 1, 28, 28, 32, 4, 2, 1), 1 * 16 * 14 * 14);
-    CHECK_EQ(vae_conv2d_scratch(128, 32, 14, 14, 64, 4, 2, 1), 32 * 16 * 7 * 7);
-    CHECK_EQ(vae_convt2d_scratch(128, 64, 7, 7, 32, 4, 2, 1, 0), 32 * 16 * 7 * 7);
-    CHECK_EQ(vae_convt2d_scratch(128, 32, 14, 14, 1, 4, 2, 1, 0), 1 * 16 * 14 * 14);
-    CHECK_EQ(vae_conv2d_scratch(3, 2, 5, 7, 3, 3, 2, 0), 2 * 9 * 2 * 3);
-    CHECK_EQ(vae_convt2d_scratch(3, 2, 5, 7, 3, 4, 2, 1, 1), 3 * 16 * 5 * 7);
+    /*
+     * The column matrix (Cin*k*k * Hout*Wout for the conv, Cout*k*k * H*W for
+     * the transposed conv) plus one channel's s*s stride phases of the padded
+     * image, s*s * ceil((Hi + 2p) / s) * ceil((Wi + 2p) / s), where Hi x Wi is
+     * the conv's input (the transposed conv's output).
+     */
+    CHECK_EQ(vae_conv2d_scratch(128, 1, 28, 28, 32, 4, 2, 1), 1 * 16 * 14 * 14 + 4 * 15 * 15);
+    CHECK_EQ(vae_conv2d_scratch(128, 32, 14, 14, 64, 4, 2, 1), 32 * 16 * 7 * 7 + 4 * 8 * 8);
+    CHECK_EQ(vae_convt2d_scratch(128, 64, 7, 7, 32, 4, 2, 1, 0), 32 * 16 * 7 * 7 + 4 * 8 * 8);
+    CHECK_EQ(vae_convt2d_scratch(128, 32, 14, 14, 1, 4, 2, 1, 0), 1 * 16 * 14 * 14 + 4 * 15 * 15);
+    CHECK_EQ(vae_conv2d_scratch(3, 2, 5, 7, 3, 3, 2, 0), 2 * 9 * 2 * 3 + 4 * 3 * 4);
+    /* Hout 11, Wout 15 (output padding 1). */
+    CHECK_EQ(vae_convt2d_scratch(3, 2, 5, 7, 3, 4, 2, 1, 1), 3 * 16 * 5 * 7 + 4 * 7 * 9);
+    /* Stride 1: a single phase, the padded image. */
+    CHECK_EQ(vae_conv2d_scratch(2, 3, 6, 5, 4, 3, 1, 1), 3 * 9 * 6 * 5 + 8 * 7);
     /* Invalid geometry gives 0. */
     CHECK_EQ(vae_conv2d_scratch(1, 1, 3, 3, 1, 4, 1, 0), 0);  /* kernel larger than the image */
     CHECK_EQ(vae_conv2d_scratch(1, 1, 3, 5, 1, 4, 1, 0), 0);  /* ... in one direction */
@@ -481,7 +489,7 @@ static void test_scratch_sizes(void)
     CHECK_EQ(vae_convt2d_scratch(1, 1, 8, 8, 1, 4, 1, 1, 1), 0); /* op >= s */
     CHECK_EQ(vae_convt2d_scratch(1, 1, 8, 8, 1, 4, 2, 1, -1), 0);
     CHECK_EQ(vae_convt2d_scratch(1, 1, 1, 1, 1, 1, 1, 1, 0), 0); /* Hout = -1 */
-    CHECK_EQ(vae_convt2d_scratch(1, 1, 1, 1, 1, 3, 1, 1, 0), 1 * 9 * 1 * 1); /* Hout = 1 */
+    CHECK_EQ(vae_convt2d_scratch(1, 1, 1, 1, 1, 3, 1, 1, 0), 1 * 9 * 1 * 1 + 3 * 3); /* Hout = 1 */
 }
 
 int main(void)

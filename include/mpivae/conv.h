@@ -34,8 +34,10 @@
 
 /*
  * Floats of scratch needed by vae_conv2d_forward and vae_conv2d_backward
- * for this geometry: Cin*k*k * Hout*Wout (one sample's column matrix; B is
- * taken so that callers need not change if the lowering does). Returns 0
+ * for this geometry: Cin*k*k * Hout*Wout (one sample's column matrix) plus
+ * s*s * ceil((H + 2p) / s) * ceil((W + 2p) / s) (one channel of the padded
+ * image, split into its stride phases); B is taken so that callers need
+ * not change if the lowering does. Returns 0
  * when the geometry is invalid: a size, k or s below 1, B or p below 0, or
  * Hout or Wout below 1 (k > H + 2p).
  */
@@ -60,7 +62,9 @@ void vae_conv2d_backward(const float *x, const float *w, const float *dy, float 
 
 /*
  * Floats of scratch needed by vae_convt2d_forward and vae_convt2d_backward:
- * Cout*k*k * H*W (one sample's column matrix). Returns 0 when the geometry
+ * Cout*k*k * H*W (one sample's column matrix) plus s*s * ceil((Hout + 2p)
+ * / s) * ceil((Wout + 2p) / s) (one channel of the padded output, split
+ * into its stride phases). Returns 0 when the geometry
  * is invalid: a size, k or s below 1, B, p or op below 0, op >= s (PyTorch
  * requires output_padding < stride at dilation 1), or Hout or Wout below 1.
  */
