@@ -1,39 +1,47 @@
 /*
  * conv.c: Conv2d and ConvTranspose2d forward/backward pairs (see conv.h),
- * lowered to cblas_sgemm through im2col / col2im, one sgemm per sample.
+ * lowered to cblas_sgemm through im2col / col2im. Two lowerings, chosen by
+ * the channel count C of the image that im2col reads (the conv's input,
+ * the transposed conv's output):
  *
- * Why per sample. The alternative puts the whole local batch in one
- * column matrix col[Cin*k*k, B*Hout*Wout] (sample n in columns
- * n*Hout*Wout ...), so that one sgemm covers the batch; but the sgemm's
- * other operand and its result are then [C, B*HW], not NCHW, so the conv
- * needs a transpose of y after forward and of dy before backward, and the
- * transposed conv a transpose of x (forward and backward) and of dx.
- * Measured at batch 128 with one thread (OPENBLAS_NUM_THREADS=1), OpenBLAS
- * 0.3.21 (pthread build), gcc -O3 -march=native, on a 2-vCPU AMD EPYC
- * (Zen 1, KVM; bench_sgemm 37 GFLOP/s at n = 1024); ms per forward +
- * backward, median of 41 runs with the variants interleaved:
+ * - C < 8, channel-major, one sample at a time: col[C*k*k, grid], one row
+ *   per (channel, tap), so the rows are short runs (Wout floats) gathered
+ *   through the padded image's stride phases (below). With one channel the
+ *   rows are few and the other lowering's runs would be single floats.
+ * - C >= 8, patch-major, chunks of samples with the channels last:
+ *   col[pixel, (tap, channel)], one row per output pixel of the chunk, so
+ *   im2col and col2im move runs of C contiguous floats, and one sgemm of
+ *   about 768 rows covers the chunk. The sample's NCHW tensors are
+ *   transposed to NHWC on the way in and back on the way out (cheap: one
+ *   pass each), and the weights are permuted to (tap, channel) order once
+ *   per call (and their gradient back).
  *
- *   layer of the default model            per sample  whole batch  chunks of 16
- *   Conv2d(1,32,4,2,1) 28->14, dx NULL        3.54        5.31         4.27
- *   Conv2d(1,32,4,2,1) 28->14, with dx        5.02        6.24         5.32
- *   Conv2d(32,64,4,2,1) 14->7                56.1        61.5         54.8
- *   ConvTranspose2d(64,32,4,2,1) 7->14       50.7        55.8         49.7
- *   ConvTranspose2d(32,1,4,2,1) 14->28        4.90        6.29         5.39
- *   the four as the model calls them       115.3       128.9        114.2
+ * Measured with one thread (OPENBLAS_NUM_THREADS=1), OpenBLAS 0.3.21, gcc
+ * -O3 -march=native, on a 2-vCPU AMD EPYC (Zen 1, KVM); ms per forward +
+ * backward at batch 128, median of 21 runs, variants interleaved. "rows":
+ * the first lowering with per-pixel gathers (an index computation and a
+ * padding test per element); "phases": the same through the stride phases;
+ * "this file": phases below 8 channels, patch-major from 8:
  *
- * The transposes themselves are cheap (0.10 to 0.15 ms each), and so is
- * the sgemm per sample: OpenBLAS keeps about 30 GFLOP/s on M=64, N=49,
- * K=512 (13 ms for the 128 products, against 17 ms for the one batched
- * product). What the batch costs is memory: its column matrix is 12.8 MB
- * for the middle layers (past the 8 MB L3), where one sample's is 100 KB
- * and stays in L2. Chunks of 16 samples come within 1% of per sample in
- * total, so the simpler lowering with B times less scratch was kept.
- * (Timing a lone N=49 sgemm in a fresh process can mislead: OpenBLAS ran
- * it at 11 GFLOP/s until some larger sgemm had run; the ops' own mix of
- * products does not show this, 55.2 ms cold against 55.7 ms warm.)
+ *   layer of the default model            rows   phases  this file
+ *   Conv2d(1,32,4,2,1) 28->14, dx NULL     3.17    3.11     3.13
+ *   Conv2d(32,64,4,2,1) 14->7             55.50   50.88    42.56
+ *   ConvTranspose2d(64,32,4,2,1) 7->14    51.33   48.43    42.73
+ *   ConvTranspose2d(32,1,4,2,1) 14->28     4.64    4.49     4.57
+ *   the four                             114.64  106.90    92.98
  *
- * The scratch is one sample's column matrix. Backward redoes im2col of x
- * (or dy) rather than keeping forward's, so one scratch serves every layer.
+ * In the training step the difference is larger than in this isolated
+ * loop: between the sgemms the short-run loops of the channel-major
+ * lowering ran about 3x slower than alone (10.9 ms of im2col per step for
+ * the two middle layers, against 3.5 ms measured alone), so the whole
+ * conv model went from 1,090 to 1,265 samples/s (batch 128, interleaved
+ * runs). Chunks of 256 and 1536 rows were 2 to 5% slower than 768, and the
+ * patch-major lowering for the one-channel layers 8% slower overall.
+ *
+ * Scratch: the column matrix of one sample (channel-major) or one chunk
+ * (patch-major), plus the phase planes, or the NHWC copies and the
+ * permuted weights. Backward redoes im2col rather than keeping forward's,
+ * so one scratch serves every layer.
  */
 #include "mpivae/conv.h"
 
@@ -181,6 +189,131 @@ static void col2im(const lowering *g, const float *col, size_t ldc, int C, const
     }
 }
 
+/* ---------------------------------------------------------------------- patch-major lowering */
+
+/*
+ * With many channels, the lowering works on chunks of samples with the
+ * channels last (NHWC): the column matrix has one row per output pixel,
+ * col[(n*Ho + i)*Wo + j][(u*k + v)*C + c], so im2col and col2im move runs
+ * of C contiguous floats, one per kernel tap, and one sgemm covers the
+ * chunk. The weights are permuted to the same (u, v, c) order.
+ */
+
+/* Rows of the column matrix per chunk: the chunk is ceil(PM_ROWS / grid) samples. */
+#define PM_ROWS 768
+
+static int pm_chunk(int B, int grid)
+{
+    int nb = (PM_ROWS + grid - 1) / grid;
+    return nb < B ? nb : (B > 0 ? B : 1);
+}
+
+/* t[i][c] = x[c][i]: one sample, x[C][HW] to t[HW][C]. */
+static void to_nhwc(const float *x, int C, int HW, float *t)
+{
+    for (int c = 0; c < C; c++) {
+        const float *xc = x + (size_t)c * HW;
+        for (int i = 0; i < HW; i++) t[(size_t)i * C + c] = xc[i];
+    }
+}
+
+/* y[c][i] = b[c] (0 when b is NULL) + t[i][c]: one sample back to NCHW. */
+static void to_nchw(const float *t, int C, int HW, const float *b, float *y)
+{
+    for (int c = 0; c < C; c++) {
+        float *yc = y + (size_t)c * HW, b0 = b ? b[c] : 0.0f;
+        for (int i = 0; i < HW; i++) yc[i] = b0 + t[(size_t)i * C + c];
+    }
+}
+
+/* wp[r][(u*k + v)*C + c] = w[r][(c*k + u)*k + v] for rows r < R: the weights in tap-major order. */
+static void permute_taps(const float *w, int R, int C, int kk, float *wp)
+{
+    size_t K = (size_t)C * kk;
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++)
+            for (int t = 0; t < kk; t++) wp[r * K + (size_t)t * C + c] = w[r * K + (size_t)c * kk + t];
+}
+
+/* The inverse of permute_taps, added: w[r][(c*k + u)*k + v] += wp[r][(u*k + v)*C + c]. */
+static void unpermute_taps_add(const float *wp, int R, int C, int kk, float *w)
+{
+    size_t K = (size_t)C * kk;
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++)
+            for (int t = 0; t < kk; t++) w[r * K + (size_t)c * kk + t] += wp[r * K + (size_t)t * C + c];
+}
+
+/*
+ * col[(n*Ho + i)*Wo + j][(u*k + v)*C + c] = xt[n][i*s - p + u][j*s - p + v][c]
+ * (0 in the padding), for m samples xt[m][H][W][C].
+ */
+static void im2col_pm(const lowering *g, const float *xt, int m, int C, float *col)
+{
+    int k = g->k, s = g->s, p = g->p, H = g->H, W = g->W;
+    size_t K = (size_t)k * k * C, run = sizeof(float) * (size_t)C;
+    for (int n = 0; n < m; n++)
+        for (int i = 0; i < g->Ho; i++)
+            for (int j = 0; j < g->Wo; j++) {
+                float *r = col + (((size_t)n * g->Ho + i) * g->Wo + j) * K;
+                for (int u = 0; u < k; u++) {
+                    int ih = i * s - p + u;
+                    float *ru = r + (size_t)u * k * C;
+                    if (ih < 0 || ih >= H) {
+                        memset(ru, 0, run * k);
+                        continue;
+                    }
+                    const float *xr = xt + ((size_t)n * H + ih) * W * C;
+                    for (int v = 0; v < k; v++) {
+                        int iw = j * s - p + v;
+                        if (iw < 0 || iw >= W) memset(ru + (size_t)v * C, 0, run);
+                        else memcpy(ru + (size_t)v * C, xr + (size_t)iw * C, run);
+                    }
+                }
+            }
+}
+
+/* The adjoint of im2col_pm: xt[m][H][W][C] = the sum of the col entries read from each pixel. */
+static void col2im_pm(const lowering *g, const float *col, int m, int C, float *xt)
+{
+    int k = g->k, s = g->s, p = g->p, H = g->H, W = g->W;
+    size_t K = (size_t)k * k * C;
+    memset(xt, 0, sizeof(float) * (size_t)m * H * W * C);
+    for (int n = 0; n < m; n++)
+        for (int i = 0; i < g->Ho; i++)
+            for (int j = 0; j < g->Wo; j++) {
+                const float *r = col + (((size_t)n * g->Ho + i) * g->Wo + j) * K;
+                for (int u = 0; u < k; u++) {
+                    int ih = i * s - p + u;
+                    if (ih < 0 || ih >= H) continue;
+                    float *xr = xt + ((size_t)n * H + ih) * W * C;
+                    for (int v = 0; v < k; v++) {
+                        int iw = j * s - p + v;
+                        if (iw < 0 || iw >= W) continue;
+                        const float *src = r + ((size_t)u * k + v) * C;
+                        float *d = xr + (size_t)iw * C;
+                        for (int c = 0; c < C; c++) d[c] += src[c];
+                    }
+                }
+            }
+}
+
+/*
+ * Scratch of the patch-major lowering for a chunk of nb samples: the column
+ * matrix [nb*grid, kk*Ck], the image side in NHWC [nb*img*Ck], the grid
+ * side in NHWC [nb*grid*Cg], and the permuted weights and their gradient,
+ * 2 * [Cg, kk*Ck]. Ck is the channel count of the image that im2col reads
+ * (the conv's input, the transposed conv's output), Cg the other one.
+ */
+static size_t pm_scratch(int nb, int grid, int img, int Ck, int Cg, int kk)
+{
+    size_t K = (size_t)kk * Ck;
+    return (size_t)nb * grid * K + (size_t)nb * img * Ck + (size_t)nb * grid * Cg + 2 * K * Cg;
+}
+
+/* The patch-major path is taken when the image that im2col reads has at least this many channels. */
+#define PM_MIN_CHANNELS 8
+
 /* ---------------------------------------------------------------------- Conv2d */
 
 size_t vae_conv2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, int p)
@@ -188,11 +321,14 @@ size_t vae_conv2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, 
     if (B < 0 || Cin < 1 || H < 1 || W < 1 || Cout < 1 || k < 1 || s < 1 || p < 0) return 0;
     if (H + 2 * p < k || W + 2 * p < k) return 0;
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
+    if (Cin >= PM_MIN_CHANNELS)
+        return pm_scratch(pm_chunk(B, Ho * Wo), Ho * Wo, H * W, Cin, Cout, k * k);
     return (size_t)Cin * k * k * Ho * Wo + phase_floats(H, W, s, p);
 }
 
-void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,
-                        int H, int W, int Cout, int k, int s, int p, float *scratch)
+/* Channel-major, one sample at a time: y_n[Cout, HWo] = w[Cout, K] im2col(x_n)[K, HWo]. */
+static void conv2d_forward_cm(const float *x, const float *w, const float *b, float *y, int B,
+                              int Cin, int H, int W, int Cout, int k, int s, int p, float *scratch)
 {
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
     int HWo = Ho * Wo, K = Cin * k * k;
@@ -212,9 +348,9 @@ void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y
     }
 }
 
-void vae_conv2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
-                         float *db, int B, int Cin, int H, int W, int Cout, int k, int s, int p,
-                         float *scratch)
+static void conv2d_backward_cm(const float *x, const float *w, const float *dy, float *dx,
+                               float *dw, float *db, int B, int Cin, int H, int W, int Cout, int k,
+                               int s, int p, float *scratch)
 {
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
     int HWo = Ho * Wo, K = Cin * k * k;
@@ -237,6 +373,93 @@ void vae_conv2d_backward(const float *x, const float *w, const float *dy, float 
     }
 }
 
+/* Patch-major, chunks of nb samples: yt[m*HWo, Cout] = im2col_pm(xt)[m*HWo, K] wp^T. */
+static void conv2d_forward_pm(const float *x, const float *w, const float *b, float *y, int B,
+                              int Cin, int H, int W, int Cout, const lowering *g, float *scratch)
+{
+    int kk = g->k * g->k, HW = H * W, grid = g->Ho * g->Wo, nb = pm_chunk(B, grid);
+    size_t K = (size_t)kk * Cin;
+    float *col = scratch;                     /* [nb*grid, K] */
+    float *xt = col + (size_t)nb * grid * K;  /* [nb, H, W, Cin] */
+    float *yt = xt + (size_t)nb * HW * Cin;   /* [nb*grid, Cout] */
+    float *wp = yt + (size_t)nb * grid * Cout; /* [Cout, K], taps major */
+    permute_taps(w, Cout, Cin, kk, wp);
+    for (int n0 = 0; n0 < B; n0 += nb) {
+        int m = B - n0 < nb ? B - n0 : nb;
+        for (int n = 0; n < m; n++)
+            to_nhwc(x + (size_t)(n0 + n) * Cin * HW, Cin, HW, xt + (size_t)n * HW * Cin);
+        im2col_pm(g, xt, m, Cin, col);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m * grid, Cout, (int)K, 1.0f, col,
+                    (int)K, wp, (int)K, 0.0f, yt, Cout);
+        for (int n = 0; n < m; n++)
+            to_nchw(yt + (size_t)n * grid * Cout, Cout, grid, b, y + (size_t)(n0 + n) * Cout * grid);
+    }
+}
+
+/*
+ * dwp[Cout, K] += dyt^T col, dcol = dyt wp folded back by col2im_pm; the
+ * permuted gradient is added into dw once, after the last chunk.
+ */
+static void conv2d_backward_pm(const float *x, const float *w, const float *dy, float *dx,
+                               float *dw, float *db, int B, int Cin, int H, int W, int Cout,
+                               const lowering *g, float *scratch)
+{
+    int kk = g->k * g->k, HW = H * W, grid = g->Ho * g->Wo, nb = pm_chunk(B, grid);
+    size_t K = (size_t)kk * Cin;
+    float *col = scratch;                      /* [nb*grid, K]: im2col_pm(xt), then dcol */
+    float *xt = col + (size_t)nb * grid * K;   /* [nb, H, W, Cin]: x, then dx */
+    float *dyt = xt + (size_t)nb * HW * Cin;   /* [nb*grid, Cout] */
+    float *wp = dyt + (size_t)nb * grid * Cout; /* [Cout, K], taps major */
+    float *dwp = wp + K * Cout;                /* [Cout, K], taps major */
+    permute_taps(w, Cout, Cin, kk, wp);
+    memset(dwp, 0, sizeof(float) * K * Cout);
+    for (int n0 = 0; n0 < B; n0 += nb) {
+        int m = B - n0 < nb ? B - n0 : nb;
+        for (int n = 0; n < m; n++) {
+            const float *dyn = dy + (size_t)(n0 + n) * Cout * grid; /* [Cout, grid] */
+            for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + (size_t)o * grid, (size_t)grid);
+            to_nhwc(dyn, Cout, grid, dyt + (size_t)n * grid * Cout);
+            to_nhwc(x + (size_t)(n0 + n) * Cin * HW, Cin, HW, xt + (size_t)n * HW * Cin);
+        }
+        im2col_pm(g, xt, m, Cin, col);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, (int)K, m * grid, 1.0f, dyt,
+                    Cout, col, (int)K, 1.0f, dwp, (int)K);
+        if (!dx) continue;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m * grid, (int)K, Cout, 1.0f, dyt,
+                    Cout, wp, (int)K, 0.0f, col, (int)K);
+        col2im_pm(g, col, m, Cin, xt);
+        for (int n = 0; n < m; n++)
+            to_nchw(xt + (size_t)n * HW * Cin, Cin, HW, NULL, dx + (size_t)(n0 + n) * Cin * HW);
+    }
+    unpermute_taps_add(dwp, Cout, Cin, kk, dw);
+}
+
+void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,
+                        int H, int W, int Cout, int k, int s, int p, float *scratch)
+{
+    if (Cin < PM_MIN_CHANNELS) {
+        conv2d_forward_cm(x, w, b, y, B, Cin, H, W, Cout, k, s, p, scratch);
+        return;
+    }
+    int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
+    lowering g = lowering_of(H, W, k, s, p, Ho, Wo);
+    conv2d_forward_pm(x, w, b, y, B, Cin, H, W, Cout, &g, scratch);
+}
+
+void vae_conv2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                         float *db, int B, int Cin, int H, int W, int Cout, int k, int s, int p,
+                         float *scratch)
+{
+    if (Cin < PM_MIN_CHANNELS) {
+        conv2d_backward_cm(x, w, dy, dx, dw, db, B, Cin, H, W, Cout, k, s, p, scratch);
+        return;
+    }
+    int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
+    lowering g = lowering_of(H, W, k, s, p, Ho, Wo);
+    conv2d_backward_pm(x, w, dy, dx, dw, db, B, Cin, H, W, Cout, &g, scratch);
+}
+
+
 /* ---------------------------------------------------------------------- ConvTranspose2d */
 
 size_t vae_convt2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, int p, int op)
@@ -245,6 +468,8 @@ size_t vae_convt2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s,
     if (op < 0 || op >= s) return 0;
     long Ho = (long)(H - 1) * s - 2L * p + k + op, Wo = (long)(W - 1) * s - 2L * p + k + op;
     if (Ho < 1 || Wo < 1) return 0;
+    if (Cout >= PM_MIN_CHANNELS)
+        return pm_scratch(pm_chunk(B, H * W), H * W, (int)(Ho * Wo), Cout, Cin, k * k);
     return (size_t)Cout * k * k * H * W + phase_floats((int)Ho, (int)Wo, s, p);
 }
 
@@ -253,8 +478,9 @@ size_t vae_convt2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s,
  * Conv2d(Cout -> Cin) it transposes: image Hout x Wout, grid H x W. With
  * op < s, (Hout + 2p - k) / s + 1 == H, so the grid matches x exactly.
  */
-void vae_convt2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,
-                         int H, int W, int Cout, int k, int s, int p, int op, float *scratch)
+static void convt2d_forward_cm(const float *x, const float *w, const float *b, float *y, int B,
+                               int Cin, int H, int W, int Cout, int k, int s, int p, int op,
+                               float *scratch)
 {
     int Ho = (H - 1) * s - 2 * p + k + op, Wo = (W - 1) * s - 2 * p + k + op;
     int HW = H * W, K = Cout * k * k;
@@ -269,9 +495,9 @@ void vae_convt2d_forward(const float *x, const float *w, const float *b, float *
     }
 }
 
-void vae_convt2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
-                          float *db, int B, int Cin, int H, int W, int Cout, int k, int s, int p,
-                          int op, float *scratch)
+static void convt2d_backward_cm(const float *x, const float *w, const float *dy, float *dx,
+                                float *dw, float *db, int B, int Cin, int H, int W, int Cout, int k,
+                                int s, int p, int op, float *scratch)
 {
     int Ho = (H - 1) * s - 2 * p + k + op, Wo = (W - 1) * s - 2 * p + k + op;
     int HW = H * W, K = Cout * k * k;
@@ -291,4 +517,89 @@ void vae_convt2d_backward(const float *x, const float *w, const float *dy, float
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cin, HW, K, 1.0f, w, K, col,
                         HW, 0.0f, dx + n * nx, HW);
     }
+}
+
+/*
+ * Patch-major, chunks of nb samples: col[m*HW, K] = xt[m*HW, Cin] wp[Cin, K],
+ * then y = col2im_pm(col) + b. g is the geometry of the conv it transposes.
+ */
+static void convt2d_forward_pm(const float *x, const float *w, const float *b, float *y, int B,
+                               int Cin, int Cout, const lowering *g, float *scratch)
+{
+    int kk = g->k * g->k, img = g->H * g->W, grid = g->Ho * g->Wo, nb = pm_chunk(B, grid);
+    size_t K = (size_t)kk * Cout;
+    float *col = scratch;                     /* [nb*grid, K] */
+    float *yt = col + (size_t)nb * grid * K;  /* [nb, Hout, Wout, Cout] */
+    float *xt = yt + (size_t)nb * img * Cout; /* [nb*grid, Cin] */
+    float *wp = xt + (size_t)nb * grid * Cin; /* [Cin, K], taps major */
+    permute_taps(w, Cin, Cout, kk, wp);
+    for (int n0 = 0; n0 < B; n0 += nb) {
+        int m = B - n0 < nb ? B - n0 : nb;
+        for (int n = 0; n < m; n++)
+            to_nhwc(x + (size_t)(n0 + n) * Cin * grid, Cin, grid, xt + (size_t)n * grid * Cin);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m * grid, (int)K, Cin, 1.0f, xt,
+                    Cin, wp, (int)K, 0.0f, col, (int)K);
+        col2im_pm(g, col, m, Cout, yt);
+        for (int n = 0; n < m; n++)
+            to_nchw(yt + (size_t)n * img * Cout, Cout, img, b, y + (size_t)(n0 + n) * Cout * img);
+    }
+}
+
+/* col = im2col_pm(dyt): dwp[Cin, K] += xt^T col, dxt = col wp^T. */
+static void convt2d_backward_pm(const float *x, const float *w, const float *dy, float *dx,
+                                float *dw, float *db, int B, int Cin, int Cout, const lowering *g,
+                                float *scratch)
+{
+    int kk = g->k * g->k, img = g->H * g->W, grid = g->Ho * g->Wo, nb = pm_chunk(B, grid);
+    size_t K = (size_t)kk * Cout;
+    float *col = scratch;                     /* [nb*grid, K] */
+    float *dyt = col + (size_t)nb * grid * K; /* [nb, Hout, Wout, Cout] */
+    float *xt = dyt + (size_t)nb * img * Cout; /* [nb*grid, Cin]: x, then dx */
+    float *wp = xt + (size_t)nb * grid * Cin; /* [Cin, K], taps major */
+    float *dwp = wp + K * Cin;                /* [Cin, K], taps major */
+    permute_taps(w, Cin, Cout, kk, wp);
+    memset(dwp, 0, sizeof(float) * K * Cin);
+    for (int n0 = 0; n0 < B; n0 += nb) {
+        int m = B - n0 < nb ? B - n0 : nb;
+        for (int n = 0; n < m; n++) {
+            const float *dyn = dy + (size_t)(n0 + n) * Cout * img; /* [Cout, img] */
+            for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + (size_t)o * img, (size_t)img);
+            to_nhwc(dyn, Cout, img, dyt + (size_t)n * img * Cout);
+            to_nhwc(x + (size_t)(n0 + n) * Cin * grid, Cin, grid, xt + (size_t)n * grid * Cin);
+        }
+        im2col_pm(g, dyt, m, Cout, col);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cin, (int)K, m * grid, 1.0f, xt, Cin,
+                    col, (int)K, 1.0f, dwp, (int)K);
+        if (!dx) continue;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m * grid, Cin, (int)K, 1.0f, col,
+                    (int)K, wp, (int)K, 0.0f, xt, Cin);
+        for (int n = 0; n < m; n++)
+            to_nchw(xt + (size_t)n * grid * Cin, Cin, grid, NULL, dx + (size_t)(n0 + n) * Cin * grid);
+    }
+    unpermute_taps_add(dwp, Cin, Cout, kk, dw);
+}
+
+void vae_convt2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,
+                         int H, int W, int Cout, int k, int s, int p, int op, float *scratch)
+{
+    if (Cout < PM_MIN_CHANNELS) {
+        convt2d_forward_cm(x, w, b, y, B, Cin, H, W, Cout, k, s, p, op, scratch);
+        return;
+    }
+    int Ho = (H - 1) * s - 2 * p + k + op, Wo = (W - 1) * s - 2 * p + k + op;
+    lowering g = lowering_of(Ho, Wo, k, s, p, H, W);
+    convt2d_forward_pm(x, w, b, y, B, Cin, Cout, &g, scratch);
+}
+
+void vae_convt2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                          float *db, int B, int Cin, int H, int W, int Cout, int k, int s, int p,
+                          int op, float *scratch)
+{
+    if (Cout < PM_MIN_CHANNELS) {
+        convt2d_backward_cm(x, w, dy, dx, dw, db, B, Cin, H, W, Cout, k, s, p, op, scratch);
+        return;
+    }
+    int Ho = (H - 1) * s - 2 * p + k + op, Wo = (W - 1) * s - 2 * p + k + op;
+    lowering g = lowering_of(Ho, Wo, k, s, p, H, W);
+    convt2d_backward_pm(x, w, dy, dx, dw, db, B, Cin, Cout, &g, scratch);
 }

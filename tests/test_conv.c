@@ -16,18 +16,22 @@
  *     covers strides 1 and 2, paddings 0 and 1, kernels 3 and 4, channel
  *     counts 1, 2, 3, 5 on both sides, images 5x7, 7x5 and 9x9, batch 1 and
  *     3, and for the transposed conv every output_padding op < s (0, and 1
- *     at stride 2). Outputs, dx and scratch are prefilled with NaN, so an
+ *     at stride 2). A second sweep puts 8, 9 or 11 channels on the side that
+ *     im2col reads (conv.c's patch-major lowering) and 1 to 4 on the
+ *     other, batch 1 and 2. Outputs, dx and scratch are prefilled with NaN, so an
  *     entry not overwritten or a read of stale scratch shows; scratch is
  *     allocated at exactly the size the _scratch function returns.
  * (c) Accumulation: backward adds into dw and db (from a nonzero start, and
  *     twice from zero gives double), overwrites dx, and gives the same dw
- *     and db with dx == NULL.
+ *     and db with dx == NULL; for the patch-major lowering too, with a batch
+ *     of two chunks, the second short.
  * (d) The four layers of the default Fashion-MNIST model (Conv2d(1,32,4,2,1)
  *     28->14, Conv2d(32,64,4,2,1) 14->7, ConvTranspose2d(64,32,4,2,1) 7->14,
  *     ConvTranspose2d(32,1,4,2,1) 14->28) at batch 2: forward, dx, dw, db
  *     against direct double loops for the gradients as well (finite
  *     differences over 32768 weights would be slow, and the sweep already
- *     ties the loops' math to finite differences).
+ *     ties the loops' math to finite differences); likewise patch-major
+ *     geometries of several chunks (64 + 6 samples, and 40 of a 6x6 grid).
  * (e) The _scratch functions: the documented size, 0 for invalid geometry.
  *
  * Tolerances: |analytic - reference| <= rtol |reference| + atol. The ops
@@ -359,6 +363,32 @@ static void test_sweep(void)
     printf("sweep: %d conv2d and %d convt2d geometries\n", count[0], count[1]);
 }
 
+/*
+ * The same sweep with 8 or more channels on the side that im2col reads
+ * (the conv's input, the transposed conv's output): conv.c lowers those
+ * patch-major, channels last, in chunks of samples.
+ */
+static void test_sweep_patch_major(void)
+{
+    static const int many[] = { 8, 9, 11 }, few[] = { 2, 3, 1, 4 };
+    static const int sizes[][2] = { { 5, 7 }, { 7, 5 } };
+    int count[2] = { 0, 0 };
+    for (int idx = 0; idx < 8; idx++) {
+        int s = 1 + idx / 4, p = (idx / 2) % 2, k = 3 + idx % 2;
+        int C = many[idx % 3], other = few[idx % 4], B = idx % 3 == 1 ? 2 : 1;
+        const int *hw = sizes[idx % 2];
+        geom g = make(0, B, C, hw[0], hw[1], other, k, s, p, 0);
+        test_gradcheck(&g);
+        count[0]++;
+        for (int op = 0; op < s; op++) {
+            geom t = make(1, B, other, hw[1], hw[0], C, k, s, p, op);
+            test_gradcheck(&t);
+            count[1]++;
+        }
+    }
+    printf("patch-major sweep: %d conv2d and %d convt2d geometries\n", count[0], count[1]);
+}
+
 /* ---------------------------------------------------------------------- (c) */
 
 static void test_accumulate(const geom *g)
@@ -465,20 +495,33 @@ static void test_default_layer(const geom *g)
 static void test_scratch_sizes(void)
 {
     /*
-     * The column matrix (Cin*k*k * Hout*Wout for the conv, Cout*k*k * H*W for
-     * the transposed conv) plus one channel's s*s stride phases of the padded
-     * image, s*s * ceil((Hi + 2p) / s) * ceil((Wi + 2p) / s), where Hi x Wi is
-     * the conv's input (the transposed conv's output).
+     * Fewer than 8 channels on the im2col side (the conv's input, the
+     * transposed conv's output): one sample's column matrix (Cin*k*k *
+     * Hout*Wout for the conv, Cout*k*k * H*W for the transposed conv) plus
+     * one channel's s*s stride phases of the padded image, s*s * ceil((Hi +
+     * 2p) / s) * ceil((Wi + 2p) / s), where Hi x Wi is the conv's input (the
+     * transposed conv's output).
      */
     CHECK_EQ(vae_conv2d_scratch(128, 1, 28, 28, 32, 4, 2, 1), 1 * 16 * 14 * 14 + 4 * 15 * 15);
-    CHECK_EQ(vae_conv2d_scratch(128, 32, 14, 14, 64, 4, 2, 1), 32 * 16 * 7 * 7 + 4 * 8 * 8);
-    CHECK_EQ(vae_convt2d_scratch(128, 64, 7, 7, 32, 4, 2, 1, 0), 32 * 16 * 7 * 7 + 4 * 8 * 8);
     CHECK_EQ(vae_convt2d_scratch(128, 32, 14, 14, 1, 4, 2, 1, 0), 1 * 16 * 14 * 14 + 4 * 15 * 15);
     CHECK_EQ(vae_conv2d_scratch(3, 2, 5, 7, 3, 3, 2, 0), 2 * 9 * 2 * 3 + 4 * 3 * 4);
     /* Hout 11, Wout 15 (output padding 1). */
     CHECK_EQ(vae_convt2d_scratch(3, 2, 5, 7, 3, 4, 2, 1, 1), 3 * 16 * 5 * 7 + 4 * 7 * 9);
     /* Stride 1: a single phase, the padded image. */
     CHECK_EQ(vae_conv2d_scratch(2, 3, 6, 5, 4, 3, 1, 1), 3 * 9 * 6 * 5 + 8 * 7);
+    /*
+     * 8 or more: a chunk of nb = min(B, ceil(768 / grid)) samples, grid the
+     * output pixels of the conv (input pixels of the transposed conv):
+     * column matrix nb*grid * k*k*Ck, the image in NHWC nb*img*Ck, the grid
+     * side nb*grid*Cg, and two permuted weight blocks 2 * k*k*Ck*Cg, where
+     * Ck is the im2col side's channel count and Cg the other.
+     */
+    CHECK_EQ(vae_conv2d_scratch(128, 32, 14, 14, 64, 4, 2, 1),
+             16 * 49 * 512 + 16 * 196 * 32 + 16 * 49 * 64 + 2 * 512 * 64);
+    CHECK_EQ(vae_convt2d_scratch(128, 64, 7, 7, 32, 4, 2, 1, 0),
+             16 * 49 * 512 + 16 * 196 * 32 + 16 * 49 * 64 + 2 * 512 * 64);
+    /* A small batch is one chunk of B samples. */
+    CHECK_EQ(vae_conv2d_scratch(3, 8, 5, 7, 2, 3, 2, 1), 3 * 12 * 72 + 3 * 35 * 8 + 3 * 12 * 2 + 2 * 72 * 2);
     /* Invalid geometry gives 0. */
     CHECK_EQ(vae_conv2d_scratch(1, 1, 3, 3, 1, 4, 1, 0), 0);  /* kernel larger than the image */
     CHECK_EQ(vae_conv2d_scratch(1, 1, 3, 5, 1, 4, 1, 0), 0);  /* ... in one direction */
@@ -496,11 +539,15 @@ int main(void)
 {
     test_scratch_sizes();
     test_sweep();
+    test_sweep_patch_major();
 
     geom acc[] = {
         make(0, 3, 3, 9, 7, 5, 4, 2, 1, 0),
         make(1, 3, 5, 5, 7, 3, 4, 2, 1, 1),
         make(1, 2, 2, 6, 6, 3, 3, 1, 0, 0),
+        /* Patch-major, several chunks: a 3x4 grid is 64 samples a chunk, so 70 is 64 + 6. */
+        make(0, 70, 8, 5, 7, 3, 3, 2, 1, 0),
+        make(1, 70, 3, 3, 4, 9, 3, 2, 1, 1),
     };
     for (size_t i = 0; i < sizeof acc / sizeof acc[0]; i++) test_accumulate(&acc[i]);
 
@@ -515,6 +562,13 @@ int main(void)
     CHECK_EQ(layers[2].Ho, 14);
     CHECK_EQ(layers[3].Ho, 28);
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) test_default_layer(&layers[i]);
+    /* The patch-major chunks, uneven last one included (64 + 6 samples), against the loops. */
+    geom chunked[] = {
+        make(0, 70, 8, 5, 7, 3, 3, 2, 1, 0),
+        make(1, 70, 3, 3, 4, 9, 3, 2, 1, 1),
+        make(0, 40, 16, 6, 6, 4, 3, 1, 1, 0),
+    };
+    for (size_t i = 0; i < sizeof chunked / sizeof chunked[0]; i++) test_default_layer(&chunked[i]);
 
     static const char *names[] = { "y", "dx", "dw", "db" };
     for (int t = 0; t < 2; t++) {

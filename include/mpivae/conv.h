@@ -17,8 +17,9 @@
  *   the gradient of a Conv2d(Cout -> Cin) with the same w, k, s, p taken
  *   with respect to that conv's input of size Hout x Wout.
  *
- * Lowering: im2col / col2im around one cblas_sgemm per sample (see conv.c
- * for the measurements that chose it). Every function takes a caller-owned
+ * Lowering: im2col / col2im around cblas_sgemm, per sample when the image
+ * that im2col reads has fewer than 8 channels, else in chunks of samples
+ * with the channels last (see conv.c for the measurements that chose it). Every function takes a caller-owned
  * scratch buffer of at least the _scratch function's count of floats; its
  * contents are not kept between calls, so one buffer, sized for the largest
  * layer, can serve every layer of a model. Nothing is allocated inside.
@@ -34,10 +35,13 @@
 
 /*
  * Floats of scratch needed by vae_conv2d_forward and vae_conv2d_backward
- * for this geometry: Cin*k*k * Hout*Wout (one sample's column matrix) plus
- * s*s * ceil((H + 2p) / s) * ceil((W + 2p) / s) (one channel of the padded
- * image, split into its stride phases); B is taken so that callers need
- * not change if the lowering does. Returns 0
+ * for this geometry and batches of up to B. With Cin < 8: Cin*k*k *
+ * Hout*Wout (one sample's column matrix) plus s*s * ceil((H + 2p) / s) *
+ * ceil((W + 2p) / s) (one channel of the padded image, split into its
+ * stride phases). With Cin >= 8, for a chunk of nb = min(B, ceil(768 /
+ * (Hout*Wout))) samples: nb*Hout*Wout * Cin*k*k (the chunk's column
+ * matrix) + nb*H*W*Cin + nb*Hout*Wout*Cout (x and y, channels last) +
+ * 2 * Cout*Cin*k*k (the weights and their gradient in tap order). Returns 0
  * when the geometry is invalid: a size, k or s below 1, B or p below 0, or
  * Hout or Wout below 1 (k > H + 2p).
  */
@@ -45,7 +49,9 @@ size_t vae_conv2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, 
 
 /*
  * y[B,Cout,Hout,Wout] = conv2d(x[B,Cin,H,W], w[Cout,Cin,k,k]) + b[Cout].
- * Per sample: col[Cin*k*k, Hout*Wout] = im2col(x_n), y_n = w col + b.
+ * Per sample: col[Cin*k*k, Hout*Wout] = im2col(x_n), y_n = w col + b (the
+ * patch-major lowering computes the same with col transposed, a chunk of
+ * samples at a time).
  */
 void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,
                         int H, int W, int Cout, int k, int s, int p, float *scratch);
@@ -61,11 +67,14 @@ void vae_conv2d_backward(const float *x, const float *w, const float *dy, float 
                          float *scratch);
 
 /*
- * Floats of scratch needed by vae_convt2d_forward and vae_convt2d_backward:
- * Cout*k*k * H*W (one sample's column matrix) plus s*s * ceil((Hout + 2p)
- * / s) * ceil((Wout + 2p) / s) (one channel of the padded output, split
- * into its stride phases). Returns 0 when the geometry
- * is invalid: a size, k or s below 1, B, p or op below 0, op >= s (PyTorch
+ * Floats of scratch needed by vae_convt2d_forward and vae_convt2d_backward
+ * for batches of up to B. With Cout < 8: Cout*k*k * H*W (one sample's
+ * column matrix) plus s*s * ceil((Hout + 2p) / s) * ceil((Wout + 2p) / s)
+ * (one channel of the padded output, split into its stride phases). With
+ * Cout >= 8, for a chunk of nb = min(B, ceil(768 / (H*W))) samples:
+ * nb*H*W * Cout*k*k + nb*Hout*Wout*Cout + nb*H*W*Cin + 2 * Cin*Cout*k*k
+ * (the conv's layout with the roles of x and y exchanged). Returns 0 when
+ * the geometry is invalid: a size, k or s below 1, B, p or op below 0, op >= s (PyTorch
  * requires output_padding < stride at dilation 1), or Hout or Wout below 1.
  */
 size_t vae_convt2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, int p, int op);
