@@ -11,10 +11,11 @@
  * - C >= 8, patch-major, chunks of samples with the channels last:
  *   col[pixel, (tap, channel)], one row per output pixel of the chunk, so
  *   im2col and col2im move runs of C contiguous floats, and one sgemm of
- *   about 768 rows covers the chunk. The sample's NCHW tensors are
- *   transposed to NHWC on the way in and back on the way out (cheap: one
- *   pass each), and the weights are permuted to (tap, channel) order once
- *   per call (and their gradient back).
+ *   about 768 rows covers the chunk. NCHW tensors are transposed to NHWC
+ *   on the way in and back on the way out (one pass each); tensors that
+ *   the caller keeps channels last (the layout flags) are used in place.
+ *   The weights are permuted to (tap, channel) order once per call (and
+ *   their gradient back).
  *
  * Measured with one thread (OPENBLAS_NUM_THREADS=1), OpenBLAS 0.3.21, gcc
  * -O3 -march=native, on a 2-vCPU AMD EPYC (Zen 1, KVM); ms per forward +
@@ -314,7 +315,44 @@ static size_t pm_scratch(int nb, int grid, int img, int Ck, int Cg, int kk)
 /* The patch-major path is taken when the image that im2col reads has at least this many channels. */
 #define PM_MIN_CHANNELS 8
 
+/* t[i][c] += b[c] over rows i < rows: the bias of a channels-last tensor. */
+static void add_bias_rows(float *t, size_t rows, int C, const float *b)
+{
+    for (size_t i = 0; i < rows; i++)
+        for (int c = 0; c < C; c++) t[i * C + c] += b[c];
+}
+
+/*
+ * db[c] += sum over rows i < rows of t[i][c]: the bias gradient of a
+ * channels-last tensor, added block by block of LANES rows (a fixed order).
+ */
+static void sum_rows(const float *t, size_t rows, int C, float *db)
+{
+    for (size_t i = 0; i < rows; i += LANES) {
+        size_t end = i + LANES < rows ? i + LANES : rows;
+        for (int c = 0; c < C; c++) {
+            float part = 0.0f;
+            for (size_t r = i; r < end; r++) part += t[r * C + c];
+            db[c] += part;
+        }
+    }
+}
+
 /* ---------------------------------------------------------------------- Conv2d */
+
+int vae_conv_channels_last(int C)
+{
+    return C >= PM_MIN_CHANNELS;
+}
+
+/*
+ * Channel-major scratch: one sample's column matrix, the phase planes, and
+ * one sample of the im2col side in NCHW (for a channels-last input).
+ */
+static size_t cm_scratch(size_t K, size_t grid, int Hi, int Wi, int Ck, int s, int p)
+{
+    return K * grid + phase_floats(Hi, Wi, s, p) + (size_t)Ck * Hi * Wi;
+}
 
 size_t vae_conv2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, int p)
 {
@@ -323,22 +361,35 @@ size_t vae_conv2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, 
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
     if (Cin >= PM_MIN_CHANNELS)
         return pm_scratch(pm_chunk(B, Ho * Wo), Ho * Wo, H * W, Cin, Cout, k * k);
-    return (size_t)Cin * k * k * Ho * Wo + phase_floats(H, W, s, p);
+    return cm_scratch((size_t)Cin * k * k, (size_t)Ho * Wo, H, W, Cin, s, p);
 }
 
-/* Channel-major, one sample at a time: y_n[Cout, HWo] = w[Cout, K] im2col(x_n)[K, HWo]. */
+/*
+ * Channel-major, one sample at a time: col[K, HWo] = im2col(x_n), then
+ * y_n[Cout, HWo] = w col, or, channels last, y_n[HWo, Cout] = col^T w^T.
+ */
 static void conv2d_forward_cm(const float *x, const float *w, const float *b, float *y, int B,
-                              int Cin, int H, int W, int Cout, int k, int s, int p, float *scratch)
+                              int Cin, int Cout, const lowering *g, int layout, float *scratch)
 {
-    int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
-    int HWo = Ho * Wo, K = Cin * k * k;
-    size_t nx = (size_t)Cin * H * W, ny = (size_t)Cout * HWo;
-    lowering g = lowering_of(H, W, k, s, p, Ho, Wo);
-    float *col = scratch, *ph = scratch + (size_t)K * HWo; /* [K, HWo], phase planes */
+    int HW = g->H * g->W, HWo = g->Ho * g->Wo, K = Cin * g->k * g->k;
+    size_t nx = (size_t)Cin * HW, ny = (size_t)Cout * HWo;
+    float *col = scratch;                         /* [K, HWo] */
+    float *ph = col + (size_t)K * HWo;            /* phase planes */
+    float *xc = ph + phase_floats(g->H, g->W, g->s, g->p); /* x_n in NCHW */
     for (int n = 0; n < B; n++) {
-        im2col(&g, x + n * nx, Cin, col, (size_t)HWo, ph);
-        float *yn = y + n * ny; /* [Cout, HWo] */
-        /* yn[Cout,HWo] = w[Cout,K] col[K,HWo]. */
+        const float *xn = x + n * nx;
+        if (layout & VAE_CONV_X_NHWC) {
+            to_nchw(xn, Cin, HW, NULL, xc);
+            xn = xc;
+        }
+        im2col(g, xn, Cin, col, (size_t)HWo, ph);
+        float *yn = y + n * ny;
+        if (layout & VAE_CONV_Y_NHWC) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, HWo, Cout, K, 1.0f, col, HWo, w, K,
+                        0.0f, yn, Cout);
+            add_bias_rows(yn, (size_t)HWo, Cout, b);
+            continue;
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, HWo, K, 1.0f, w, K, col, HWo,
                     0.0f, yn, HWo);
         for (int o = 0; o < Cout; o++) {
@@ -348,49 +399,76 @@ static void conv2d_forward_cm(const float *x, const float *w, const float *b, fl
     }
 }
 
+/*
+ * dw[Cout,K] += dy_n col^T, dcol[K,HWo] = w^T dy_n folded back by col2im
+ * (dy_n read as [HWo, Cout] through the product's transpose flags when
+ * channels last).
+ */
 static void conv2d_backward_cm(const float *x, const float *w, const float *dy, float *dx,
-                               float *dw, float *db, int B, int Cin, int H, int W, int Cout, int k,
-                               int s, int p, float *scratch)
+                               float *dw, float *db, int B, int Cin, int Cout, const lowering *g,
+                               int layout, float *scratch)
 {
-    int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
-    int HWo = Ho * Wo, K = Cin * k * k;
-    size_t nx = (size_t)Cin * H * W, ny = (size_t)Cout * HWo;
-    lowering g = lowering_of(H, W, k, s, p, Ho, Wo);
-    float *col = scratch, *ph = scratch + (size_t)K * HWo; /* [K, HWo]: im2col(x_n), then dcol */
+    int HW = g->H * g->W, HWo = g->Ho * g->Wo, K = Cin * g->k * g->k;
+    size_t nx = (size_t)Cin * HW, ny = (size_t)Cout * HWo;
+    int ylast = (layout & VAE_CONV_Y_NHWC) != 0, xlast = (layout & VAE_CONV_X_NHWC) != 0;
+    float *col = scratch;                         /* [K, HWo]: im2col(x_n), then dcol */
+    float *ph = col + (size_t)K * HWo;            /* phase planes */
+    float *xc = ph + phase_floats(g->H, g->W, g->s, g->p); /* x_n or dx_n in NCHW */
     for (int n = 0; n < B; n++) {
-        const float *dyn = dy + n * ny; /* [Cout, HWo] */
-        for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + (size_t)o * HWo, (size_t)HWo);
-        im2col(&g, x + n * nx, Cin, col, (size_t)HWo, ph);
-        /* dw[Cout,K] += dyn[Cout,HWo] col[K,HWo]^T. */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout, K, HWo, 1.0f, dyn, HWo, col,
-                    HWo, 1.0f, dw, K);
-        if (dx) {
-            /* dcol[K,HWo] = w[Cout,K]^T dyn[Cout,HWo], then folded back onto the image. */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, HWo, Cout, 1.0f, w, K, dyn,
-                        HWo, 0.0f, col, HWo);
-            col2im(&g, col, (size_t)HWo, Cin, NULL, dx + n * nx, ph); /* dx_n[Cin, H, W] */
+        const float *dyn = dy + n * ny; /* [Cout, HWo], or [HWo, Cout] channels last */
+        if (ylast) sum_rows(dyn, (size_t)HWo, Cout, db);
+        else
+            for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + (size_t)o * HWo, (size_t)HWo);
+        const float *xn = x + n * nx;
+        if (xlast) {
+            to_nchw(xn, Cin, HW, NULL, xc);
+            xn = xc;
+        }
+        im2col(g, xn, Cin, col, (size_t)HWo, ph);
+        cblas_sgemm(CblasRowMajor, ylast ? CblasTrans : CblasNoTrans, CblasTrans, Cout, K, HWo,
+                    1.0f, dyn, ylast ? Cout : HWo, col, HWo, 1.0f, dw, K);
+        if (!dx) continue;
+        cblas_sgemm(CblasRowMajor, CblasTrans, ylast ? CblasTrans : CblasNoTrans, K, HWo, Cout,
+                    1.0f, w, K, dyn, ylast ? Cout : HWo, 0.0f, col, HWo);
+        if (xlast) {
+            col2im(g, col, (size_t)HWo, Cin, NULL, xc, ph);
+            to_nhwc(xc, Cin, HW, dx + n * nx);
+        } else {
+            col2im(g, col, (size_t)HWo, Cin, NULL, dx + n * nx, ph); /* dx_n[Cin, H, W] */
         }
     }
 }
 
-/* Patch-major, chunks of nb samples: yt[m*HWo, Cout] = im2col_pm(xt)[m*HWo, K] wp^T. */
+/*
+ * Patch-major, chunks of nb samples: yt[m*HWo, Cout] = im2col_pm(xt)[m*HWo,
+ * K] wp^T. A channels-last x or y is used in place, without the transpose.
+ */
 static void conv2d_forward_pm(const float *x, const float *w, const float *b, float *y, int B,
-                              int Cin, int H, int W, int Cout, const lowering *g, float *scratch)
+                              int Cin, int Cout, const lowering *g, int layout, float *scratch)
 {
-    int kk = g->k * g->k, HW = H * W, grid = g->Ho * g->Wo, nb = pm_chunk(B, grid);
+    int kk = g->k * g->k, HW = g->H * g->W, grid = g->Ho * g->Wo, nb = pm_chunk(B, grid);
     size_t K = (size_t)kk * Cin;
-    float *col = scratch;                     /* [nb*grid, K] */
-    float *xt = col + (size_t)nb * grid * K;  /* [nb, H, W, Cin] */
-    float *yt = xt + (size_t)nb * HW * Cin;   /* [nb*grid, Cout] */
-    float *wp = yt + (size_t)nb * grid * Cout; /* [Cout, K], taps major */
+    float *col = scratch;                      /* [nb*grid, K] */
+    float *xs = col + (size_t)nb * grid * K;   /* [nb, H, W, Cin] */
+    float *ys = xs + (size_t)nb * HW * Cin;    /* [nb*grid, Cout] */
+    float *wp = ys + (size_t)nb * grid * Cout; /* [Cout, K], taps major */
     permute_taps(w, Cout, Cin, kk, wp);
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb;
-        for (int n = 0; n < m; n++)
-            to_nhwc(x + (size_t)(n0 + n) * Cin * HW, Cin, HW, xt + (size_t)n * HW * Cin);
+        const float *xt = x + (size_t)n0 * Cin * HW;
+        if (!(layout & VAE_CONV_X_NHWC)) {
+            for (int n = 0; n < m; n++)
+                to_nhwc(xt + (size_t)n * Cin * HW, Cin, HW, xs + (size_t)n * HW * Cin);
+            xt = xs;
+        }
         im2col_pm(g, xt, m, Cin, col);
+        float *yt = layout & VAE_CONV_Y_NHWC ? y + (size_t)n0 * Cout * grid : ys;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m * grid, Cout, (int)K, 1.0f, col,
                     (int)K, wp, (int)K, 0.0f, yt, Cout);
+        if (layout & VAE_CONV_Y_NHWC) {
+            add_bias_rows(yt, (size_t)m * grid, Cout, b);
+            continue;
+        }
         for (int n = 0; n < m; n++)
             to_nchw(yt + (size_t)n * grid * Cout, Cout, grid, b, y + (size_t)(n0 + n) * Cout * grid);
     }
@@ -401,67 +479,79 @@ static void conv2d_forward_pm(const float *x, const float *w, const float *b, fl
  * permuted gradient is added into dw once, after the last chunk.
  */
 static void conv2d_backward_pm(const float *x, const float *w, const float *dy, float *dx,
-                               float *dw, float *db, int B, int Cin, int H, int W, int Cout,
-                               const lowering *g, float *scratch)
+                               float *dw, float *db, int B, int Cin, int Cout, const lowering *g,
+                               int layout, float *scratch)
 {
-    int kk = g->k * g->k, HW = H * W, grid = g->Ho * g->Wo, nb = pm_chunk(B, grid);
+    int kk = g->k * g->k, HW = g->H * g->W, grid = g->Ho * g->Wo, nb = pm_chunk(B, grid);
+    int xlast = (layout & VAE_CONV_X_NHWC) != 0, ylast = (layout & VAE_CONV_Y_NHWC) != 0;
     size_t K = (size_t)kk * Cin;
-    float *col = scratch;                      /* [nb*grid, K]: im2col_pm(xt), then dcol */
-    float *xt = col + (size_t)nb * grid * K;   /* [nb, H, W, Cin]: x, then dx */
-    float *dyt = xt + (size_t)nb * HW * Cin;   /* [nb*grid, Cout] */
-    float *wp = dyt + (size_t)nb * grid * Cout; /* [Cout, K], taps major */
-    float *dwp = wp + K * Cout;                /* [Cout, K], taps major */
+    float *col = scratch;                       /* [nb*grid, K]: im2col_pm(xt), then dcol */
+    float *xs = col + (size_t)nb * grid * K;    /* [nb, H, W, Cin]: x, then dx */
+    float *dys = xs + (size_t)nb * HW * Cin;    /* [nb*grid, Cout] */
+    float *wp = dys + (size_t)nb * grid * Cout; /* [Cout, K], taps major */
+    float *dwp = wp + K * Cout;                 /* [Cout, K], taps major */
     permute_taps(w, Cout, Cin, kk, wp);
     memset(dwp, 0, sizeof(float) * K * Cout);
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb;
-        for (int n = 0; n < m; n++) {
-            const float *dyn = dy + (size_t)(n0 + n) * Cout * grid; /* [Cout, grid] */
-            for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + (size_t)o * grid, (size_t)grid);
-            to_nhwc(dyn, Cout, grid, dyt + (size_t)n * grid * Cout);
-            to_nhwc(x + (size_t)(n0 + n) * Cin * HW, Cin, HW, xt + (size_t)n * HW * Cin);
+        const float *dyt = dy + (size_t)n0 * Cout * grid, *xt = x + (size_t)n0 * Cin * HW;
+        if (!ylast) {
+            for (int n = 0; n < m; n++)
+                to_nhwc(dyt + (size_t)n * Cout * grid, Cout, grid, dys + (size_t)n * grid * Cout);
+            dyt = dys;
         }
+        if (!xlast) {
+            for (int n = 0; n < m; n++)
+                to_nhwc(xt + (size_t)n * Cin * HW, Cin, HW, xs + (size_t)n * HW * Cin);
+            xt = xs;
+        }
+        sum_rows(dyt, (size_t)m * grid, Cout, db);
         im2col_pm(g, xt, m, Cin, col);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, (int)K, m * grid, 1.0f, dyt,
                     Cout, col, (int)K, 1.0f, dwp, (int)K);
         if (!dx) continue;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m * grid, (int)K, Cout, 1.0f, dyt,
                     Cout, wp, (int)K, 0.0f, col, (int)K);
-        col2im_pm(g, col, m, Cin, xt);
+        if (xlast) {
+            col2im_pm(g, col, m, Cin, dx + (size_t)n0 * Cin * HW);
+            continue;
+        }
+        col2im_pm(g, col, m, Cin, xs);
         for (int n = 0; n < m; n++)
-            to_nchw(xt + (size_t)n * HW * Cin, Cin, HW, NULL, dx + (size_t)(n0 + n) * Cin * HW);
+            to_nchw(xs + (size_t)n * HW * Cin, Cin, HW, NULL, dx + (size_t)(n0 + n) * Cin * HW);
     }
     unpermute_taps_add(dwp, Cout, Cin, kk, dw);
 }
 
 void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,
-                        int H, int W, int Cout, int k, int s, int p, float *scratch)
+                        int H, int W, int Cout, int k, int s, int p, int layout, float *scratch)
 {
-    if (Cin < PM_MIN_CHANNELS) {
-        conv2d_forward_cm(x, w, b, y, B, Cin, H, W, Cout, k, s, p, scratch);
-        return;
-    }
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
     lowering g = lowering_of(H, W, k, s, p, Ho, Wo);
-    conv2d_forward_pm(x, w, b, y, B, Cin, H, W, Cout, &g, scratch);
+    if (Cin < PM_MIN_CHANNELS) conv2d_forward_cm(x, w, b, y, B, Cin, Cout, &g, layout, scratch);
+    else conv2d_forward_pm(x, w, b, y, B, Cin, Cout, &g, layout, scratch);
 }
 
 void vae_conv2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
                          float *db, int B, int Cin, int H, int W, int Cout, int k, int s, int p,
-                         float *scratch)
+                         int layout, float *scratch)
 {
-    if (Cin < PM_MIN_CHANNELS) {
-        conv2d_backward_cm(x, w, dy, dx, dw, db, B, Cin, H, W, Cout, k, s, p, scratch);
-        return;
-    }
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
     lowering g = lowering_of(H, W, k, s, p, Ho, Wo);
-    conv2d_backward_pm(x, w, dy, dx, dw, db, B, Cin, H, W, Cout, &g, scratch);
+    if (Cin < PM_MIN_CHANNELS)
+        conv2d_backward_cm(x, w, dy, dx, dw, db, B, Cin, Cout, &g, layout, scratch);
+    else
+        conv2d_backward_pm(x, w, dy, dx, dw, db, B, Cin, Cout, &g, layout, scratch);
 }
-
 
 /* ---------------------------------------------------------------------- ConvTranspose2d */
 
+/*
+ * In the transposed conv, the lowering's geometry is that of the
+ * Conv2d(Cout -> Cin) it transposes: image Hout x Wout (im2col's side, the
+ * output y), grid H x W (x). With op < s, (Hout + 2p - k) / s + 1 == H, so
+ * the grid matches x exactly.
+ */
 size_t vae_convt2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, int p, int op)
 {
     if (B < 0 || Cin < 1 || H < 1 || W < 1 || Cout < 1 || k < 1 || s < 1 || p < 0) return 0;
@@ -470,50 +560,62 @@ size_t vae_convt2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s,
     if (Ho < 1 || Wo < 1) return 0;
     if (Cout >= PM_MIN_CHANNELS)
         return pm_scratch(pm_chunk(B, H * W), H * W, (int)(Ho * Wo), Cout, Cin, k * k);
-    return (size_t)Cout * k * k * H * W + phase_floats((int)Ho, (int)Wo, s, p);
+    return cm_scratch((size_t)Cout * k * k, (size_t)H * W, (int)Ho, (int)Wo, Cout, s, p);
 }
 
 /*
- * In the transposed conv, the col2im / im2col geometry is that of the
- * Conv2d(Cout -> Cin) it transposes: image Hout x Wout, grid H x W. With
- * op < s, (Hout + 2p - k) / s + 1 == H, so the grid matches x exactly.
+ * Channel-major, one sample at a time: col[K, HW] = w^T x_n (x_n read as
+ * [HW, Cin] through the transpose flag when channels last), then
+ * y_n = b + col2im(col).
  */
 static void convt2d_forward_cm(const float *x, const float *w, const float *b, float *y, int B,
-                               int Cin, int H, int W, int Cout, int k, int s, int p, int op,
-                               float *scratch)
+                               int Cin, int Cout, const lowering *g, int layout, float *scratch)
 {
-    int Ho = (H - 1) * s - 2 * p + k + op, Wo = (W - 1) * s - 2 * p + k + op;
-    int HW = H * W, K = Cout * k * k;
-    size_t HWo = (size_t)Ho * Wo, nx = (size_t)Cin * HW, ny = (size_t)Cout * HWo;
-    lowering g = lowering_of(Ho, Wo, k, s, p, H, W);
-    float *col = scratch, *ph = scratch + (size_t)K * HW; /* [K, HW], phase planes */
+    int HW = g->Ho * g->Wo, img = g->H * g->W, K = Cout * g->k * g->k;
+    int xlast = (layout & VAE_CONV_X_NHWC) != 0;
+    size_t nx = (size_t)Cin * HW, ny = (size_t)Cout * img;
+    float *col = scratch;                         /* [K, HW] */
+    float *ph = col + (size_t)K * HW;             /* phase planes */
+    float *yc = ph + phase_floats(g->H, g->W, g->s, g->p); /* y_n in NCHW */
     for (int n = 0; n < B; n++) {
-        /* col[K,HW] = w[Cin,K]^T x_n[Cin,HW]. */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, HW, Cin, 1.0f, w, K, x + n * nx,
-                    HW, 0.0f, col, HW);
-        col2im(&g, col, (size_t)HW, Cout, b, y + n * ny, ph); /* y_n[Cout, Hout, Wout] */
+        cblas_sgemm(CblasRowMajor, CblasTrans, xlast ? CblasTrans : CblasNoTrans, K, HW, Cin,
+                    1.0f, w, K, x + n * nx, xlast ? Cin : HW, 0.0f, col, HW);
+        if (layout & VAE_CONV_Y_NHWC) {
+            col2im(g, col, (size_t)HW, Cout, b, yc, ph);
+            to_nhwc(yc, Cout, img, y + n * ny);
+        } else {
+            col2im(g, col, (size_t)HW, Cout, b, y + n * ny, ph); /* y_n[Cout, Hout, Wout] */
+        }
     }
 }
 
+/* col = im2col(dy_n) [K, HW]: dw[Cin, K] += x_n col^T, dx_n = w col. */
 static void convt2d_backward_cm(const float *x, const float *w, const float *dy, float *dx,
-                                float *dw, float *db, int B, int Cin, int H, int W, int Cout, int k,
-                                int s, int p, int op, float *scratch)
+                                float *dw, float *db, int B, int Cin, int Cout, const lowering *g,
+                                int layout, float *scratch)
 {
-    int Ho = (H - 1) * s - 2 * p + k + op, Wo = (W - 1) * s - 2 * p + k + op;
-    int HW = H * W, K = Cout * k * k;
-    size_t HWo = (size_t)Ho * Wo, nx = (size_t)Cin * HW, ny = (size_t)Cout * HWo;
-    lowering g = lowering_of(Ho, Wo, k, s, p, H, W);
-    float *col = scratch, *ph = scratch + (size_t)K * HW; /* [K, HW] = im2col(dy_n), phase planes */
+    int HW = g->Ho * g->Wo, img = g->H * g->W, K = Cout * g->k * g->k;
+    int xlast = (layout & VAE_CONV_X_NHWC) != 0;
+    size_t nx = (size_t)Cin * HW, ny = (size_t)Cout * img;
+    float *col = scratch;                         /* [K, HW] = im2col(dy_n) */
+    float *ph = col + (size_t)K * HW;             /* phase planes */
+    float *dyc = ph + phase_floats(g->H, g->W, g->s, g->p); /* dy_n in NCHW */
     for (int n = 0; n < B; n++) {
         const float *dyn = dy + n * ny; /* [Cout, Hout, Wout] */
-        for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + o * HWo, HWo);
-        im2col(&g, dyn, Cout, col, (size_t)HW, ph);
-        const float *xn = x + n * nx; /* [Cin, HW] */
-        /* dw[Cin,K] += x_n[Cin,HW] col[K,HW]^T. */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cin, K, HW, 1.0f, xn, HW, col, HW,
-                    1.0f, dw, K);
-        /* dx_n[Cin,HW] = w[Cin,K] col[K,HW]. */
-        if (dx)
+        if (layout & VAE_CONV_Y_NHWC) {
+            to_nchw(dyn, Cout, img, NULL, dyc);
+            dyn = dyc;
+        }
+        for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + (size_t)o * img, (size_t)img);
+        im2col(g, dyn, Cout, col, (size_t)HW, ph);
+        const float *xn = x + n * nx; /* [Cin, HW], or [HW, Cin] channels last */
+        cblas_sgemm(CblasRowMajor, xlast ? CblasTrans : CblasNoTrans, CblasTrans, Cin, K, HW, 1.0f,
+                    xn, xlast ? Cin : HW, col, HW, 1.0f, dw, K);
+        if (!dx) continue;
+        if (xlast)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, HW, Cin, K, 1.0f, col, HW, w, K,
+                        0.0f, dx + n * nx, Cin);
+        else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cin, HW, K, 1.0f, w, K, col,
                         HW, 0.0f, dx + n * nx, HW);
     }
@@ -521,85 +623,101 @@ static void convt2d_backward_cm(const float *x, const float *w, const float *dy,
 
 /*
  * Patch-major, chunks of nb samples: col[m*HW, K] = xt[m*HW, Cin] wp[Cin, K],
- * then y = col2im_pm(col) + b. g is the geometry of the conv it transposes.
+ * then y = col2im_pm(col) + b. A channels-last x or y is used in place.
  */
 static void convt2d_forward_pm(const float *x, const float *w, const float *b, float *y, int B,
-                               int Cin, int Cout, const lowering *g, float *scratch)
+                               int Cin, int Cout, const lowering *g, int layout, float *scratch)
 {
     int kk = g->k * g->k, img = g->H * g->W, grid = g->Ho * g->Wo, nb = pm_chunk(B, grid);
     size_t K = (size_t)kk * Cout;
     float *col = scratch;                     /* [nb*grid, K] */
-    float *yt = col + (size_t)nb * grid * K;  /* [nb, Hout, Wout, Cout] */
-    float *xt = yt + (size_t)nb * img * Cout; /* [nb*grid, Cin] */
-    float *wp = xt + (size_t)nb * grid * Cin; /* [Cin, K], taps major */
+    float *ys = col + (size_t)nb * grid * K;  /* [nb, Hout, Wout, Cout] */
+    float *xs = ys + (size_t)nb * img * Cout; /* [nb*grid, Cin] */
+    float *wp = xs + (size_t)nb * grid * Cin; /* [Cin, K], taps major */
     permute_taps(w, Cin, Cout, kk, wp);
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb;
-        for (int n = 0; n < m; n++)
-            to_nhwc(x + (size_t)(n0 + n) * Cin * grid, Cin, grid, xt + (size_t)n * grid * Cin);
+        const float *xt = x + (size_t)n0 * Cin * grid;
+        if (!(layout & VAE_CONV_X_NHWC)) {
+            for (int n = 0; n < m; n++)
+                to_nhwc(xt + (size_t)n * Cin * grid, Cin, grid, xs + (size_t)n * grid * Cin);
+            xt = xs;
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m * grid, (int)K, Cin, 1.0f, xt,
                     Cin, wp, (int)K, 0.0f, col, (int)K);
-        col2im_pm(g, col, m, Cout, yt);
+        if (layout & VAE_CONV_Y_NHWC) {
+            float *yt = y + (size_t)n0 * Cout * img;
+            col2im_pm(g, col, m, Cout, yt);
+            add_bias_rows(yt, (size_t)m * img, Cout, b);
+            continue;
+        }
+        col2im_pm(g, col, m, Cout, ys);
         for (int n = 0; n < m; n++)
-            to_nchw(yt + (size_t)n * img * Cout, Cout, img, b, y + (size_t)(n0 + n) * Cout * img);
+            to_nchw(ys + (size_t)n * img * Cout, Cout, img, b, y + (size_t)(n0 + n) * Cout * img);
     }
 }
 
 /* col = im2col_pm(dyt): dwp[Cin, K] += xt^T col, dxt = col wp^T. */
 static void convt2d_backward_pm(const float *x, const float *w, const float *dy, float *dx,
                                 float *dw, float *db, int B, int Cin, int Cout, const lowering *g,
-                                float *scratch)
+                                int layout, float *scratch)
 {
     int kk = g->k * g->k, img = g->H * g->W, grid = g->Ho * g->Wo, nb = pm_chunk(B, grid);
+    int xlast = (layout & VAE_CONV_X_NHWC) != 0, ylast = (layout & VAE_CONV_Y_NHWC) != 0;
     size_t K = (size_t)kk * Cout;
-    float *col = scratch;                     /* [nb*grid, K] */
-    float *dyt = col + (size_t)nb * grid * K; /* [nb, Hout, Wout, Cout] */
-    float *xt = dyt + (size_t)nb * img * Cout; /* [nb*grid, Cin]: x, then dx */
-    float *wp = xt + (size_t)nb * grid * Cin; /* [Cin, K], taps major */
-    float *dwp = wp + K * Cin;                /* [Cin, K], taps major */
+    float *col = scratch;                      /* [nb*grid, K] */
+    float *dys = col + (size_t)nb * grid * K;  /* [nb, Hout, Wout, Cout] */
+    float *xs = dys + (size_t)nb * img * Cout; /* [nb*grid, Cin]: x, then dx */
+    float *wp = xs + (size_t)nb * grid * Cin;  /* [Cin, K], taps major */
+    float *dwp = wp + K * Cin;                 /* [Cin, K], taps major */
     permute_taps(w, Cin, Cout, kk, wp);
     memset(dwp, 0, sizeof(float) * K * Cin);
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb;
-        for (int n = 0; n < m; n++) {
-            const float *dyn = dy + (size_t)(n0 + n) * Cout * img; /* [Cout, img] */
-            for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + (size_t)o * img, (size_t)img);
-            to_nhwc(dyn, Cout, img, dyt + (size_t)n * img * Cout);
-            to_nhwc(x + (size_t)(n0 + n) * Cin * grid, Cin, grid, xt + (size_t)n * grid * Cin);
+        const float *dyt = dy + (size_t)n0 * Cout * img, *xt = x + (size_t)n0 * Cin * grid;
+        if (!ylast) {
+            for (int n = 0; n < m; n++)
+                to_nhwc(dyt + (size_t)n * Cout * img, Cout, img, dys + (size_t)n * img * Cout);
+            dyt = dys;
         }
+        if (!xlast) {
+            for (int n = 0; n < m; n++)
+                to_nhwc(xt + (size_t)n * Cin * grid, Cin, grid, xs + (size_t)n * grid * Cin);
+            xt = xs;
+        }
+        sum_rows(dyt, (size_t)m * img, Cout, db);
         im2col_pm(g, dyt, m, Cout, col);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cin, (int)K, m * grid, 1.0f, xt, Cin,
                     col, (int)K, 1.0f, dwp, (int)K);
         if (!dx) continue;
+        float *dxt = xlast ? dx + (size_t)n0 * Cin * grid : xs;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m * grid, Cin, (int)K, 1.0f, col,
-                    (int)K, wp, (int)K, 0.0f, xt, Cin);
+                    (int)K, wp, (int)K, 0.0f, dxt, Cin);
+        if (xlast) continue;
         for (int n = 0; n < m; n++)
-            to_nchw(xt + (size_t)n * grid * Cin, Cin, grid, NULL, dx + (size_t)(n0 + n) * Cin * grid);
+            to_nchw(xs + (size_t)n * grid * Cin, Cin, grid, NULL, dx + (size_t)(n0 + n) * Cin * grid);
     }
     unpermute_taps_add(dwp, Cin, Cout, kk, dw);
 }
 
 void vae_convt2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,
-                         int H, int W, int Cout, int k, int s, int p, int op, float *scratch)
+                         int H, int W, int Cout, int k, int s, int p, int op, int layout,
+                         float *scratch)
 {
-    if (Cout < PM_MIN_CHANNELS) {
-        convt2d_forward_cm(x, w, b, y, B, Cin, H, W, Cout, k, s, p, op, scratch);
-        return;
-    }
     int Ho = (H - 1) * s - 2 * p + k + op, Wo = (W - 1) * s - 2 * p + k + op;
     lowering g = lowering_of(Ho, Wo, k, s, p, H, W);
-    convt2d_forward_pm(x, w, b, y, B, Cin, Cout, &g, scratch);
+    if (Cout < PM_MIN_CHANNELS) convt2d_forward_cm(x, w, b, y, B, Cin, Cout, &g, layout, scratch);
+    else convt2d_forward_pm(x, w, b, y, B, Cin, Cout, &g, layout, scratch);
 }
 
 void vae_convt2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
                           float *db, int B, int Cin, int H, int W, int Cout, int k, int s, int p,
-                          int op, float *scratch)
+                          int op, int layout, float *scratch)
 {
-    if (Cout < PM_MIN_CHANNELS) {
-        convt2d_backward_cm(x, w, dy, dx, dw, db, B, Cin, H, W, Cout, k, s, p, op, scratch);
-        return;
-    }
     int Ho = (H - 1) * s - 2 * p + k + op, Wo = (W - 1) * s - 2 * p + k + op;
     lowering g = lowering_of(Ho, Wo, k, s, p, H, W);
-    convt2d_backward_pm(x, w, dy, dx, dw, db, B, Cin, Cout, &g, scratch);
+    if (Cout < PM_MIN_CHANNELS)
+        convt2d_backward_cm(x, w, dy, dx, dw, db, B, Cin, Cout, &g, layout, scratch);
+    else
+        convt2d_backward_pm(x, w, dy, dx, dw, db, B, Cin, Cout, &g, layout, scratch);
 }

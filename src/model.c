@@ -182,6 +182,16 @@ static void build_conv(vae_model *m)
         h *= 2;
         w *= 2;
     }
+    /* Channels last between two conv layers of the same stack, where it pays. */
+    int nl = m->n_enc + m->n_dec;
+    for (int i = 0; i + 1 < nl; i++) {
+        vae_layer *from = &m->layers[i], *to = &m->layers[i + 1];
+        if (from->kind == VAE_LAYER_LINEAR || to->kind == VAE_LAYER_LINEAR) continue;
+        if (i + 1 == m->n_enc) continue; /* the encoder's output feeds the heads, not `to` */
+        if (!vae_conv_channels_last(from->cout)) continue;
+        from->layout |= VAE_CONV_Y_NHWC;
+        to->layout |= VAE_CONV_X_NHWC;
+    }
 }
 
 /* Floats of scratch the conv layers need for a batch of B. */
@@ -322,10 +332,10 @@ static void layer_forward(vae_model *m, int i, int B)
     }
     if (l->kind == VAE_LAYER_CONV)
         vae_conv2d_forward(x, m->params + l->w, m->params + l->b, y, B, l->cin, l->hin, l->win, l->cout, l->k,
-                           l->stride, l->pad, m->scratch);
+                           l->stride, l->pad, l->layout, m->scratch);
     else
         vae_convt2d_forward(x, m->params + l->w, m->params + l->b, y, B, l->cin, l->hin, l->win, l->cout, l->k,
-                            l->stride, l->pad, 0, m->scratch);
+                            l->stride, l->pad, 0, l->layout, m->scratch);
     if (l->act == VAE_ACT_RELU) {
         size_t n = (size_t)B * l->out;
         for (size_t j = 0; j < n; j++) y[j] = y[j] > 0.0f ? y[j] : 0.0f;
@@ -342,10 +352,10 @@ static void layer_backward(vae_model *m, int i, float *dY, float *dX, int B)
         vae_linear_backward(x, m->params + l->w, dY, dX, m->grads + l->w, m->grads + l->b, B, l->in, l->out);
     else if (l->kind == VAE_LAYER_CONV)
         vae_conv2d_backward(x, m->params + l->w, dY, dX, m->grads + l->w, m->grads + l->b, B, l->cin, l->hin,
-                            l->win, l->cout, l->k, l->stride, l->pad, m->scratch);
+                            l->win, l->cout, l->k, l->stride, l->pad, l->layout, m->scratch);
     else
         vae_convt2d_backward(x, m->params + l->w, dY, dX, m->grads + l->w, m->grads + l->b, B, l->cin, l->hin,
-                             l->win, l->cout, l->k, l->stride, l->pad, 0, m->scratch);
+                             l->win, l->cout, l->k, l->stride, l->pad, 0, l->layout, m->scratch);
 }
 
 const float *vae_model_encode(vae_model *m, int B)

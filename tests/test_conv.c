@@ -124,11 +124,12 @@ typedef struct geom {
     int t; /* 0: Conv2d, 1: ConvTranspose2d */
     int B, Cin, H, W, Cout, k, s, p, op;
     int Ho, Wo;
+    int layout; /* conv.h's layout flags that the op is called with (the test's tensors stay NCHW) */
 } geom;
 
 static geom make(int t, int B, int Cin, int H, int W, int Cout, int k, int s, int p, int op)
 {
-    geom g = { t, B, Cin, H, W, Cout, k, s, p, op, 0, 0 };
+    geom g = { t, B, Cin, H, W, Cout, k, s, p, op, 0, 0, 0 };
     if (t) {
         g.Ho = (H - 1) * s - 2 * p + k + op;
         g.Wo = (W - 1) * s - 2 * p + k + op;
@@ -145,9 +146,10 @@ static size_t nw_of(const geom *g) { return (size_t)g->Cin * g->Cout * g->k * g-
 
 static void describe(const geom *g, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s B=%d Cin=%d %dx%d Cout=%d k=%d s=%d p=%d op=%d -> %dx%d",
+    snprintf(buf, len, "%s B=%d Cin=%d %dx%d Cout=%d k=%d s=%d p=%d op=%d -> %dx%d%s%s",
              g->t ? "convt2d" : "conv2d", g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s, g->p,
-             g->op, g->Ho, g->Wo);
+             g->op, g->Ho, g->Wo, g->layout & VAE_CONV_X_NHWC ? " x-NHWC" : "",
+             g->layout & VAE_CONV_Y_NHWC ? " y-NHWC" : "");
 }
 
 static size_t scratch_of(const geom *g)
@@ -156,26 +158,72 @@ static size_t scratch_of(const geom *g)
                 : vae_conv2d_scratch(g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s, g->p);
 }
 
+/*
+ * Between the test's NCHW tensors and the layout the op is called with:
+ * to != 0: a[B][C][HW] -> t[B][HW][C]; to == 0: back. NaN entries move
+ * along, so an entry the op leaves unwritten still shows.
+ */
+static void relayout(const float *a, float *t, int B, int C, int HW, int to)
+{
+    for (int n = 0; n < B; n++)
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < HW; i++) {
+                size_t nchw = ((size_t)n * C + c) * HW + i, nhwc = ((size_t)n * HW + i) * C + c;
+                if (to) t[nhwc] = a[nchw];
+                else t[nchw] = a[nhwc];
+            }
+}
+
+/* The tensor the op sees for an NCHW one: a copy in its layout when channels last, else itself. */
+static const float *op_view(const float *a, int last, int B, int C, int HW)
+{
+    if (!last || !a) return a;
+    float *t = fmalloc((size_t)B * C * HW);
+    relayout(a, t, B, C, HW, 1);
+    return t;
+}
+
+/* Back from the op's layout into the NCHW tensor a (frees the copy). */
+static void op_back(float *a, const float *t, int last, int B, int C, int HW)
+{
+    if (!last || !a) return;
+    relayout(t, a, B, C, HW, 0);
+    free((void *)t);
+}
+
 static void run_forward(const geom *g, const float *x, const float *w, const float *b, float *y,
                         float *scratch)
 {
+    int xl = (g->layout & VAE_CONV_X_NHWC) != 0, yl = (g->layout & VAE_CONV_Y_NHWC) != 0;
+    int hx = g->H * g->W, hy = g->Ho * g->Wo;
+    const float *xv = op_view(x, xl, g->B, g->Cin, hx);
+    float *yv = (float *)op_view(y, yl, g->B, g->Cout, hy);
     if (g->t)
-        vae_convt2d_forward(x, w, b, y, g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s, g->p,
-                            g->op, scratch);
+        vae_convt2d_forward(xv, w, b, yv, g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s, g->p,
+                            g->op, g->layout, scratch);
     else
-        vae_conv2d_forward(x, w, b, y, g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s, g->p,
-                           scratch);
+        vae_conv2d_forward(xv, w, b, yv, g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s, g->p,
+                           g->layout, scratch);
+    if (xl) free((void *)xv);
+    op_back(y, yv, yl, g->B, g->Cout, hy);
 }
 
 static void run_backward(const geom *g, const float *x, const float *w, const float *dy,
                          float *dx, float *dw, float *db, float *scratch)
 {
+    int xl = (g->layout & VAE_CONV_X_NHWC) != 0, yl = (g->layout & VAE_CONV_Y_NHWC) != 0;
+    int hx = g->H * g->W, hy = g->Ho * g->Wo;
+    const float *xv = op_view(x, xl, g->B, g->Cin, hx), *dyv = op_view(dy, yl, g->B, g->Cout, hy);
+    float *dxv = (float *)op_view(dx, xl, g->B, g->Cin, hx);
     if (g->t)
-        vae_convt2d_backward(x, w, dy, dx, dw, db, g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s,
-                             g->p, g->op, scratch);
+        vae_convt2d_backward(xv, w, dyv, dxv, dw, db, g->B, g->Cin, g->H, g->W, g->Cout, g->k,
+                             g->s, g->p, g->op, g->layout, scratch);
     else
-        vae_conv2d_backward(x, w, dy, dx, dw, db, g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s,
-                            g->p, scratch);
+        vae_conv2d_backward(xv, w, dyv, dxv, dw, db, g->B, g->Cin, g->H, g->W, g->Cout, g->k,
+                            g->s, g->p, g->layout, scratch);
+    if (xl) free((void *)xv);
+    if (yl) free((void *)dyv);
+    op_back(dx, dxv, xl, g->B, g->Cin, hx);
 }
 
 /* ---------------------------------------------------------------------- references */
@@ -352,10 +400,12 @@ static void test_sweep(void)
             const int *hw = sizes[2 * pass + (idx / 2) % 2];
             int B = (idx / 4 + idx + pass) % 2 ? 3 : 1;
             geom g = make(0, B, Cin, hw[0], hw[1], Cout, k, s, p, 0);
+            g.layout = (idx + pass) % 4;
             test_gradcheck(&g);
             count[0]++;
             for (int op = 0; op < s; op++) {
                 geom t = make(1, B, Cin, hw[0], hw[1], Cout, k, s, p, op);
+                t.layout = (idx + pass + op + 2) % 4;
                 test_gradcheck(&t);
                 count[1]++;
             }
@@ -377,13 +427,18 @@ static void test_sweep_patch_major(void)
         int s = 1 + idx / 4, p = (idx / 2) % 2, k = 3 + idx % 2;
         int C = many[idx % 3], other = few[idx % 4], B = idx % 3 == 1 ? 2 : 1;
         const int *hw = sizes[idx % 2];
-        geom g = make(0, B, C, hw[0], hw[1], other, k, s, p, 0);
-        test_gradcheck(&g);
-        count[0]++;
-        for (int op = 0; op < s; op++) {
-            geom t = make(1, B, other, hw[1], hw[0], C, k, s, p, op);
-            test_gradcheck(&t);
-            count[1]++;
+        /* NCHW, then one of the three channels-last combinations. */
+        for (int lay = 0; lay < 2; lay++) {
+            geom g = make(0, B, C, hw[0], hw[1], other, k, s, p, 0);
+            g.layout = lay ? 1 + idx % 3 : 0;
+            test_gradcheck(&g);
+            count[0]++;
+            for (int op = 0; op < s; op++) {
+                geom t = make(1, B, other, hw[1], hw[0], C, k, s, p, op);
+                t.layout = lay ? 1 + (idx + op + 1) % 3 : 0;
+                test_gradcheck(&t);
+                count[1]++;
+            }
         }
     }
     printf("patch-major sweep: %d conv2d and %d convt2d geometries\n", count[0], count[1]);
@@ -500,15 +555,15 @@ static void test_scratch_sizes(void)
      * Hout*Wout for the conv, Cout*k*k * H*W for the transposed conv) plus
      * one channel's s*s stride phases of the padded image, s*s * ceil((Hi +
      * 2p) / s) * ceil((Wi + 2p) / s), where Hi x Wi is the conv's input (the
-     * transposed conv's output).
+     * transposed conv's output), plus one sample of that image in NCHW.
      */
-    CHECK_EQ(vae_conv2d_scratch(128, 1, 28, 28, 32, 4, 2, 1), 1 * 16 * 14 * 14 + 4 * 15 * 15);
-    CHECK_EQ(vae_convt2d_scratch(128, 32, 14, 14, 1, 4, 2, 1, 0), 1 * 16 * 14 * 14 + 4 * 15 * 15);
-    CHECK_EQ(vae_conv2d_scratch(3, 2, 5, 7, 3, 3, 2, 0), 2 * 9 * 2 * 3 + 4 * 3 * 4);
+    CHECK_EQ(vae_conv2d_scratch(128, 1, 28, 28, 32, 4, 2, 1), 1 * 16 * 14 * 14 + 4 * 15 * 15 + 1 * 28 * 28);
+    CHECK_EQ(vae_convt2d_scratch(128, 32, 14, 14, 1, 4, 2, 1, 0), 1 * 16 * 14 * 14 + 4 * 15 * 15 + 1 * 28 * 28);
+    CHECK_EQ(vae_conv2d_scratch(3, 2, 5, 7, 3, 3, 2, 0), 2 * 9 * 2 * 3 + 4 * 3 * 4 + 2 * 5 * 7);
     /* Hout 11, Wout 15 (output padding 1). */
-    CHECK_EQ(vae_convt2d_scratch(3, 2, 5, 7, 3, 4, 2, 1, 1), 3 * 16 * 5 * 7 + 4 * 7 * 9);
+    CHECK_EQ(vae_convt2d_scratch(3, 2, 5, 7, 3, 4, 2, 1, 1), 3 * 16 * 5 * 7 + 4 * 7 * 9 + 3 * 11 * 15);
     /* Stride 1: a single phase, the padded image. */
-    CHECK_EQ(vae_conv2d_scratch(2, 3, 6, 5, 4, 3, 1, 1), 3 * 9 * 6 * 5 + 8 * 7);
+    CHECK_EQ(vae_conv2d_scratch(2, 3, 6, 5, 4, 3, 1, 1), 3 * 9 * 6 * 5 + 8 * 7 + 3 * 6 * 5);
     /*
      * 8 or more: a chunk of nb = min(B, ceil(768 / grid)) samples, grid the
      * output pixels of the conv (input pixels of the transposed conv):
@@ -532,7 +587,7 @@ static void test_scratch_sizes(void)
     CHECK_EQ(vae_convt2d_scratch(1, 1, 8, 8, 1, 4, 1, 1, 1), 0); /* op >= s */
     CHECK_EQ(vae_convt2d_scratch(1, 1, 8, 8, 1, 4, 2, 1, -1), 0);
     CHECK_EQ(vae_convt2d_scratch(1, 1, 1, 1, 1, 1, 1, 1, 0), 0); /* Hout = -1 */
-    CHECK_EQ(vae_convt2d_scratch(1, 1, 1, 1, 1, 3, 1, 1, 0), 1 * 9 * 1 * 1 + 3 * 3); /* Hout = 1 */
+    CHECK_EQ(vae_convt2d_scratch(1, 1, 1, 1, 1, 3, 1, 1, 0), 1 * 9 * 1 * 1 + 3 * 3 + 1); /* Hout = 1 */
 }
 
 int main(void)
@@ -548,7 +603,11 @@ int main(void)
         /* Patch-major, several chunks: a 3x4 grid is 64 samples a chunk, so 70 is 64 + 6. */
         make(0, 70, 8, 5, 7, 3, 3, 2, 1, 0),
         make(1, 70, 3, 3, 4, 9, 3, 2, 1, 1),
+        make(0, 70, 8, 5, 7, 3, 3, 2, 1, 0),
+        make(1, 70, 3, 3, 4, 9, 3, 2, 1, 1),
+        make(0, 3, 3, 9, 7, 5, 4, 2, 1, 0),
     };
+    acc[5].layout = acc[6].layout = acc[7].layout = VAE_CONV_X_NHWC | VAE_CONV_Y_NHWC;
     for (size_t i = 0; i < sizeof acc / sizeof acc[0]; i++) test_accumulate(&acc[i]);
 
     geom layers[] = {
@@ -562,13 +621,23 @@ int main(void)
     CHECK_EQ(layers[2].Ho, 14);
     CHECK_EQ(layers[3].Ho, 28);
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) test_default_layer(&layers[i]);
+    /* The same layers with the layouts the model gives them: channels last between conv layers. */
+    layers[0].layout = VAE_CONV_Y_NHWC;
+    layers[1].layout = VAE_CONV_X_NHWC;
+    layers[2].layout = VAE_CONV_Y_NHWC;
+    layers[3].layout = VAE_CONV_X_NHWC;
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) test_default_layer(&layers[i]);
     /* The patch-major chunks, uneven last one included (64 + 6 samples), against the loops. */
     geom chunked[] = {
         make(0, 70, 8, 5, 7, 3, 3, 2, 1, 0),
         make(1, 70, 3, 3, 4, 9, 3, 2, 1, 1),
         make(0, 40, 16, 6, 6, 4, 3, 1, 1, 0),
     };
-    for (size_t i = 0; i < sizeof chunked / sizeof chunked[0]; i++) test_default_layer(&chunked[i]);
+    for (size_t i = 0; i < sizeof chunked / sizeof chunked[0]; i++) {
+        test_default_layer(&chunked[i]);
+        chunked[i].layout = VAE_CONV_X_NHWC | VAE_CONV_Y_NHWC;
+        test_default_layer(&chunked[i]);
+    }
 
     static const char *names[] = { "y", "dx", "dw", "db" };
     for (int t = 0; t < 2; t++) {

@@ -34,14 +34,32 @@
 #include <stddef.h>
 
 /*
+ * Tensor layouts, the layout argument of the ops (OR-ed; 0 is NCHW for
+ * both): VAE_CONV_X_NHWC keeps x and dx channels last, x[B,H,W,Cin];
+ * VAE_CONV_Y_NHWC keeps y and dy channels last, y[B,Hout,Wout,Cout]. The
+ * weights keep PyTorch's layouts either way. A model can store the
+ * activation between two conv layers channels last and skip a transpose on
+ * each side (see vae_conv_channels_last).
+ */
+enum { VAE_CONV_X_NHWC = 1, VAE_CONV_Y_NHWC = 2 };
+
+/*
+ * Whether an activation of C channels between two conv layers is best kept
+ * channels last: 1 when the lowering of the layer that im2col's it is the
+ * patch-major one (C >= 8), which then reads and writes it in place.
+ */
+int vae_conv_channels_last(int C);
+
+/*
  * Floats of scratch needed by vae_conv2d_forward and vae_conv2d_backward
  * for this geometry and batches of up to B. With Cin < 8: Cin*k*k *
  * Hout*Wout (one sample's column matrix) plus s*s * ceil((H + 2p) / s) *
  * ceil((W + 2p) / s) (one channel of the padded image, split into its
- * stride phases). With Cin >= 8, for a chunk of nb = min(B, ceil(768 /
- * (Hout*Wout))) samples: nb*Hout*Wout * Cin*k*k (the chunk's column
- * matrix) + nb*H*W*Cin + nb*Hout*Wout*Cout (x and y, channels last) +
- * 2 * Cout*Cin*k*k (the weights and their gradient in tap order). Returns 0
+ * stride phases) plus Cin*H*W (one sample of x in NCHW). With Cin >= 8,
+ * for a chunk of nb = min(B, ceil(768 / (Hout*Wout))) samples:
+ * nb*Hout*Wout * Cin*k*k (the chunk's column matrix) + nb*H*W*Cin +
+ * nb*Hout*Wout*Cout (x and y, channels last) + 2 * Cout*Cin*k*k (the
+ * weights and their gradient in tap order). Returns 0
  * when the geometry is invalid: a size, k or s below 1, B or p below 0, or
  * Hout or Wout below 1 (k > H + 2p).
  */
@@ -54,7 +72,7 @@ size_t vae_conv2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, 
  * samples at a time).
  */
 void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,
-                        int H, int W, int Cout, int k, int s, int p, float *scratch);
+                        int H, int W, int Cout, int k, int s, int p, int layout, float *scratch);
 
 /*
  * Given dy[B,Cout,Hout,Wout] (already multiplied by the activation's
@@ -64,17 +82,18 @@ void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y
  */
 void vae_conv2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
                          float *db, int B, int Cin, int H, int W, int Cout, int k, int s, int p,
-                         float *scratch);
+                         int layout, float *scratch);
 
 /*
  * Floats of scratch needed by vae_convt2d_forward and vae_convt2d_backward
  * for batches of up to B. With Cout < 8: Cout*k*k * H*W (one sample's
  * column matrix) plus s*s * ceil((Hout + 2p) / s) * ceil((Wout + 2p) / s)
- * (one channel of the padded output, split into its stride phases). With
- * Cout >= 8, for a chunk of nb = min(B, ceil(768 / (H*W))) samples:
- * nb*H*W * Cout*k*k + nb*Hout*Wout*Cout + nb*H*W*Cin + 2 * Cin*Cout*k*k
- * (the conv's layout with the roles of x and y exchanged). Returns 0 when
- * the geometry is invalid: a size, k or s below 1, B, p or op below 0, op >= s (PyTorch
+ * (one channel of the padded output, split into its stride phases) plus
+ * Cout*Hout*Wout (one sample of y in NCHW). With Cout >= 8, for a chunk
+ * of nb = min(B, ceil(768 / (H*W))) samples: nb*H*W * Cout*k*k +
+ * nb*Hout*Wout*Cout + nb*H*W*Cin + 2 * Cin*Cout*k*k (the conv's layout
+ * with the roles of x and y exchanged). Returns 0 when the geometry is
+ * invalid: a size, k or s below 1, B, p or op below 0, op >= s (PyTorch
  * requires output_padding < stride at dilation 1), or Hout or Wout below 1.
  */
 size_t vae_convt2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, int p, int op);
@@ -85,7 +104,8 @@ size_t vae_convt2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s,
  * y_n = b + col2im(col), the conv's input-gradient computation.
  */
 void vae_convt2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,
-                         int H, int W, int Cout, int k, int s, int p, int op, float *scratch);
+                         int H, int W, int Cout, int k, int s, int p, int op, int layout,
+                         float *scratch);
 
 /*
  * Given dy[B,Cout,Hout,Wout]: per sample, with col = im2col(dy_n)
@@ -95,6 +115,6 @@ void vae_convt2d_forward(const float *x, const float *w, const float *b, float *
  */
 void vae_convt2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
                           float *db, int B, int Cin, int H, int W, int Cout, int k, int s, int p,
-                          int op, float *scratch);
+                          int op, int layout, float *scratch);
 
 #endif

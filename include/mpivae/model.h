@@ -56,6 +56,13 @@ typedef struct vae_layer {
     size_t w, b;          /* offsets of weight and bias in the blocks */
     /* Convolutions: channels, spatial sizes, kernel, stride, padding. */
     int cin, cout, hin, win, hout, wout, k, stride, pad;
+    /*
+     * Convolutions: conv.h's layout flags. An activation between two conv
+     * layers is kept channels last where vae_conv_channels_last says so
+     * (elementwise ReLU does not mind); the model's input, the flattened
+     * activation the linear layers see and the decoder's output stay NCHW.
+     */
+    int layout;
 } vae_layer;
 
 typedef struct vae_model {
