@@ -11,7 +11,7 @@
  * - C >= 8, patch-major, chunks of samples with the channels last:
  *   col[pixel, (tap, channel)], one row per output pixel of the chunk, so
  *   im2col and col2im move runs of C contiguous floats, and one sgemm of
- *   about 768 rows covers the chunk. NCHW tensors are transposed to NHWC
+ *   about 588 rows covers the chunk. NCHW tensors are transposed to NHWC
  *   on the way in and back on the way out (one pass each); tensors that
  *   the caller keeps channels last (the layout flags) are used in place.
  *   The weights are permuted to (tap, channel) order once per call (and
@@ -36,8 +36,13 @@
  * lowering ran about 3x slower than alone (10.9 ms of im2col per step for
  * the two middle layers, against 3.5 ms measured alone), so the whole
  * conv model went from 1,090 to 1,265 samples/s (batch 128, interleaved
- * runs). Chunks of 256 and 1536 rows were 2 to 5% slower than 768, and the
- * patch-major lowering for the one-channel layers 8% slower overall.
+ * runs). The patch-major lowering for the one-channel layers was 8% slower
+ * overall. Chunk size, in interleaved training runs: 588 rows (12 samples
+ * of the 7x7 grid) beat 768 in each of 4 pairs (about 5%, where OpenBLAS
+ * alone ran the products 5 to 7% faster at 588 or 735 rows than at 784);
+ * 256 and 1536 rows were 2 to 5% slower than 768. Keeping the activation
+ * between two conv layers channels last (the model's layout flags) saves
+ * the transposes on both sides, about 3% of the step.
  *
  * Scratch: the column matrix of one sample (channel-major) or one chunk
  * (patch-major), plus the phase planes, or the NHWC copies and the
@@ -201,7 +206,7 @@ static void col2im(const lowering *g, const float *col, size_t ldc, int C, const
  */
 
 /* Rows of the column matrix per chunk: the chunk is ceil(PM_ROWS / grid) samples. */
-#define PM_ROWS 768
+#define PM_ROWS 588
 
 static int pm_chunk(int B, int grid)
 {

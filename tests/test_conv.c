@@ -31,7 +31,7 @@
  *     against direct double loops for the gradients as well (finite
  *     differences over 32768 weights would be slow, and the sweep already
  *     ties the loops' math to finite differences); likewise patch-major
- *     geometries of several chunks (64 + 6 samples, and 40 of a 6x6 grid).
+ *     geometries of several chunks (49 + 21 samples, and 40 of a 6x6 grid).
  * (e) The _scratch functions: the documented size, 0 for invalid geometry.
  *
  * Tolerances: |analytic - reference| <= rtol |reference| + atol. The ops
@@ -565,16 +565,16 @@ static void test_scratch_sizes(void)
     /* Stride 1: a single phase, the padded image. */
     CHECK_EQ(vae_conv2d_scratch(2, 3, 6, 5, 4, 3, 1, 1), 3 * 9 * 6 * 5 + 8 * 7 + 3 * 6 * 5);
     /*
-     * 8 or more: a chunk of nb = min(B, ceil(768 / grid)) samples, grid the
+     * 8 or more: a chunk of nb = min(B, ceil(588 / grid)) samples, grid the
      * output pixels of the conv (input pixels of the transposed conv):
      * column matrix nb*grid * k*k*Ck, the image in NHWC nb*img*Ck, the grid
      * side nb*grid*Cg, and two permuted weight blocks 2 * k*k*Ck*Cg, where
      * Ck is the im2col side's channel count and Cg the other.
      */
     CHECK_EQ(vae_conv2d_scratch(128, 32, 14, 14, 64, 4, 2, 1),
-             16 * 49 * 512 + 16 * 196 * 32 + 16 * 49 * 64 + 2 * 512 * 64);
+             12 * 49 * 512 + 12 * 196 * 32 + 12 * 49 * 64 + 2 * 512 * 64);
     CHECK_EQ(vae_convt2d_scratch(128, 64, 7, 7, 32, 4, 2, 1, 0),
-             16 * 49 * 512 + 16 * 196 * 32 + 16 * 49 * 64 + 2 * 512 * 64);
+             12 * 49 * 512 + 12 * 196 * 32 + 12 * 49 * 64 + 2 * 512 * 64);
     /* A small batch is one chunk of B samples. */
     CHECK_EQ(vae_conv2d_scratch(3, 8, 5, 7, 2, 3, 2, 1), 3 * 12 * 72 + 3 * 35 * 8 + 3 * 12 * 2 + 2 * 72 * 2);
     /* Invalid geometry gives 0. */
@@ -600,7 +600,7 @@ int main(void)
         make(0, 3, 3, 9, 7, 5, 4, 2, 1, 0),
         make(1, 3, 5, 5, 7, 3, 4, 2, 1, 1),
         make(1, 2, 2, 6, 6, 3, 3, 1, 0, 0),
-        /* Patch-major, several chunks: a 3x4 grid is 64 samples a chunk, so 70 is 64 + 6. */
+        /* Patch-major, several chunks: a 3x4 grid is 49 samples a chunk, so 70 is 49 + 21. */
         make(0, 70, 8, 5, 7, 3, 3, 2, 1, 0),
         make(1, 70, 3, 3, 4, 9, 3, 2, 1, 1),
         make(0, 70, 8, 5, 7, 3, 3, 2, 1, 0),
@@ -627,7 +627,7 @@ int main(void)
     layers[2].layout = VAE_CONV_Y_NHWC;
     layers[3].layout = VAE_CONV_X_NHWC;
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) test_default_layer(&layers[i]);
-    /* The patch-major chunks, uneven last one included (64 + 6 samples), against the loops. */
+    /* The patch-major chunks, uneven last one included (49 + 21 samples), against the loops. */
     geom chunked[] = {
         make(0, 70, 8, 5, 7, 3, 3, 2, 1, 0),
         make(1, 70, 3, 3, 4, 9, 3, 2, 1, 1),

@@ -56,7 +56,7 @@ int vae_conv_channels_last(int C);
  * Hout*Wout (one sample's column matrix) plus s*s * ceil((H + 2p) / s) *
  * ceil((W + 2p) / s) (one channel of the padded image, split into its
  * stride phases) plus Cin*H*W (one sample of x in NCHW). With Cin >= 8,
- * for a chunk of nb = min(B, ceil(768 / (Hout*Wout))) samples:
+ * for a chunk of nb = min(B, ceil(588 / (Hout*Wout))) samples:
  * nb*Hout*Wout * Cin*k*k (the chunk's column matrix) + nb*H*W*Cin +
  * nb*Hout*Wout*Cout (x and y, channels last) + 2 * Cout*Cin*k*k (the
  * weights and their gradient in tap order). Returns 0
@@ -90,7 +90,7 @@ void vae_conv2d_backward(const float *x, const float *w, const float *dy, float 
  * column matrix) plus s*s * ceil((Hout + 2p) / s) * ceil((Wout + 2p) / s)
  * (one channel of the padded output, split into its stride phases) plus
  * Cout*Hout*Wout (one sample of y in NCHW). With Cout >= 8, for a chunk
- * of nb = min(B, ceil(768 / (H*W))) samples: nb*H*W * Cout*k*k +
+ * of nb = min(B, ceil(588 / (H*W))) samples: nb*H*W * Cout*k*k +
  * nb*Hout*Wout*Cout + nb*H*W*Cin + 2 * Cin*Cout*k*k (the conv's layout
  * with the roles of x and y exchanged). Returns 0 when the geometry is
  * invalid: a size, k or s below 1, B, p or op below 0, op >= s (PyTorch
