@@ -214,22 +214,35 @@ static int pm_chunk(int B, int grid)
     return nb < B ? nb : (B > 0 ? B : 1);
 }
 
-/* t[i][c] = x[c][i]: one sample, x[C][HW] to t[HW][C]. */
-static void to_nhwc(const float *x, int C, int HW, float *t)
+/* t[n][i][c] = x[n][c][i]: m samples, x[m][C][HW] to t[m][HW][C]. */
+static void to_nhwc(const float *x, int m, int C, int HW, float *t)
 {
-    for (int c = 0; c < C; c++) {
-        const float *xc = x + (size_t)c * HW;
-        for (int i = 0; i < HW; i++) t[(size_t)i * C + c] = xc[i];
-    }
+    for (int n = 0; n < m; n++, x += (size_t)C * HW, t += (size_t)C * HW)
+        for (int c = 0; c < C; c++) {
+            const float *xc = x + (size_t)c * HW;
+            for (int i = 0; i < HW; i++) t[(size_t)i * C + c] = xc[i];
+        }
 }
 
-/* y[c][i] = b[c] (0 when b is NULL) + t[i][c]: one sample back to NCHW. */
-static void to_nchw(const float *t, int C, int HW, const float *b, float *y)
+/* y[n][c][i] = b[c] (0 when b is NULL) + t[n][i][c]: m samples back to NCHW. */
+static void to_nchw(const float *t, int m, int C, int HW, const float *b, float *y)
 {
-    for (int c = 0; c < C; c++) {
-        float *yc = y + (size_t)c * HW, b0 = b ? b[c] : 0.0f;
-        for (int i = 0; i < HW; i++) yc[i] = b0 + t[(size_t)i * C + c];
-    }
+    for (int n = 0; n < m; n++, t += (size_t)C * HW, y += (size_t)C * HW)
+        for (int c = 0; c < C; c++) {
+            float *yc = y + (size_t)c * HW, b0 = b ? b[c] : 0.0f;
+            for (int i = 0; i < HW; i++) yc[i] = b0 + t[(size_t)i * C + c];
+        }
+}
+
+/*
+ * m samples of a[m][C][HW] channels last: a itself when the caller keeps
+ * them so (last), else their copy in buf.
+ */
+static const float *nhwc_of(const float *a, int last, int m, int C, int HW, float *buf)
+{
+    if (last) return a;
+    to_nhwc(a, m, C, HW, buf);
+    return buf;
 }
 
 /* wp[r][(u*k + v)*C + c] = w[r][(c*k + u)*k + v] for rows r < R: the weights in tap-major order. */
@@ -238,7 +251,8 @@ static void permute_taps(const float *w, int R, int C, int kk, float *wp)
     size_t K = (size_t)C * kk;
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++)
-            for (int t = 0; t < kk; t++) wp[r * K + (size_t)t * C + c] = w[r * K + (size_t)c * kk + t];
+            for (int t = 0; t < kk; t++)
+                wp[r * K + (size_t)t * C + c] = w[r * K + (size_t)c * kk + t];
 }
 
 /* The inverse of permute_taps, added: w[r][(c*k + u)*k + v] += wp[r][(u*k + v)*C + c]. */
@@ -247,7 +261,8 @@ static void unpermute_taps_add(const float *wp, int R, int C, int kk, float *w)
     size_t K = (size_t)C * kk;
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++)
-            for (int t = 0; t < kk; t++) w[r * K + (size_t)c * kk + t] += wp[r * K + (size_t)t * C + c];
+            for (int t = 0; t < kk; t++)
+                w[r * K + (size_t)c * kk + t] += wp[r * K + (size_t)t * C + c];
 }
 
 /*
@@ -317,7 +332,7 @@ static size_t pm_scratch(int nb, int grid, int img, int Ck, int Cg, int kk)
     return (size_t)nb * grid * K + (size_t)nb * img * Ck + (size_t)nb * grid * Cg + 2 * K * Cg;
 }
 
-/* The patch-major path is taken when the image that im2col reads has at least this many channels. */
+/* The patch-major path is taken when the image that im2col reads has this many channels or more. */
 #define PM_MIN_CHANNELS 8
 
 /* t[i][c] += b[c] over rows i < rows: the bias of a channels-last tensor. */
@@ -384,7 +399,7 @@ static void conv2d_forward_cm(const float *x, const float *w, const float *b, fl
     for (int n = 0; n < B; n++) {
         const float *xn = x + n * nx;
         if (layout & VAE_CONV_X_NHWC) {
-            to_nchw(xn, Cin, HW, NULL, xc);
+            to_nchw(xn, 1, Cin, HW, NULL, xc);
             xn = xc;
         }
         im2col(g, xn, Cin, col, (size_t)HWo, ph);
@@ -426,7 +441,7 @@ static void conv2d_backward_cm(const float *x, const float *w, const float *dy, 
             for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + (size_t)o * HWo, (size_t)HWo);
         const float *xn = x + n * nx;
         if (xlast) {
-            to_nchw(xn, Cin, HW, NULL, xc);
+            to_nchw(xn, 1, Cin, HW, NULL, xc);
             xn = xc;
         }
         im2col(g, xn, Cin, col, (size_t)HWo, ph);
@@ -437,7 +452,7 @@ static void conv2d_backward_cm(const float *x, const float *w, const float *dy, 
                     1.0f, w, K, dyn, ylast ? Cout : HWo, 0.0f, col, HWo);
         if (xlast) {
             col2im(g, col, (size_t)HWo, Cin, NULL, xc, ph);
-            to_nhwc(xc, Cin, HW, dx + n * nx);
+            to_nhwc(xc, 1, Cin, HW, dx + n * nx);
         } else {
             col2im(g, col, (size_t)HWo, Cin, NULL, dx + n * nx, ph); /* dx_n[Cin, H, W] */
         }
@@ -460,12 +475,8 @@ static void conv2d_forward_pm(const float *x, const float *w, const float *b, fl
     permute_taps(w, Cout, Cin, kk, wp);
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb;
-        const float *xt = x + (size_t)n0 * Cin * HW;
-        if (!(layout & VAE_CONV_X_NHWC)) {
-            for (int n = 0; n < m; n++)
-                to_nhwc(xt + (size_t)n * Cin * HW, Cin, HW, xs + (size_t)n * HW * Cin);
-            xt = xs;
-        }
+        const float *xt =
+            nhwc_of(x + (size_t)n0 * Cin * HW, layout & VAE_CONV_X_NHWC, m, Cin, HW, xs);
         im2col_pm(g, xt, m, Cin, col);
         float *yt = layout & VAE_CONV_Y_NHWC ? y + (size_t)n0 * Cout * grid : ys;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m * grid, Cout, (int)K, 1.0f, col,
@@ -474,8 +485,7 @@ static void conv2d_forward_pm(const float *x, const float *w, const float *b, fl
             add_bias_rows(yt, (size_t)m * grid, Cout, b);
             continue;
         }
-        for (int n = 0; n < m; n++)
-            to_nchw(yt + (size_t)n * grid * Cout, Cout, grid, b, y + (size_t)(n0 + n) * Cout * grid);
+        to_nchw(yt, m, Cout, grid, b, y + (size_t)n0 * Cout * grid);
     }
 }
 
@@ -499,17 +509,8 @@ static void conv2d_backward_pm(const float *x, const float *w, const float *dy, 
     memset(dwp, 0, sizeof(float) * K * Cout);
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb;
-        const float *dyt = dy + (size_t)n0 * Cout * grid, *xt = x + (size_t)n0 * Cin * HW;
-        if (!ylast) {
-            for (int n = 0; n < m; n++)
-                to_nhwc(dyt + (size_t)n * Cout * grid, Cout, grid, dys + (size_t)n * grid * Cout);
-            dyt = dys;
-        }
-        if (!xlast) {
-            for (int n = 0; n < m; n++)
-                to_nhwc(xt + (size_t)n * Cin * HW, Cin, HW, xs + (size_t)n * HW * Cin);
-            xt = xs;
-        }
+        const float *dyt = nhwc_of(dy + (size_t)n0 * Cout * grid, ylast, m, Cout, grid, dys);
+        const float *xt = nhwc_of(x + (size_t)n0 * Cin * HW, xlast, m, Cin, HW, xs);
         sum_rows(dyt, (size_t)m * grid, Cout, db);
         im2col_pm(g, xt, m, Cin, col);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, (int)K, m * grid, 1.0f, dyt,
@@ -522,8 +523,7 @@ static void conv2d_backward_pm(const float *x, const float *w, const float *dy, 
             continue;
         }
         col2im_pm(g, col, m, Cin, xs);
-        for (int n = 0; n < m; n++)
-            to_nchw(xs + (size_t)n * HW * Cin, Cin, HW, NULL, dx + (size_t)(n0 + n) * Cin * HW);
+        to_nchw(xs, m, Cin, HW, NULL, dx + (size_t)n0 * Cin * HW);
     }
     unpermute_taps_add(dwp, Cout, Cin, kk, dw);
 }
@@ -587,7 +587,7 @@ static void convt2d_forward_cm(const float *x, const float *w, const float *b, f
                     1.0f, w, K, x + n * nx, xlast ? Cin : HW, 0.0f, col, HW);
         if (layout & VAE_CONV_Y_NHWC) {
             col2im(g, col, (size_t)HW, Cout, b, yc, ph);
-            to_nhwc(yc, Cout, img, y + n * ny);
+            to_nhwc(yc, 1, Cout, img, y + n * ny);
         } else {
             col2im(g, col, (size_t)HW, Cout, b, y + n * ny, ph); /* y_n[Cout, Hout, Wout] */
         }
@@ -608,7 +608,7 @@ static void convt2d_backward_cm(const float *x, const float *w, const float *dy,
     for (int n = 0; n < B; n++) {
         const float *dyn = dy + n * ny; /* [Cout, Hout, Wout] */
         if (layout & VAE_CONV_Y_NHWC) {
-            to_nchw(dyn, Cout, img, NULL, dyc);
+            to_nchw(dyn, 1, Cout, img, NULL, dyc);
             dyn = dyc;
         }
         for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + (size_t)o * img, (size_t)img);
@@ -642,12 +642,8 @@ static void convt2d_forward_pm(const float *x, const float *w, const float *b, f
     permute_taps(w, Cin, Cout, kk, wp);
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb;
-        const float *xt = x + (size_t)n0 * Cin * grid;
-        if (!(layout & VAE_CONV_X_NHWC)) {
-            for (int n = 0; n < m; n++)
-                to_nhwc(xt + (size_t)n * Cin * grid, Cin, grid, xs + (size_t)n * grid * Cin);
-            xt = xs;
-        }
+        const float *xt =
+            nhwc_of(x + (size_t)n0 * Cin * grid, layout & VAE_CONV_X_NHWC, m, Cin, grid, xs);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m * grid, (int)K, Cin, 1.0f, xt,
                     Cin, wp, (int)K, 0.0f, col, (int)K);
         if (layout & VAE_CONV_Y_NHWC) {
@@ -657,8 +653,7 @@ static void convt2d_forward_pm(const float *x, const float *w, const float *b, f
             continue;
         }
         col2im_pm(g, col, m, Cout, ys);
-        for (int n = 0; n < m; n++)
-            to_nchw(ys + (size_t)n * img * Cout, Cout, img, b, y + (size_t)(n0 + n) * Cout * img);
+        to_nchw(ys, m, Cout, img, b, y + (size_t)n0 * Cout * img);
     }
 }
 
@@ -679,17 +674,8 @@ static void convt2d_backward_pm(const float *x, const float *w, const float *dy,
     memset(dwp, 0, sizeof(float) * K * Cin);
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb;
-        const float *dyt = dy + (size_t)n0 * Cout * img, *xt = x + (size_t)n0 * Cin * grid;
-        if (!ylast) {
-            for (int n = 0; n < m; n++)
-                to_nhwc(dyt + (size_t)n * Cout * img, Cout, img, dys + (size_t)n * img * Cout);
-            dyt = dys;
-        }
-        if (!xlast) {
-            for (int n = 0; n < m; n++)
-                to_nhwc(xt + (size_t)n * Cin * grid, Cin, grid, xs + (size_t)n * grid * Cin);
-            xt = xs;
-        }
+        const float *dyt = nhwc_of(dy + (size_t)n0 * Cout * img, ylast, m, Cout, img, dys);
+        const float *xt = nhwc_of(x + (size_t)n0 * Cin * grid, xlast, m, Cin, grid, xs);
         sum_rows(dyt, (size_t)m * img, Cout, db);
         im2col_pm(g, dyt, m, Cout, col);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cin, (int)K, m * grid, 1.0f, xt, Cin,
@@ -699,8 +685,7 @@ static void convt2d_backward_pm(const float *x, const float *w, const float *dy,
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m * grid, Cin, (int)K, 1.0f, col,
                     (int)K, wp, (int)K, 0.0f, dxt, Cin);
         if (xlast) continue;
-        for (int n = 0; n < m; n++)
-            to_nchw(xs + (size_t)n * grid * Cin, Cin, grid, NULL, dx + (size_t)(n0 + n) * Cin * grid);
+        to_nchw(xs, m, Cin, grid, NULL, dx + (size_t)n0 * Cin * grid);
     }
     unpermute_taps_add(dwp, Cin, Cout, kk, dw);
 }
