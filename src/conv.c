@@ -22,7 +22,8 @@
  * backward at batch 128, median of 21 runs, variants interleaved. "rows":
  * the first lowering with per-pixel gathers (an index computation and a
  * padding test per element); "phases": the same through the stride phases;
- * "this file": phases below 8 channels, patch-major from 8:
+ * "this file": phases below 8 channels, patch-major from 8 (as first
+ * written: chunks of 768 rows, every tensor NCHW):
  *
  *   layer of the default model            rows   phases  this file
  *   Conv2d(1,32,4,2,1) 28->14, dx NULL     3.17    3.11     3.13
@@ -45,8 +46,8 @@
  * the transposes on both sides, about 3% of the step.
  *
  * Scratch: the column matrix of one sample (channel-major) or one chunk
- * (patch-major), plus the phase planes, or the NHWC copies and the
- * permuted weights. Backward redoes im2col rather than keeping forward's,
+ * (patch-major), plus the phase planes and one sample's NCHW copies, or
+ * the chunk's NHWC copies and the permuted weights. Backward redoes im2col rather than keeping forward's,
  * so one scratch serves every layer.
  */
 #include "mpivae/conv.h"
