@@ -9,10 +9,35 @@
 #define MPIVAE_TESTS_CHECK_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 
 static int g_checks, g_failures;
 static int g_printed __attribute__((unused));
+
+/*
+ * Test inputs: splitmix64, local to the tests so that they do not depend on
+ * rng.c. A program may define TEST_SEED before including this header.
+ */
+#ifndef TEST_SEED
+#define TEST_SEED 0x243F6A8885A308D3ull
+#endif
+static uint64_t g_rng = TEST_SEED;
+
+static inline uint64_t next_u64(void)
+{
+    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform float in [lo, hi). */
+static inline float uniform(float lo, float hi)
+{
+    double u = (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(lo + (hi - lo) * u);
+}
 
 #define CHECK(cond)                                                                          \
     do {                                                                                     \

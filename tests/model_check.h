@@ -23,23 +23,6 @@
 
 /* ---------------------------------------------------------------------- helpers */
 
-static uint64_t g_rng = 0x243F6A8885A308D3ull;
-
-/* splitmix64, local to the test. */
-static uint64_t next_u64(void)
-{
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static float uniform(float lo, float hi)
-{
-    double u = (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0);
-    return (float)(lo + (hi - lo) * u);
-}
-
 static void zero_grads(vae_model *m)
 {
     memset(m->grads, 0, (m->n_params + VAE_GRAD_EXTRA) * sizeof(float));

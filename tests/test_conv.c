@@ -55,32 +55,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define TEST_SEED 0x2545F4914F6CDD1Dull
 #include "check.h"
 
-/*
- * |a - b| <= rtol |b| + atol, with a context label (op, geometry, entry)
- * since these checks run in loops. Prints at most 30 failures in all.
- */
-
 /* ---------------------------------------------------------------------- helpers */
-
-static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
-
-/* splitmix64: a local generator, so the test does not depend on rng.c. */
-static uint64_t next_u64(void)
-{
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform float in [lo, hi). */
-static float uniform(float lo, float hi)
-{
-    double u = (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0);
-    return (float)(lo + (hi - lo) * u);
-}
 
 static void fill(float *q, size_t n, float lo, float hi)
 {
