@@ -18,7 +18,9 @@
  *     3, and for the transposed conv every output_padding op < s (0, and 1
  *     at stride 2). A second sweep puts 8, 9 or 11 channels on the side that
  *     im2col reads (conv.c's patch-major lowering) and 1 to 4 on the
- *     other, batch 1 and 2. Outputs, dx and scratch are prefilled with NaN, so an
+ *     other, batch 1 and 2, and a few with large padding, whose grid rows
+ *     fall into many bands of kernel rows in the padding (up to 17, past
+ *     conv.c's cap of eight). Outputs, dx and scratch are prefilled with NaN, so an
  *     entry not overwritten or a read of stale scratch shows; scratch is
  *     allocated at exactly the size the _scratch function returns.
  * (c) Accumulation: backward adds into dw and db (from a nonzero start, and
@@ -422,6 +424,35 @@ static void test_sweep_patch_major(void)
     printf("patch-major sweep: %d conv2d and %d convt2d geometries\n", count[0], count[1]);
 }
 
+/*
+ * Geometries whose grid rows fall into many bands (conv.c leaves a band's
+ * padding kernel rows out of the products): windows wholly in the padding
+ * (padding 3 with a 3x3 kernel), nine bands against conv.c's cap of eight
+ * (5x5 kernel, padding 4), eight bands above full-kernel rows (9x9 kernel,
+ * padding 8: past the cap the rest must take the full kernel), and the
+ * same for the transposed conv, in NCHW and channels last.
+ */
+static void test_bands(void)
+{
+    geom gs[] = {
+        make(0, 2, 8, 6, 5, 3, 3, 1, 3, 0),
+        make(0, 1, 9, 5, 6, 2, 5, 1, 4, 0),
+        make(0, 2, 8, 7, 7, 3, 4, 2, 3, 0),
+        make(0, 1, 8, 9, 1, 1, 9, 1, 8, 0),
+        make(1, 2, 3, 8, 6, 8, 3, 1, 2, 0),
+        make(1, 1, 2, 7, 5, 9, 5, 1, 3, 0),
+        make(1, 2, 3, 4, 4, 8, 4, 2, 2, 1),
+    };
+    int n = 0;
+    for (size_t i = 0; i < sizeof gs / sizeof gs[0]; i++)
+        for (int lay = 0; lay < 2; lay++) {
+            gs[i].layout = lay ? VAE_CONV_X_NHWC | VAE_CONV_Y_NHWC : 0;
+            test_gradcheck(&gs[i]);
+            n++;
+        }
+    printf("band geometries: %d\n", n);
+}
+
 /* ---------------------------------------------------------------------- (c) */
 
 static void test_accumulate(const geom *g)
@@ -573,6 +604,7 @@ int main(void)
     test_scratch_sizes();
     test_sweep();
     test_sweep_patch_major();
+    test_bands();
 
     geom acc[] = {
         make(0, 3, 3, 9, 7, 5, 4, 2, 1, 0),
