@@ -330,32 +330,43 @@ static void layer_forward(vae_model *m, int i, int B)
         vae_linear_forward(x, m->params + l->w, m->params + l->b, y, B, l->in, l->out, l->act);
         return;
     }
+    int flags = l->layout | (l->act == VAE_ACT_RELU ? VAE_CONV_RELU : 0);
     if (l->kind == VAE_LAYER_CONV)
         vae_conv2d_forward(x, m->params + l->w, m->params + l->b, y, B, l->cin, l->hin, l->win, l->cout, l->k,
-                           l->stride, l->pad, l->layout, m->scratch);
+                           l->stride, l->pad, flags, m->scratch);
     else
         vae_convt2d_forward(x, m->params + l->w, m->params + l->b, y, B, l->cin, l->hin, l->win, l->cout, l->k,
-                            l->stride, l->pad, 0, l->layout, m->scratch);
-    if (l->act == VAE_ACT_RELU) {
-        size_t n = (size_t)B * l->out;
-        for (size_t j = 0; j < n; j++) y[j] = y[j] > 0.0f ? y[j] : 0.0f;
-    }
+                            l->stride, l->pad, 0, flags, m->scratch);
 }
 
-/* dY is the gradient at layer i's output (before its activation is undone). */
+/*
+ * Whether layer i's backward applies the ReLU derivative of layer i - 1 to
+ * its input gradient (the conv ops do it as they write dx, VAE_CONV_DX_RELU),
+ * so that layer i - 1 skips its own pass. Layer i's input is then layer
+ * i - 1's output: not so for the first decoder layer (its input is z).
+ */
+static int gates_input_grad(const vae_model *m, int i)
+{
+    return i > 0 && i < m->n_enc + m->n_dec && i != m->n_enc && m->layers[i].kind != VAE_LAYER_LINEAR &&
+           m->layers[i - 1].act == VAE_ACT_RELU;
+}
+
+/* dY is the gradient at layer i's output (before its activation is undone, unless layer i + 1 did). */
 static void layer_backward(vae_model *m, int i, float *dY, float *dX, int B)
 {
     const vae_layer *l = &m->layers[i];
-    if (l->act == VAE_ACT_RELU) vae_relu_backward(m->act[i + 1], dY, (size_t)B * l->out);
+    if (l->act == VAE_ACT_RELU && !gates_input_grad(m, i + 1))
+        vae_relu_backward(m->act[i + 1], dY, (size_t)B * l->out);
     const float *x = layer_input(m, i);
+    int flags = l->layout | (dX && gates_input_grad(m, i) ? VAE_CONV_DX_RELU : 0);
     if (l->kind == VAE_LAYER_LINEAR)
         vae_linear_backward(x, m->params + l->w, dY, dX, m->grads + l->w, m->grads + l->b, B, l->in, l->out);
     else if (l->kind == VAE_LAYER_CONV)
         vae_conv2d_backward(x, m->params + l->w, dY, dX, m->grads + l->w, m->grads + l->b, B, l->cin, l->hin,
-                            l->win, l->cout, l->k, l->stride, l->pad, l->layout, m->scratch);
+                            l->win, l->cout, l->k, l->stride, l->pad, flags, m->scratch);
     else
         vae_convt2d_backward(x, m->params + l->w, dY, dX, m->grads + l->w, m->grads + l->b, B, l->cin, l->hin,
-                             l->win, l->cout, l->k, l->stride, l->pad, 0, l->layout, m->scratch);
+                             l->win, l->cout, l->k, l->stride, l->pad, 0, flags, m->scratch);
 }
 
 const float *vae_model_encode(vae_model *m, int B)

@@ -34,6 +34,8 @@
  *     differences over 32768 weights would be slow, and the sweep already
  *     ties the loops' math to finite differences); likewise patch-major
  *     geometries of several chunks (49 + 21 samples, and 40 of a 6x6 grid).
+ *     Both again with the ReLU flags: y = max(0, reference), and dx zero
+ *     where x <= 0 (x drawn from [-1, 1], so about half).
  * (e) The _scratch functions: the documented size, 0 for invalid geometry.
  *
  * Tolerances: |analytic - reference| <= rtol |reference| + atol. The ops
@@ -126,10 +128,11 @@ static size_t nw_of(const geom *g) { return (size_t)g->Cin * g->Cout * g->k * g-
 
 static void describe(const geom *g, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s B=%d Cin=%d %dx%d Cout=%d k=%d s=%d p=%d op=%d -> %dx%d%s%s",
+    snprintf(buf, len, "%s B=%d Cin=%d %dx%d Cout=%d k=%d s=%d p=%d op=%d -> %dx%d%s%s%s%s",
              g->t ? "convt2d" : "conv2d", g->B, g->Cin, g->H, g->W, g->Cout, g->k, g->s, g->p,
              g->op, g->Ho, g->Wo, g->layout & VAE_CONV_X_NHWC ? " x-NHWC" : "",
-             g->layout & VAE_CONV_Y_NHWC ? " y-NHWC" : "");
+             g->layout & VAE_CONV_Y_NHWC ? " y-NHWC" : "", g->layout & VAE_CONV_RELU ? " relu" : "",
+             g->layout & VAE_CONV_DX_RELU ? " dx-relu" : "");
 }
 
 static size_t scratch_of(const geom *g)
@@ -531,6 +534,8 @@ static void test_default_layer(const geom *g)
     fill_nan(scratch, ns);
     run_forward(g, x, w, b, y, scratch);
     ref_forward(g, xd, wd, bd, yd);
+    if (g->layout & VAE_CONV_RELU)
+        for (size_t i = 0; i < ny; i++) yd[i] = yd[i] > 0.0 ? yd[i] : 0.0;
     for (size_t i = 0; i < ny; i++) {
         snprintf(label, sizeof label, "%s: y[%zu]", what, i);
         CHECK_CLOSE(label, y[i], yd[i], 1e-4, 1e-5);
@@ -538,6 +543,8 @@ static void test_default_layer(const geom *g)
     fill_nan(dx, nx);
     run_backward(g, x, w, dy, dx, dw, db, scratch);
     ref_backward(g, xd, wd, dyd, dxd, dwd, dbd);
+    if (g->layout & VAE_CONV_DX_RELU) /* x as a ReLU output: its derivative, 0 where x <= 0 */
+        for (size_t i = 0; i < nx; i++) dxd[i] = x[i] > 0.0f ? dxd[i] : 0.0;
     for (size_t i = 0; i < nx; i++) {
         snprintf(label, sizeof label, "%s: dx[%zu]", what, i);
         CHECK_CLOSE(label, dx[i], dxd[i], 1e-4, 1e-5);
@@ -637,6 +644,14 @@ int main(void)
     layers[2].layout = VAE_CONV_Y_NHWC;
     layers[3].layout = VAE_CONV_X_NHWC;
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) test_default_layer(&layers[i]);
+    /* And with the ReLU flags (x half negative, so the dx gate zeroes about half of dx), in
+     * the model's layouts and then with y NCHW (the other output paths). */
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
+        layers[i].layout |= VAE_CONV_RELU | VAE_CONV_DX_RELU;
+        test_default_layer(&layers[i]);
+        layers[i].layout &= ~VAE_CONV_Y_NHWC;
+        test_default_layer(&layers[i]);
+    }
     /* The patch-major chunks, uneven last one included (49 + 21 samples), against the loops. */
     geom chunked[] = {
         make(0, 70, 8, 5, 7, 3, 3, 2, 1, 0),
@@ -646,6 +661,10 @@ int main(void)
     for (size_t i = 0; i < sizeof chunked / sizeof chunked[0]; i++) {
         test_default_layer(&chunked[i]);
         chunked[i].layout = VAE_CONV_X_NHWC | VAE_CONV_Y_NHWC;
+        test_default_layer(&chunked[i]);
+        chunked[i].layout = VAE_CONV_RELU | VAE_CONV_DX_RELU;
+        test_default_layer(&chunked[i]);
+        chunked[i].layout |= VAE_CONV_X_NHWC | VAE_CONV_Y_NHWC;
         test_default_layer(&chunked[i]);
     }
 

@@ -34,14 +34,19 @@
 #include <stddef.h>
 
 /*
- * Tensor layouts, the layout argument of the ops (OR-ed; 0 is NCHW for
- * both): VAE_CONV_X_NHWC keeps x and dx channels last, x[B,H,W,Cin];
- * VAE_CONV_Y_NHWC keeps y and dy channels last, y[B,Hout,Wout,Cout]. The
- * weights keep PyTorch's layouts either way. A model can store the
- * activation between two conv layers channels last and skip a transpose on
- * each side (see vae_conv_channels_last).
+ * Flags, the layout argument of the ops (OR-ed; 0 is NCHW for both and no
+ * activation). Tensor layouts: VAE_CONV_X_NHWC keeps x and dx channels
+ * last, x[B,H,W,Cin]; VAE_CONV_Y_NHWC keeps y and dy channels last,
+ * y[B,Hout,Wout,Cout]. The weights keep PyTorch's layouts either way. A
+ * model can store the activation between two conv layers channels last and
+ * skip a transpose on each side (see vae_conv_channels_last).
+ * ReLU, applied where the op writes (while the data are in cache) instead
+ * of in a pass of its own over the whole tensor: VAE_CONV_RELU (forward)
+ * makes y = max(0, conv + b); VAE_CONV_DX_RELU (backward) says that x is
+ * the output of a ReLU, and multiplies dx by its derivative, dx = 0 where
+ * x <= 0 (vae_relu_backward of ops.h, applied for the layer before).
  */
-enum { VAE_CONV_X_NHWC = 1, VAE_CONV_Y_NHWC = 2 };
+enum { VAE_CONV_X_NHWC = 1, VAE_CONV_Y_NHWC = 2, VAE_CONV_RELU = 4, VAE_CONV_DX_RELU = 8 };
 
 /*
  * Whether an activation of C channels between two conv layers is best kept
