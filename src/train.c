@@ -339,7 +339,8 @@ static void on_grad_ready(void *ctx, size_t lo, size_t hi)
  *   1. backward into the rank's own block; barrier;
  *   2. rank r of the node's n ranks sums its slice of all n blocks into the
  *      node leader's block (a reduce-scatter by direct loads and stores, in a
- *      fixed order) and squares it for the gradient norm; barrier;
+ *      fixed order) and squares each norm block for the gradient norm as
+ *      soon as it is summed (while it is in cache); barrier;
  *      with several nodes, the leaders then sum their blocks with one
  *      MPI_Allreduce (barrier) and the slices are squared after it (barrier);
  *   3. every rank reads the norm and the step statistics, and applies Adam to
@@ -500,8 +501,9 @@ static int shm_allreduce(shm_reduce *s, size_t fail_slot, double *sumsq)
                 src[i] = 0.0f;
             }
         }
+        /* One node: the block is final, squared while it is in cache (0 past the parameters). */
+        if (fused) vae_sumsq_blocks(dst, s->np, b, b + 1, s->part);
     }
-    if (fused) shm_square(s);
     shm_sync(s);
     int rc = MPI_SUCCESS;
     if (!fused) {
