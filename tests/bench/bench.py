@@ -13,8 +13,11 @@ and of PyTorch (one process, one thread), their ratio, the model's FLOPs per
 step, the fraction of OpenBLAS's single-core sgemm rate (measured here on a
 2048^3 product) that the training step reaches, and peak RSS of both. Only
 steps after the warm-up are timed (mpivae's log line covers the steps since
-the previous one; PyTorch's script times its own steps). Each figure is the median of --repeat runs (the
-runs are printed too: shared virtual machines are noisy). Every process runs
+the previous one; PyTorch's script times its own steps). The runs go in
+--repeat rounds, each PyTorch then every rank count, so that a slow spell of
+a shared virtual machine hits all of them alike; each figure is the median
+of its runs, and the ratios are also printed per round with their median
+(the runs are printed too). Every process runs
 with one thread (OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1).
 """
 
@@ -91,8 +94,11 @@ def main():
     sg, _ = run([os.path.join(args.build, "tests", "bench_sgemm"), "2048"])
     gflops = float(re.search(r"gflops=([\d.]+)", sg).group(1))
     print(f"machine: OpenBLAS single-core sgemm on 2048^3: {gflops:.2f} GFLOP/s")
+    ranks_list = [int(r) for r in args.ranks.split(",")]
     for batch in [int(b) for b in args.batches.split(",")]:
-        tsps_all = []
+        # Rounds of PyTorch then each rank count, so that a slow spell of the
+        # machine hits all of them alike; the ratios are also taken per round.
+        tsps_all, sps_all, text_of = [], {r: [] for r in ranks_list}, {}
         for _ in range(args.repeat):
             ttext, _ = run(["/usr/bin/python3", torch_script, "--data", args.data, "--model", args.model,
                                "--batch", str(batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
@@ -100,27 +106,31 @@ def main():
             tm = re.search(r"samples_per_s=([\d.]+).*peak_rss_mb=([\d.]+)", ttext)
             tsps_all.append(float(tm.group(1)))
             trss = float(tm.group(2))
+            for ranks in ranks_list:
+                text_of[ranks] = mpivae_train(args, batch, ranks, args.steps)
+                sps_all[ranks].append(float(re.findall(r"\| (\d+) samples/s", text_of[ranks])[-1]))
         tsps = median(tsps_all)
-        print(f"\nmodel {args.model}, global batch {batch}, {args.steps} timed steps after {args.warmup}")
+        print(f"\nmodel {args.model}, global batch {batch}, {args.steps} timed steps after {args.warmup}, "
+              f"{args.repeat} interleaved rounds")
         print(f"  pytorch 1 process : {tsps:10.0f} samples/s   peak RSS {trss:7.1f} MiB"
               f"   (runs: {', '.join(f'{v:.0f}' for v in tsps_all)})")
-        base = None
-        for ranks in [int(r) for r in args.ranks.split(",")]:
-            sps_all = []
-            for _ in range(args.repeat):
-                text = mpivae_train(args, batch, ranks, args.steps)
-                sps_all.append(float(re.findall(r"\| (\d+) samples/s", text)[-1]))
-            sps = median(sps_all)
+        base_all = sps_all[ranks_list[0]]
+        for ranks in ranks_list:
+            text = text_of[ranks]
+            sps = median(sps_all[ranks])
+            base = median(base_all)
             rss = float(re.search(r"peak RSS ([\d.]+) MiB per rank", text).group(1))
             mflop = float(re.search(r"([\d.]+) MFLOP per sample per step", text).group(1))
-            if base is None:
-                base = sps
             frac = sps * mflop * 1e6 / (gflops * 1e9 * ranks)
+            vs_torch = [a / b for a, b in zip(sps_all[ranks], tsps_all)]
+            vs_base = [a / b for a, b in zip(sps_all[ranks], base_all)]
             print(f"  mpivae  {ranks} rank{'s' if ranks > 1 else ' '}   : {sps:10.0f} samples/s   peak RSS {rss:7.1f} MiB"
-                  f"   {sps / tsps:5.2f}x pytorch   {sps / base:5.2f}x 1 rank"
+                  f"   {sps / tsps:5.2f}x pytorch   {sps / base:5.2f}x {ranks_list[0]} rank"
                   f"   {mflop * batch:.0f} MFLOP/step, {100 * frac:5.1f}% of sgemm rate per core"
-                  f"   (runs: {', '.join(f'{v:.0f}' for v in sps_all)})")
-
+                  f"   (runs: {', '.join(f'{v:.0f}' for v in sps_all[ranks])})")
+            print(f"    per round: x pytorch {', '.join(f'{v:.2f}' for v in vs_torch)} (median {median(vs_torch):.2f})"
+                  + (f"; x {ranks_list[0]} rank {', '.join(f'{v:.2f}' for v in vs_base)} (median {median(vs_base):.2f})"
+                     if ranks != ranks_list[0] else ""))
 
 if __name__ == "__main__":
     main()
