@@ -12,8 +12,9 @@ Throughput mode prints, per batch size: samples/s of mpivae (per rank count)
 and of PyTorch (one process, one thread), their ratio, the model's FLOPs per
 step, the fraction of OpenBLAS's single-core sgemm rate (measured here on a
 2048^3 product) that the training step reaches, and peak RSS of both. Only
-steps after the warm-up are timed (mpivae's log line covers the steps since
-the previous one; PyTorch's script times its own steps). The runs go in
+steps after the warm-up are timed (mpivae logs every --warmup steps; the
+lines after the first cover the timed steps; PyTorch's script times its own
+steps). The runs go in
 --repeat rounds, each PyTorch then every rank count, so that a slow spell of
 a shared virtual machine hits all of them alike; each figure is the median
 of its runs, and the ratios are also printed per round with their median
@@ -59,6 +60,16 @@ def mpivae_train(args, batch, ranks, steps, extra=()):
     return text
 
 
+def timed_rate(text):
+    """samples/s over all timed steps: the log lines after the warm-up's cover
+    equal numbers of steps (--log-every is the warm-up, --steps a multiple of
+    it), so the rate over all of them is the harmonic mean of theirs."""
+    rates = [float(v) for v in re.findall(r"\| (\d+) samples/s", text)][1:]
+    if not rates:
+        sys.exit("bench: no timed log line in mpivae's output:\n" + text)
+    return len(rates) / sum(1.0 / r for r in rates)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -72,6 +83,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is printed")
     args = ap.parse_args()
+    if args.steps % args.warmup:
+        sys.exit("bench: --steps must be a multiple of --warmup (the log interval)")
     torch_script = os.path.join(ROOT, "tests", "pytorch", "bench_torch.py")
 
     if args.epochs:
@@ -108,7 +121,7 @@ def main():
             trss = float(tm.group(2))
             for ranks in ranks_list:
                 text_of[ranks] = mpivae_train(args, batch, ranks, args.steps)
-                sps_all[ranks].append(float(re.findall(r"\| (\d+) samples/s", text_of[ranks])[-1]))
+                sps_all[ranks].append(timed_rate(text_of[ranks]))
         tsps = median(tsps_all)
         print(f"\nmodel {args.model}, global batch {batch}, {args.steps} timed steps after {args.warmup}, "
               f"{args.repeat} interleaved rounds")
