@@ -11,6 +11,10 @@
  *       1x4x4   [3]      Z 2  B 2   BCE beta 2     (one conv layer)
  *       1x8x16  [3,4,5]  Z 2  B 3   BCE beta 1     (three conv layers, non-square)
  *       1x8x8   [4,6]    Z 3  B 3   BCE beta 1, eps == NULL (z = mu)
+ *       1x8x8   [8,9]    Z 3  B 3   BCE beta 1     (8 or more channels: conv.c's
+ *       2x8x16  [8,8,10] Z 2  B 2   MSE beta 0.5    patch-major lowering, channels
+ *                                                   last between conv layers, ReLU
+ *                                                   inside the conv ops)
  *     Also: the gradient is added (not overwritten) and scales with
  *     grad_scale, the loss does not depend on whether the backward pass runs,
  *     and the per-row terms sum to the totals.
@@ -76,6 +80,16 @@ static void test_fd(void)
 
     a = conv_arch(1, 8, 16, 3, (int[]){ 3, 4, 5 }, 2, VAE_LOSS_BCE);
     fd_check_model("conv 1x8x16 [3,4,5] bce beta 1 B 3", &a, 3, 3, 1.0f, 1, 25);
+
+    /*
+     * 8 and 9 channels: the patch-major lowering, the activations between
+     * conv layers channels last, the ReLU applied inside the conv ops, as in
+     * the default [32,64] model.
+     */
+    a = conv_arch(1, 8, 8, 2, (int[]){ 8, 9 }, 3, VAE_LOSS_BCE);
+    fd_check_model("conv 1x8x8 [8,9] bce beta 1 B 3", &a, 3, 3, 1.0f, 1, 26);
+    a = conv_arch(2, 8, 16, 3, (int[]){ 8, 8, 10 }, 2, VAE_LOSS_MSE);
+    fd_check_model("conv 2x8x16 [8,8,10] mse beta 0.5 B 2", &a, 2, 2, 0.5f, 1, 27);
 }
 
 /* ---------------------------------------------------------------------- (b) PyTorch fixture */
