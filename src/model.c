@@ -169,7 +169,7 @@ static void build_conv(vae_model *m)
         h /= 2;
         w /= 2;
     }
-    int flat = cin * h * w;
+    int flat = cin * h * w, cin_flat = cin;
     add_heads(m, "fc_mu", "fc_logvar", flat, m->Z);
     add_linear(m, "fc_dec", m->Z, flat, VAE_ACT_RELU);
     m->n_dec++;
@@ -191,6 +191,17 @@ static void build_conv(vae_model *m)
         if (!vae_conv_channels_last(from->cout)) continue;
         from->layout |= VAE_CONV_Y_NHWC;
         to->layout |= VAE_CONV_X_NHWC;
+    }
+    /* And the flattened activation on both sides of the linear layers, likewise. */
+    if (vae_conv_channels_last(cin_flat)) {
+        vae_layer *last = &m->layers[m->n_enc - 2], *heads = &m->layers[m->n_enc - 1];
+        vae_layer *dec = &m->layers[m->n_enc], *first = &m->layers[m->n_enc + 1];
+        last->layout |= VAE_CONV_Y_NHWC;
+        first->layout |= VAE_CONV_X_NHWC;
+        heads->flat = 1;
+        dec->flat = 2;
+        heads->flat_c = dec->flat_c = cin_flat;
+        heads->flat_hw = dec->flat_hw = flat / cin_flat;
     }
 }
 
@@ -260,6 +271,8 @@ int vae_model_init(vae_model *m, const vae_arch *arch, int max_batch)
         if ((size_t)m->layers[i].in > maxw) maxw = m->layers[i].in;
     }
     total += B * m->Z * 3 + B * 2 * m->Z + 2 * B * maxw;
+    for (int i = 0; i < nl; i++)
+        if (m->layers[i].flat) total += 2 * ((size_t)m->layers[i].out * m->layers[i].in + m->layers[i].out + 16);
     m->scratch_len = conv_scratch(m, max_batch);
     total += m->scratch_len;
     m->arena = alloc_floats(total + 16 * (nl + 8));
@@ -279,6 +292,12 @@ int vae_model_init(vae_model *m, const vae_arch *arch, int max_batch)
     TAKE(m->g0, B * maxw);
     TAKE(m->g1, B * maxw);
     TAKE(m->scratch, m->scratch_len);
+    for (int i = 0; i < nl; i++) {
+        vae_layer *l = &m->layers[i];
+        if (!l->flat) continue;
+        TAKE(l->wperm, (size_t)l->out * l->in + l->out);
+        TAKE(l->gperm, (size_t)l->out * l->in + l->out);
+    }
 #undef TAKE
     m->max_batch = max_batch;
     m->capacity = -1.0f;
@@ -321,13 +340,71 @@ static const float *layer_input(const vae_model *m, int i)
     return m->act[i];
 }
 
+/*
+ * The weights of a flat layer (vae_layer.flat) in the channels-last order
+ * of its flattened side: index c*HW + t moves to t*C + c, over the weight's
+ * columns (flat 1, the input) or its rows and the bias (flat 2, the output).
+ */
+static void flat_permute(const vae_layer *l, const float *w, const float *b, float *wp)
+{
+    int C = l->flat_c, HW = l->flat_hw, in = l->in;
+    float *bp = wp + (size_t)l->out * in;
+    if (l->flat == 1) {
+        for (int r = 0; r < l->out; r++) {
+            const float *wr = w + (size_t)r * in;
+            float *pr = wp + (size_t)r * in;
+            for (int c = 0; c < C; c++)
+                for (int t = 0; t < HW; t++) pr[(size_t)t * C + c] = wr[(size_t)c * HW + t];
+        }
+        memcpy(bp, b, (size_t)l->out * sizeof(float));
+        return;
+    }
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < HW; t++) {
+            size_t to = (size_t)t * C + c, from = (size_t)c * HW + t;
+            memcpy(wp + to * in, w + from * in, (size_t)in * sizeof(float));
+            bp[to] = b[from];
+        }
+}
+
+/* The inverse of flat_permute, added: gw, gb += the gradient gp taken in the permuted order. */
+static void flat_unpermute_add(const vae_layer *l, const float *gp, float *gw, float *gb)
+{
+    int C = l->flat_c, HW = l->flat_hw, in = l->in;
+    const float *gbp = gp + (size_t)l->out * in;
+    if (l->flat == 1) {
+        for (int r = 0; r < l->out; r++) {
+            const float *pr = gp + (size_t)r * in;
+            float *wr = gw + (size_t)r * in;
+            for (int c = 0; c < C; c++)
+                for (int t = 0; t < HW; t++) wr[(size_t)c * HW + t] += pr[(size_t)t * C + c];
+            gb[r] += gbp[r];
+        }
+        return;
+    }
+    for (int c = 0; c < C; c++)
+        for (int t = 0; t < HW; t++) {
+            size_t to = (size_t)t * C + c, from = (size_t)c * HW + t;
+            const float *pr = gp + to * in;
+            float *wr = gw + from * in;
+            for (int k = 0; k < in; k++) wr[k] += pr[k];
+            gb[from] += gbp[to];
+        }
+}
+
 static void layer_forward(vae_model *m, int i, int B)
 {
     const vae_layer *l = &m->layers[i];
     const float *x = layer_input(m, i);
     float *y = m->act[i + 1];
     if (l->kind == VAE_LAYER_LINEAR) {
-        vae_linear_forward(x, m->params + l->w, m->params + l->b, y, B, l->in, l->out, l->act);
+        const float *w = m->params + l->w, *b = m->params + l->b;
+        if (l->flat) {
+            flat_permute(l, w, b, l->wperm);
+            w = l->wperm;
+            b = l->wperm + (size_t)l->out * l->in;
+        }
+        vae_linear_forward(x, w, b, y, B, l->in, l->out, l->act);
         return;
     }
     int flags = l->layout | (l->act == VAE_ACT_RELU ? VAE_CONV_RELU : 0);
@@ -359,7 +436,13 @@ static void layer_backward(vae_model *m, int i, float *dY, float *dX, int B)
         vae_relu_backward(m->act[i + 1], dY, (size_t)B * l->out);
     const float *x = layer_input(m, i);
     int flags = l->layout | (dX && gates_input_grad(m, i) ? VAE_CONV_DX_RELU : 0);
-    if (l->kind == VAE_LAYER_LINEAR)
+    if (l->kind == VAE_LAYER_LINEAR && l->flat) {
+        /* wperm still holds this step's weights, permuted by the forward pass. */
+        size_t nwb = (size_t)l->out * l->in + l->out;
+        memset(l->gperm, 0, nwb * sizeof(float));
+        vae_linear_backward(x, l->wperm, dY, dX, l->gperm, l->gperm + (size_t)l->out * l->in, B, l->in, l->out);
+        flat_unpermute_add(l, l->gperm, m->grads + l->w, m->grads + l->b);
+    } else if (l->kind == VAE_LAYER_LINEAR)
         vae_linear_backward(x, m->params + l->w, dY, dX, m->grads + l->w, m->grads + l->b, B, l->in, l->out);
     else if (l->kind == VAE_LAYER_CONV)
         vae_conv2d_backward(x, m->params + l->w, dY, dX, m->grads + l->w, m->grads + l->b, B, l->cin, l->hin,

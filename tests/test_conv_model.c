@@ -20,7 +20,8 @@
  *     and the per-row terms sum to the totals.
  * (b) The PyTorch fixture (tests/pytorch/make_fixture_conv.py; path given on
  *     the command line): for /bce (1x8x8, [4,6]), /mse (2x8x12, [3,5]) and
- *     /one (1x4x4, [3]), the model's tensors have exactly the fixture's names
+ *     /one (1x4x4, [3]) and /wide (1x8x8, [8,9]: the lowering and layouts of
+ *     8 or more channels), the model's tensors have exactly the fixture's names
  *     and shapes (Conv2d [out,in,k,k], ConvTranspose2d [in,out,k,k]); with the
  *     fixture's params, x and eps, the batch-mean losses (relative 1e-5), mu
  *     and logvar, the logits and every parameter gradient (grad_scale = 1/B;
@@ -279,6 +280,7 @@ static void test_fixture(const char *path)
     fixture_case(f, "bce");
     fixture_case(f, "mse");
     fixture_case(f, "one");
+    fixture_case(f, "wide");
     H5Fclose(f);
 }
 

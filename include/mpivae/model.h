@@ -63,6 +63,16 @@ typedef struct vae_layer {
      * activation the linear layers see and the decoder's output stay NCHW.
      */
     int layout;
+    /*
+     * Linear layers next to the conv stack (the heads, fc_dec) when the
+     * last encoder conv keeps channels last: the flattened [C, H*W] side
+     * (flat 1: the input, 2: the output) is stored channels last, [H*W, C],
+     * so neither conv transposes it; the layer computes with its weight (and
+     * for an output, its bias) permuted to that order in wperm, and adds the
+     * gradient in that order, gperm, back into the model's (PyTorch order).
+     */
+    int flat, flat_c, flat_hw;
+    float *wperm, *gperm; /* [out*in + out] each: weight, then bias */
 } vae_layer;
 
 typedef struct vae_model {

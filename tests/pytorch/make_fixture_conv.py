@@ -6,7 +6,7 @@ convolutional VAE (tests/pytorch/vae_model.py, ConvVAE) for the C implementation
 Run with Debian's /usr/bin/python3 (python3-torch, python3-h5py):
     /usr/bin/python3 tests/pytorch/make_fixture_conv.py [OUT.h5]
 
-Layout, one group per case (/bce, /mse, /one):
+Layout, one group per case (/bce, /mse, /one, /wide):
   attrs   C, H, W (int64), channels (int64 [n], the conv layers' channels = --hidden), Z (int64),
           B (int64), loss (fixed-length ASCII string), beta (float64), seed (int64)
   params/<name>   float32, PyTorch layout (Conv2d weight [out,in,k,k], ConvTranspose2d weight
@@ -40,6 +40,8 @@ CASES = [
     ("bce", (1, 8, 8), [4, 6], 3, 3, "bce", 1.0, 2001),
     ("mse", (2, 8, 12), [3, 5], 2, 2, "mse", 0.5, 2002),
     ("one", (1, 4, 4), [3], 2, 2, "bce", 2.0, 2003),
+    # 8 and 9 channels: the C side's patch-major lowering and channels-last activations
+    ("wide", (1, 8, 8), [8, 9], 3, 2, "bce", 1.0, 2004),
 ]
 
 
