@@ -59,8 +59,11 @@ typedef struct vae_layer {
     /*
      * Convolutions: conv.h's layout flags. An activation between two conv
      * layers is kept channels last where vae_conv_channels_last says so
-     * (elementwise ReLU does not mind); the model's input, the flattened
-     * activation the linear layers see and the decoder's output stay NCHW.
+     * (elementwise ReLU does not mind), and so is the flattened activation
+     * on both sides of the linear layers when the last encoder conv has
+     * that many channels (see flat below); the model's input and the
+     * decoder's output stay NCHW. ReLU after a conv layer is applied inside
+     * the conv ops (VAE_CONV_RELU, VAE_CONV_DX_RELU).
      */
     int layout;
     /*
