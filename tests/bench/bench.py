@@ -83,8 +83,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure; the median is printed")
     args = ap.parse_args()
-    if args.steps % args.warmup:
-        sys.exit("bench: --steps must be a multiple of --warmup (the log interval)")
+    if not args.epochs and (args.warmup < 1 or args.steps < 1 or args.steps % args.warmup):
+        sys.exit("bench: --steps and --warmup must be positive, --steps a multiple of --warmup (the log interval)")
     torch_script = os.path.join(ROOT, "tests", "pytorch", "bench_torch.py")
 
     if args.epochs:
