@@ -706,13 +706,17 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     /*
      * Test hooks: MPIVAE_TEST_STOP_AT_STEP=N acts as a stop signal during
      * global step N on every rank; MPIVAE_TEST_NAN_STEPS=A:B makes the last
-     * rank's loss and gradients NaN during global steps A..B.
+     * rank's loss and gradients NaN during global steps A..B;
+     * MPIVAE_TEST_STEP_DELAY_MS=D makes every rank sleep D ms after each step,
+     * so that the job-script tests' runs last long enough on any machine.
      */
     const char *stop_env = getenv("MPIVAE_TEST_STOP_AT_STEP");
     long stop_at = stop_env ? atol(stop_env) : -1;
     long nan_a = -1, nan_b = -1;
     const char *nan_env = getenv("MPIVAE_TEST_NAN_STEPS");
     if (nan_env && sscanf(nan_env, "%ld:%ld", &nan_a, &nan_b) != 2) nan_a = nan_b = -1;
+    const char *delay_env = getenv("MPIVAE_TEST_STEP_DELAY_MS");
+    long delay_ms = delay_env ? atol(delay_env) : 0;
     /* A progress bar on a terminal; not under mpirun, whose ranks write to a pseudo-terminal
      * even when mpirun's own output goes to a file. */
     int tty = rank == 0 && isatty(STDOUT_FILENO) && !getenv("OMPI_COMM_WORLD_SIZE");
@@ -849,6 +853,10 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         double t1 = now_s();
         busy += t1 - t0;
         busy_all += t1 - t0;
+        if (delay_ms > 0) {
+            struct timespec ts = { delay_ms / 1000, (delay_ms % 1000) * 1000000L };
+            nanosleep(&ts, NULL);
+        }
         rows_int += Bt;
         steps_int++;
         comm_int += comm_s;

@@ -5,6 +5,9 @@
 #
 # Run 1 (2 ranks) gets SIGUSR1 once it has logged a step; run 2 gets Ctrl-C
 # (SIGINT to its process group, as a terminal sends it); run 3 finishes.
+# Runs 1 and 2 sleep DELAY ms after each step (MPIVAE_TEST_STEP_DELAY_MS) so
+# that they are still training when the signal comes, however fast the
+# machine; the steps and their results do not change.
 # Asserts:
 #   - runs 1 and 2 exit with 75 after "stopped by SIGUSR1 at step N" and a
 #     checkpoint of step N (Ctrl-C reaches only the script, which forwards
@@ -18,6 +21,7 @@ slurm_test_init "$@"
 EPOCHS=${MPIVAE_TEST_EPOCHS:-120} # 32 steps per epoch
 TRAIN=(--data "$WORK/s.h5" --epochs "$EPOCHS" --batch 16 --log-every 100)
 TOTAL=$((EPOCHS * 32))
+DELAY=${MPIVAE_TEST_DELAY_MS:-2} # 3840 steps: at least 7.7 s per interrupted run
 synth "$WORK/s.h5"
 export RANKS=2 RUN_DIR=$WORK/run MPIVAE
 
@@ -26,7 +30,7 @@ export RANKS=2 RUN_DIR=$WORK/run MPIVAE
 interrupted() {
     local out=$WORK/local-$1.log pid rc=0
     set -m
-    bash "$SRC/jobs/local.sh" "${TRAIN[@]}" >"$out" 2>&1 &
+    MPIVAE_TEST_STEP_DELAY_MS=$DELAY bash "$SRC/jobs/local.sh" "${TRAIN[@]}" >"$out" 2>&1 &
     pid=$!
     set +m
     wait_until "a step line from run $1" 60 has_line "$out" '^step [0-9]+/'

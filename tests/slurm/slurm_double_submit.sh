@@ -13,11 +13,14 @@
 #     "training finished", the final checkpoint written), and its run
 #     directory is sound: jobs/eval.sbatch (2 tasks, srun) evaluates the
 #     newest checkpoint and writes the sample and reconstruction grids.
+# The first job sleeps DELAY ms after each step (MPIVAE_TEST_STEP_DELAY_MS) so
+# that it is still training when the second ends, however fast the machine.
 source "$(dirname "$0")/lib.sh"
 slurm_test_init "$@"
 
 EPOCHS=${MPIVAE_TEST_EPOCHS:-200} # 32 steps per epoch, one rank
 TOTAL=$((EPOCHS * 32))
+DELAY=${MPIVAE_TEST_DELAY_MS:-2} # 6400 steps: at least 12.8 s
 synth "$WORK/s.h5"
 start_slurm
 
@@ -26,7 +29,7 @@ submit() {
     sbatch --parsable -N 1 --ntasks-per-node=1 -t 5 -J "$1" -o "$WORK/$1.out" --chdir="$WORK" \
         "$SRC/jobs/train-multinode.sbatch" || fail "expected sbatch to accept jobs/train-multinode.sbatch, found it refused"
 }
-J1=$(submit first)
+J1=$(MPIVAE_TEST_STEP_DELAY_MS=$DELAY submit first)
 wait_until "job $J1 RUNNING" 60 state_is "$J1" RUNNING
 wait_until "a step line in the output of job $J1" 60 has_line "$WORK/first.out" '^step [0-9]+/'
 J2=$(submit second)

@@ -20,18 +20,22 @@
 # Prints the time from the signal to the job leaving RUNNING, and from the
 # requeue (the job PENDING again) to the first step line of the resumed run;
 # `scontrol update StartTime=now+2` skips most of the cred_expire hold.
+# The job sleeps DELAY ms after each step (MPIVAE_TEST_STEP_DELAY_MS) so that
+# it is still training when the signal comes, however fast the machine; the
+# steps and their results do not change.
 source "$(dirname "$0")/lib.sh"
 slurm_test_init "$@"
 
 EPOCHS=${MPIVAE_TEST_EPOCHS:-120} # 512 rows / 16 = 32 steps per epoch
 TRAIN=(--epochs "$EPOCHS" --batch 16 --log-every 100)
 TOTAL=$((EPOCHS * 32))
+DELAY=${MPIVAE_TEST_DELAY_MS:-2} # 3840 steps: at least 7.7 s per run
 synth "$WORK/s.h5"
 start_slurm
 
 OUT=$WORK/job.out
 export MPIVAE DATA=$WORK/s.h5 RUN_DIR=$WORK/run-slurm TRAIN_ARGS="${TRAIN[*]}" LAUNCHER=${MPIVAE_TEST_LAUNCHER:-mpirun} MAX_RESTARTS=2
-J=$(sbatch --parsable -n 2 -t 5 -J requeue-test -o "$OUT" --chdir="$WORK" "$SRC/jobs/train.sbatch") ||
+J=$(MPIVAE_TEST_STEP_DELAY_MS=$DELAY sbatch --parsable -n 2 -t 5 -J requeue-test -o "$OUT" --chdir="$WORK" "$SRC/jobs/train.sbatch") ||
     fail "expected sbatch to accept jobs/train.sbatch, found it refused"
 note "submitted job $J"
 
