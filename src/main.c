@@ -6,6 +6,7 @@
  * 75 (VAE_EXIT_REQUEUE) training stopped by a signal after a checkpoint.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "mpivae/blas.h"
 #include "mpivae/checkpoint.h"
 #include "mpivae/comm.h"
 #include "mpivae/dataset.h"
@@ -1109,6 +1110,7 @@ int main(int argc, char **argv)
         printf("mpivae %s\n", MPIVAE_VERSION);
         return 0;
     }
+    vae_blas_tune(argv); /* may start the program again, with OpenBLAS's kernels for this CPU */
     MPI_Init(&argc, &argv);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);

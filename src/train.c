@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include "mpivae/train.h"
 
+#include "mpivae/blas.h"
 #include "mpivae/checkpoint.h"
 #include "mpivae/comm.h"
 #include "mpivae/metrics.h"
@@ -254,7 +255,9 @@ static void print_banner(const vae_config *c, const vae_model *m, const vae_data
             for (int j = 0; j < i; j++) dup |= !strcmp(all + (size_t)i * MPI_MAX_PROCESSOR_NAME, all + (size_t)j * MPI_MAX_PROCESSOR_NAME);
             if (!dup) printf(" %s", all + (size_t)i * MPI_MAX_PROCESSOR_NAME);
         }
-        printf("\nthreads: OMP_NUM_THREADS=%s OPENBLAS_NUM_THREADS=%s\n", omp ? omp : "unset", ob ? ob : "unset");
+        char core[128];
+        printf("\nthreads: OMP_NUM_THREADS=%s OPENBLAS_NUM_THREADS=%s, OpenBLAS core %s\n", omp ? omp : "unset",
+               ob ? ob : "unset", vae_blas_describe(core, (int)sizeof core));
         if (job) printf("slurm: job %s, restart count %s\n", job, rs ? rs : "0");
         printf("data: %s:%s, %lld rows of %dx%dx%d (%s, %s)\n", d->file, d->dset, (long long)d->N, d->C, d->Hh, d->W,
                d->dtype == VAE_DT_U8 ? "uint8" : "float", d->in_memory ? "in shared memory" : "streamed");

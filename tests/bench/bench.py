@@ -14,7 +14,10 @@ step, the fraction of OpenBLAS's single-core sgemm rate (measured here on a
 2048^3 product) that the training step reaches, and peak RSS of both. Only
 steps after the warm-up are timed (mpivae logs every --warmup steps; the
 lines after the first cover the timed steps; PyTorch's script times its own
-steps). The runs go in
+steps). OpenBLAS's kernel set is the one mpivae picks (bench_sgemm reports
+it; where OpenBLAS's own detection falls back to generic kernels, mpivae sets
+OPENBLAS_CORETYPE), and PyTorch, whose linear layers call the same OpenBLAS,
+runs with that OPENBLAS_CORETYPE too. The runs go in
 --repeat rounds, each PyTorch then every rank count, so that a slow spell of
 a shared virtual machine hits all of them alike; each figure is the median
 of its runs, and the ratios are also printed per round with their median
@@ -106,7 +109,10 @@ def main():
 
     sg, _ = run([os.path.join(args.build, "tests", "bench_sgemm"), "2048"])
     gflops = float(re.search(r"gflops=([\d.]+)", sg).group(1))
-    print(f"machine: OpenBLAS single-core sgemm on 2048^3: {gflops:.2f} GFLOP/s")
+    core = re.search(r"core=(\S+)", sg).group(1)
+    ENV["OPENBLAS_CORETYPE"] = core  # the same kernels for both programs
+    print(f"machine: OpenBLAS single-core sgemm on 2048^3: {gflops:.2f} GFLOP/s (OpenBLAS core {core}, "
+          f"OPENBLAS_CORETYPE={core} for every run)")
     ranks_list = [int(r) for r in args.ranks.split(",")]
     for batch in [int(b) for b in args.batches.split(",")]:
         # Rounds of PyTorch then each rank count, so that a slow spell of the

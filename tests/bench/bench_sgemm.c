@@ -1,9 +1,12 @@
 /*
  * bench_sgemm.c: OpenBLAS's single-process sgemm rate on a large square
  * product, the yardstick for the training step's efficiency.
- * Usage: bench_sgemm [N] (default 2048). Prints "sgemm: n=N gflops=G".
+ * Usage: bench_sgemm [N] (default 2048). Prints "sgemm: n=N gflops=G core=C":
+ * C is OpenBLAS's kernel set, chosen as mpivae chooses it (blas.h).
  */
 #define _POSIX_C_SOURCE 200809L
+#include "mpivae/blas.h"
+
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,7 @@ static double now_s(void)
 
 int main(int argc, char **argv)
 {
+    vae_blas_tune(argv);
     int n = argc > 1 ? atoi(argv[1]) : 2048;
     if (n < 64) n = 64;
     size_t nn = (size_t)n * n;
@@ -35,7 +39,7 @@ int main(int argc, char **argv)
         double g = 2.0 * n * (double)n * n / (now_s() - t0) / 1e9;
         if (g > best) best = g;
     }
-    printf("sgemm: n=%d gflops=%.2f\n", n, best);
+    printf("sgemm: n=%d gflops=%.2f core=%s\n", n, best, vae_blas_core());
     free(a);
     free(b);
     free(c);

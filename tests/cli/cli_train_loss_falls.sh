@@ -15,6 +15,10 @@
 #    step 48, samples.h5 with /prior/step-48 [64,1,8,8] (and /recon/step-48)
 #    in [0, 1], and samples/prior-step-*.png and samples/recon-step-*.png as
 #    valid PNGs of the grid size (8 columns, 2 pixels of padding).
+# 3. OpenBLAS's kernels: the banner names them; on a CPU with AVX2 they are
+#    not a generic fallback (Debian's OpenBLAS 0.3.21 takes newer Intel CPUs
+#    for a Prescott: mpivae then sets OPENBLAS_CORETYPE and starts again), and
+#    a kernel set the user chose with OPENBLAS_CORETYPE is kept.
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
 need_python_modules h5py numpy
@@ -114,5 +118,22 @@ for kind in prior recon; do
     done
     note "${pngs[*]}: valid PNG grids of $n images"
 done
+
+# OpenBLAS's kernels.
+core_of() { sed -n 's/^threads: .*OpenBLAS core \([A-Za-z0-9_]*\).*/\1/p' "$WORK/last.out" | head -n 1; }
+run_ok "$M" train "${CFG[@]}" --steps 1 --out blas-auto
+core=$(core_of)
+[ -n "$core" ] || fail "expected 'OpenBLAS core NAME' in the banner, found: $(grep '^threads:' "$WORK/last.out")"
+note "banner: $(grep '^threads:' "$WORK/last.out")"
+if grep -m 1 '^flags' /proc/cpuinfo | grep -qw avx2; then
+    case $core in
+    Prescott | Core2 | Penryn | Dunnington | Nehalem | Atom | Katmai | Coppermine | Northwood | Banias | Opteron | Opteron_SSE3 | Barcelona | Bobcat)
+        fail "expected AVX2 or AVX-512 kernels on this CPU (it has avx2), found OpenBLAS core $core" ;;
+    esac
+fi
+OPENBLAS_CORETYPE=Prescott run_ok "$M" train "${CFG[@]}" --steps 1 --out blas-user
+expect_eq "OpenBLAS core with OPENBLAS_CORETYPE=Prescott" Prescott "$(core_of)"
+grep -q '^threads: .*set by mpivae' "$WORK/last.out" &&
+    fail "expected the user's OPENBLAS_CORETYPE to stand, found: $(grep '^threads:' "$WORK/last.out")"
 
 cli_done

@@ -1,0 +1,69 @@
+/*
+ * blas.c: OpenBLAS's kernel set and the re-execution with OPENBLAS_CORETYPE
+ * (see blas.h).
+ */
+#define _GNU_SOURCE
+#include "mpivae/blas.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+char *openblas_get_corename(void);
+
+const char *vae_blas_core(void)
+{
+    const char *c = openblas_get_corename();
+    return c ? c : "unknown";
+}
+
+/* The kernel sets OpenBLAS falls back to for an x86-64 CPU it does not know. */
+static int is_generic(const char *core)
+{
+    static const char *const generic[] = { "Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",
+                                           "Katmai", "Coppermine", "Northwood", "Banias", "Opteron",
+                                           "Opteron_SSE3", "Barcelona", "Bobcat" };
+    for (size_t i = 0; i < sizeof generic / sizeof generic[0]; i++)
+        if (!strcasecmp(core, generic[i])) return 1;
+    return 0;
+}
+
+const char *vae_blas_better_core(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (getenv("OPENBLAS_CORETYPE")) return NULL; /* the user's choice stands */
+    if (!is_generic(vae_blas_core())) return NULL;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+    if (__builtin_cpu_supports("avx")) return "Sandybridge";
+#endif
+    return NULL;
+}
+
+void vae_blas_tune(char **argv)
+{
+    const char *core = vae_blas_better_core();
+    if (!core) return;
+    if (setenv("MPIVAE_BLAS_FALLBACK", vae_blas_core(), 1) || setenv("OPENBLAS_CORETYPE", core, 1)) return;
+    execv("/proc/self/exe", argv);
+    /* exec failed: go on with the kernels loaded, and say so in the banner. */
+    unsetenv("OPENBLAS_CORETYPE");
+}
+
+const char *vae_blas_describe(char *buf, int n)
+{
+    const char *fallback = getenv("MPIVAE_BLAS_FALLBACK");
+    const char *better = vae_blas_better_core();
+    if (fallback)
+        snprintf(buf, (size_t)n, "%s (set by mpivae: OpenBLAS detected %s)", vae_blas_core(), fallback);
+    else if (better)
+        snprintf(buf, (size_t)n, "%s (generic: set OPENBLAS_CORETYPE=%s for this CPU)", vae_blas_core(), better);
+    else
+        snprintf(buf, (size_t)n, "%s", vae_blas_core());
+    return buf;
+}
