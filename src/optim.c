@@ -4,6 +4,31 @@
 #include "mpivae/optim.h"
 
 #include <math.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
+/*
+ * Subnormal moments and steps are flushed to zero inside the update (the
+ * CPU's flush-to-zero and denormals-are-zero modes, set around the loop and
+ * then put back). Without it, the moments of weights whose gradient is always
+ * zero (those of dead ReLU units, or of pixels that are 0 in every image)
+ * decay into the subnormal range and stay there (0.9 times a few units in the
+ * last place rounds back to itself), and every step then pays the CPU's slow
+ * path for each of them: on the default model, about half of the first
+ * layer's moments, which made the update five times slower. The values lost
+ * are below 1.2e-38, and never change a parameter: the step they give is
+ * below its last place.
+ */
+#if defined(__SSE__)
+#define FTZ_BEGIN()                                                                                                    \
+    unsigned csr_saved = _mm_getcsr();                                                                                 \
+    _mm_setcsr(csr_saved | 0x8040u) /* FTZ (bit 15) and DAZ (bit 6) */
+#define FTZ_END() _mm_setcsr(csr_saved)
+#else
+#define FTZ_BEGIN() ((void)0)
+#define FTZ_END() ((void)0)
+#endif
 
 static inline void adam_loop(float *p, float *g, float *m, float *v, size_t n, const vae_adam *h, long t,
                              int clear)
@@ -13,6 +38,7 @@ static inline void adam_loop(float *p, float *g, float *m, float *v, size_t n, c
     const float bc2 = 1.0f - powf(b2, (float)t);
     const float step = h->lr / bc1;
     const float inv_sqrt_bc2 = 1.0f / sqrtf(bc2);
+    FTZ_BEGIN();
     for (size_t i = 0; i < n; i++) {
         float gi = g[i];
         float mi = b1 * m[i] + (1.0f - b1) * gi;
@@ -22,6 +48,7 @@ static inline void adam_loop(float *p, float *g, float *m, float *v, size_t n, c
         p[i] -= step * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
         if (clear) g[i] = 0.0f;
     }
+    FTZ_END();
 }
 
 void vae_adam_update(float *p, const float *g, float *m, float *v, size_t n, const vae_adam *h, long t)

@@ -15,7 +15,10 @@
  *     exactly the fixture's names and shapes; with the fixture's params, x
  *     and eps, the batch-mean losses, mu and logvar, the logits and every
  *     parameter gradient (grad_scale = 1/B) match PyTorch's float64 values.
- * (c) vae_adam_update against PyTorch's Adam formula in double for 3 steps.
+ * (c) vae_adam_update against PyTorch's Adam formula in double for 3 steps;
+ *     subnormal moments (those of weights whose gradient stays zero) are
+ *     flushed to zero, parameters keep their values, and the caller's
+ *     floating-point mode is put back.
  *
  * The exit code is the verdict.
  */
@@ -353,6 +356,41 @@ static void test_adam_clear_and_blocks(void)
     free(v2);
 }
 
+/* Subnormal moments become 0 (optim.c: the slow path they cost every step), nothing else changes. */
+static void test_adam_subnormal(void)
+{
+    enum { N = 6 };
+    const float sub = 4 * FLT_TRUE_MIN; /* 0.9 * sub rounds back to sub */
+    float p[N] = { 0.5f, -0.25f, 0.75f, 1.0f, 0.125f, 2.0f };
+    float g[N] = { 0.0f, 0.0f, 0.0f, 1e-21f, 0.0f, 0.5f }; /* g[3]^2 is subnormal */
+    float m[N] = { sub, -1e-39f, 1e-30f, 0.0f, 0.0f, 0.0f };
+    float v[N] = { sub, 1e-39f, 1e-30f, 0.0f, 1e-39f, 0.0f };
+    float p0[N], m0[N], v0[N];
+    memcpy(p0, p, sizeof p);
+    memcpy(m0, m, sizeof m);
+    memcpy(v0, v, sizeof v);
+    vae_adam h = { 1e-3f, 0.9f, 0.999f, 1e-8f };
+    vae_adam_update(p, g, m, v, N, &h, 7);
+    /* Subnormal moments and a subnormal (1 - b2) g^2 are flushed. */
+    CHECK_CMP_DBL(m[0], ==, 0.0);
+    CHECK_CMP_DBL(v[0], ==, 0.0);
+    CHECK_CMP_DBL(m[1], ==, 0.0);
+    CHECK_CMP_DBL(v[1], ==, 0.0);
+    CHECK_CMP_DBL(v[3], ==, 0.0);
+    CHECK_CMP_DBL(v[4], ==, 0.0);
+    /* Normal ones decay as before; parameters whose step is below their last place keep their values. */
+    CHECK_CMP_DBL(m[2], ==, (double)(0.9f * m0[2]));
+    CHECK_CMP_DBL(v[2], ==, (double)(0.999f * v0[2]));
+    for (int i = 0; i < 5; i++) CHECK_CMP_DBL(p[i], ==, (double)p0[i]);
+    CHECK_CMP_DBL(m[3], ==, (double)((1.0f - 0.9f) * g[3]));
+    /* An ordinary entry moves by about lr (the first steps of Adam move each parameter by ~lr). */
+    CHECK(p[5] < p0[5] && p[5] > p0[5] - 0.01f);
+    /* The caller's mode is back: a subnormal product is not flushed here. */
+    volatile float x = FLT_MIN;
+    volatile float y = x * 0.5f;
+    CHECK(y != 0.0f);
+}
+
 /* ---------------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -365,6 +403,7 @@ int main(int argc, char **argv)
     test_fixture(argv[1]);
     test_adam();
     test_adam_clear_and_blocks();
+    test_adam_subnormal();
     printf("test_model: %d checks, %d failed\n", g_checks, g_failures);
     return g_failures ? 1 : 0;
 }
