@@ -78,14 +78,17 @@ void vae_adam_update_clear(float *p, float *g, float *m, float *v, size_t n, con
 
 double vae_sumsq(const float *g, size_t n)
 {
-    /* Eight independent lanes (vectorisable, fixed order), then one sum. */
-    double acc[8] = { 0 };
+    /*
+     * 32 independent lanes (vectorisable, fixed order), then one sum: with
+     * 8 the loop waited on the latency of each vector's add.
+     */
+    double acc[32] = { 0 };
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] += (double)g[i + k] * g[i + k];
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 32; k++) acc[k] += (double)g[i + k] * g[i + k];
     for (; i < n; i++) acc[0] += (double)g[i] * g[i];
     double s = 0.0;
-    for (int k = 0; k < 8; k++) s += acc[k];
+    for (int k = 0; k < 32; k++) s += acc[k];
     return s;
 }
 
