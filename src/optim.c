@@ -92,6 +92,33 @@ double vae_sumsq(const float *g, size_t n)
     return s;
 }
 
+double vae_add_clear_sumsq(float *dst, float *src, size_t n, size_t m)
+{
+    /* The lanes and order of vae_sumsq, over the sums as they are stored. */
+    double acc[32] = { 0 };
+    size_t i = 0;
+    for (; i + 32 <= m; i += 32)
+        for (int k = 0; k < 32; k++) {
+            float s = dst[i + k] + src[i + k];
+            dst[i + k] = s;
+            src[i + k] = 0.0f;
+            acc[k] += (double)s * s;
+        }
+    for (; i < m; i++) {
+        float s = dst[i] + src[i];
+        dst[i] = s;
+        src[i] = 0.0f;
+        acc[0] += (double)s * s;
+    }
+    for (; i < n; i++) {
+        dst[i] += src[i];
+        src[i] = 0.0f;
+    }
+    double s = 0.0;
+    for (int k = 0; k < 32; k++) s += acc[k];
+    return s;
+}
+
 void vae_sumsq_blocks(const float *g, size_t n, size_t b0, size_t b1, double *part)
 {
     for (size_t b = b0; b < b1; b++) {

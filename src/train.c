@@ -497,15 +497,20 @@ static int shm_allreduce(shm_reduce *s, size_t fail_slot, double *sumsq)
     int fused = s->nleaders <= 1;
     for (size_t b = s->blo; b < s->bhi; b++) {
         size_t lo = b * VAE_NORM_BLOCK, hi = lo + VAE_NORM_BLOCK < s->n ? lo + VAE_NORM_BLOCK : s->n;
+        /* One node: the block is final after the last rank's add, squared as it is stored (0 past the parameters). */
+        size_t sq = s->np > lo ? (hi < s->np ? hi : s->np) - lo : 0;
         for (int q = 1; q < s->ns; q++) {
             float *src = s->seg[q];
+            if (fused && q == s->ns - 1) {
+                s->part[b] = vae_add_clear_sumsq(dst + lo, src + lo, hi - lo, sq);
+                continue;
+            }
             for (size_t i = lo; i < hi; i++) {
                 dst[i] += src[i];
                 src[i] = 0.0f;
             }
         }
-        /* One node: the block is final, squared while it is in cache (0 past the parameters). */
-        if (fused) vae_sumsq_blocks(dst, s->np, b, b + 1, s->part);
+        if (fused && s->ns == 1) vae_sumsq_blocks(dst, s->np, b, b + 1, s->part);
     }
     shm_sync(s);
     int rc = MPI_SUCCESS;

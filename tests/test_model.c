@@ -356,6 +356,29 @@ static void test_adam_clear_and_blocks(void)
     free(v2);
 }
 
+/* The fused add, clear and square equals the add followed by vae_sumsq, bit for bit. */
+static void test_add_clear_sumsq(void)
+{
+    enum { N = 1000 };
+    float a[N], b[N], ref[N];
+    const size_t cases[][2] = { { 1000, 1000 }, { 1000, 995 }, { 77, 31 }, { 64, 64 }, { 40, 0 }, { 0, 0 } };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        size_t n = cases[c][0], m = cases[c][1];
+        for (size_t i = 0; i < N; i++) {
+            a[i] = uniform(-2, 2);
+            b[i] = uniform(-2, 2);
+            ref[i] = i < n ? a[i] + b[i] : a[i];
+        }
+        double got = vae_add_clear_sumsq(a, b, n, m);
+        CHECK(memcmp(a, ref, sizeof a) == 0);
+        size_t nz = 0;
+        for (size_t i = 0; i < n; i++) nz += b[i] != 0.0f;
+        CHECK_CMP_INT(nz, ==, 0);
+        double want = vae_sumsq(ref, m);
+        CHECK(memcmp(&got, &want, sizeof got) == 0);
+    }
+}
+
 /* Subnormal moments become 0 (optim.c: the slow path they cost every step), nothing else changes. */
 static void test_adam_subnormal(void)
 {
@@ -404,6 +427,7 @@ int main(int argc, char **argv)
     test_adam();
     test_adam_clear_and_blocks();
     test_adam_subnormal();
+    test_add_clear_sumsq();
     printf("test_model: %d checks, %d failed\n", g_checks, g_failures);
     return g_failures ? 1 : 0;
 }

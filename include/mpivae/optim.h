@@ -34,6 +34,13 @@ static inline size_t vae_norm_nblocks(size_t n) { return (n + VAE_NORM_BLOCK - 1
 /* part[b] = vae_sumsq of block b of g[n], for blocks b0 <= b < b1. */
 void vae_sumsq_blocks(const float *g, size_t n, size_t b0, size_t b1, double *part);
 
+/*
+ * dst[i] += src[i] and src[i] = 0 for i < n; returns the sum of squares of
+ * the new dst[0..m) (m <= n), equal to vae_sumsq(dst, m) afterwards, bit for
+ * bit: one pass instead of two.
+ */
+double vae_add_clear_sumsq(float *dst, float *src, size_t n, size_t m);
+
 /* Sum of part[0..nb) in order. */
 double vae_sum_parts(const double *part, size_t nb);
 
