@@ -4,9 +4,9 @@
  *
  * Debian's OpenBLAS (built with DYNAMIC_ARCH) picks its kernels once, when the
  * library loads, from the CPU model. A CPU newer than the library's table
- * (for 0.3.21, Intel's Sapphire and Emerald Rapids) gets the generic SSE3
- * kernels ("Prescott"): several times slower than the AVX-512 or AVX2 ones
- * the CPU runs. OpenBLAS takes the kernel set from OPENBLAS_CORETYPE instead
+ * gets the generic SSE3 kernels ("Prescott"): 0.3.21 does so on an Intel
+ * Xeon of family 6, model 207, where they run sgemm 5x slower than the
+ * AVX-512 ones. OpenBLAS takes the kernel set from OPENBLAS_CORETYPE instead
  * when it is set at load time, so the fix is to set it and start again.
  */
 #ifndef MPIVAE_BLAS_H
