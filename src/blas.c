@@ -53,6 +53,7 @@ void vae_blas_tune(char **argv)
     execv("/proc/self/exe", argv);
     /* exec failed: go on with the kernels loaded, and say so in the banner. */
     unsetenv("OPENBLAS_CORETYPE");
+    unsetenv("MPIVAE_BLAS_FALLBACK");
 }
 
 const char *vae_blas_describe(char *buf, int n)

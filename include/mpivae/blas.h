@@ -33,7 +33,7 @@ void vae_blas_tune(char **argv);
 
 /*
  * One line for the run's banner: the kernel set, and when this program chose
- * it, the one OpenBLAS had picked ("SkylakeX (set by mpivae; OpenBLAS
+ * it, the one OpenBLAS had picked ("SkylakeX (set by mpivae: OpenBLAS
  * detected Prescott)"). Writes at most n bytes to buf; returns buf.
  */
 const char *vae_blas_describe(char *buf, int n);
