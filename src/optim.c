@@ -76,41 +76,35 @@ void vae_adam_update_clear(float *p, float *g, float *m, float *v, size_t n, con
     adam_loop(p, g, m, v, n, h, t, 1);
 }
 
-double vae_sumsq(const float *g, size_t n)
+/*
+ * The sum of squares of dst[0..m) in 32 independent lanes (vectorisable,
+ * fixed order), then one sum; with add, first dst[i] += src[i] and
+ * src[i] = 0 for i < n, squaring the sums as they are stored. Both public
+ * functions below are this loop, so their sums agree bit for bit. (With 8
+ * lanes the loop waited on the latency of each vector's add.)
+ */
+static inline double sumsq_loop(float *dst, float *src, size_t n, size_t m, int add)
 {
-    /*
-     * 32 independent lanes (vectorisable, fixed order), then one sum: with
-     * 8 the loop waited on the latency of each vector's add.
-     */
-    double acc[32] = { 0 };
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32)
-        for (int k = 0; k < 32; k++) acc[k] += (double)g[i + k] * g[i + k];
-    for (; i < n; i++) acc[0] += (double)g[i] * g[i];
-    double s = 0.0;
-    for (int k = 0; k < 32; k++) s += acc[k];
-    return s;
-}
-
-double vae_add_clear_sumsq(float *dst, float *src, size_t n, size_t m)
-{
-    /* The lanes and order of vae_sumsq, over the sums as they are stored. */
     double acc[32] = { 0 };
     size_t i = 0;
     for (; i + 32 <= m; i += 32)
         for (int k = 0; k < 32; k++) {
-            float s = dst[i + k] + src[i + k];
-            dst[i + k] = s;
-            src[i + k] = 0.0f;
+            float s = add ? dst[i + k] + src[i + k] : dst[i + k];
+            if (add) {
+                dst[i + k] = s;
+                src[i + k] = 0.0f;
+            }
             acc[k] += (double)s * s;
         }
     for (; i < m; i++) {
-        float s = dst[i] + src[i];
-        dst[i] = s;
-        src[i] = 0.0f;
+        float s = add ? dst[i] + src[i] : dst[i];
+        if (add) {
+            dst[i] = s;
+            src[i] = 0.0f;
+        }
         acc[0] += (double)s * s;
     }
-    for (; i < n; i++) {
+    for (; add && i < n; i++) {
         dst[i] += src[i];
         src[i] = 0.0f;
     }
@@ -118,6 +112,10 @@ double vae_add_clear_sumsq(float *dst, float *src, size_t n, size_t m)
     for (int k = 0; k < 32; k++) s += acc[k];
     return s;
 }
+
+double vae_sumsq(const float *g, size_t n) { return sumsq_loop((float *)g, NULL, n, n, 0); }
+
+double vae_add_clear_sumsq(float *dst, float *src, size_t n, size_t m) { return sumsq_loop(dst, src, n, m, 1); }
 
 void vae_sumsq_blocks(const float *g, size_t n, size_t b0, size_t b1, double *part)
 {
