@@ -19,6 +19,7 @@ const char *vae_blas_core(void)
     return c ? c : "unknown";
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
 /* The kernel sets OpenBLAS falls back to for an x86-64 CPU it does not know. */
 static int is_generic(const char *core)
 {
@@ -29,6 +30,7 @@ static int is_generic(const char *core)
         if (!strcasecmp(core, generic[i])) return 1;
     return 0;
 }
+#endif
 
 const char *vae_blas_better_core(void)
 {
@@ -49,22 +51,23 @@ void vae_blas_tune(char **argv)
 {
     const char *core = vae_blas_better_core();
     if (!core) return;
-    if (setenv("MPIVAE_BLAS_FALLBACK", vae_blas_core(), 1) || setenv("OPENBLAS_CORETYPE", core, 1)) return;
-    execv("/proc/self/exe", argv);
-    /* exec failed: go on with the kernels loaded, and say so in the banner. */
+    if (!setenv("MPIVAE_BLAS_FALLBACK", vae_blas_core(), 1) && !setenv("OPENBLAS_CORETYPE", core, 1))
+        execv("/proc/self/exe", argv);
+    /* setenv or exec failed: go on with the kernels loaded, and claim nothing in the banner. */
     unsetenv("OPENBLAS_CORETYPE");
     unsetenv("MPIVAE_BLAS_FALLBACK");
 }
 
-const char *vae_blas_describe(char *buf, int n)
+const char *vae_blas_describe(char *buf, size_t n)
 {
-    const char *fallback = getenv("MPIVAE_BLAS_FALLBACK");
+    const char *fallback = getenv("MPIVAE_BLAS_FALLBACK"), *set = getenv("OPENBLAS_CORETYPE");
     const char *better = vae_blas_better_core();
-    if (fallback)
-        snprintf(buf, (size_t)n, "%s (set by mpivae: OpenBLAS detected %s)", vae_blas_core(), fallback);
+    /* The claim needs the restart's traces and their effect: the kernels it asked for, not the fallback. */
+    if (fallback && set && !strcasecmp(set, vae_blas_core()) && strcasecmp(fallback, vae_blas_core()))
+        snprintf(buf, n, "%s (set by mpivae: OpenBLAS detected %s)", vae_blas_core(), fallback);
     else if (better)
-        snprintf(buf, (size_t)n, "%s (generic: set OPENBLAS_CORETYPE=%s for this CPU)", vae_blas_core(), better);
+        snprintf(buf, n, "%s (generic: set OPENBLAS_CORETYPE=%s for this CPU)", vae_blas_core(), better);
     else
-        snprintf(buf, (size_t)n, "%s", vae_blas_core());
+        snprintf(buf, n, "%s", vae_blas_core());
     return buf;
 }

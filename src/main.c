@@ -226,7 +226,7 @@ static const char *train_help =
     "SIGUSR1, SIGTERM or SIGINT: finish the step, write a checkpoint, exit with status 75.\n"
     "Environment: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS (threads per rank); OPENBLAS_CORETYPE\n"
     "(OpenBLAS's kernels: when unset and OpenBLAS falls back to generic ones on a CPU with\n"
-    "AVX2 or AVX-512, mpivae sets it and starts again; the banner names the kernels).\n";
+    "AVX, AVX2 or AVX-512, mpivae sets it and starts again; the banner names the kernels).\n";
 
 static int cmd_train(int argc, char **argv)
 {

@@ -4,7 +4,7 @@
 #include "mpivae/optim.h"
 
 #include <math.h>
-#if defined(__SSE__)
+#if VAE_ADAM_FTZ
 #include <xmmintrin.h>
 #endif
 
@@ -18,10 +18,11 @@
  * path for each of them: on the default model, about half of the first
  * layer's moments, which made the update about 3.5 times slower by step 3000
  * (a third of rank 0's cycles at 2 ranks, an eighth after). The values lost
- * are below 1.2e-38, and never change a parameter: the step they give is
- * below its last place.
+ * are below 1.2e-38: the step a subnormal moment gives is below a normal
+ * parameter's last place, and only a parameter that is itself subnormal is
+ * read as 0 (and so moves by its own size, below 1.2e-38, at most).
  */
-#if defined(__SSE__)
+#if VAE_ADAM_FTZ
 #define FTZ_BEGIN()                                                                                                    \
     unsigned csr_saved = _mm_getcsr();                                                                                 \
     _mm_setcsr(csr_saved | 0x8040u) /* FTZ (bit 15) and DAZ (bit 6) */
@@ -35,7 +36,9 @@
  * The parameters are read by every rank of a node in each step (the node
  * shares one copy, train.c), so the lines a rank updates are usually held by
  * the other cores too, and each store has to take its line from them first.
- * The loop asks for those lines for writing (prefetchw) 4 KiB ahead, in
+ * The loop asks for those lines for writing (prefetchw where the target has
+ * it, as with the default -march=native on x86; a read prefetch elsewhere,
+ * where the gain measured below may not hold) 4 KiB ahead, in
  * blocks of 256 floats (16 lines), so that the transfers overlap instead of
  * stalling the stores one line at a time: with 2 ranks, the update of the
  * first layer's half of the default MLP went from 0.35 to 0.20 ms.

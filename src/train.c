@@ -257,7 +257,7 @@ static void print_banner(const vae_config *c, const vae_model *m, const vae_data
         }
         char core[128];
         printf("\nthreads: OMP_NUM_THREADS=%s OPENBLAS_NUM_THREADS=%s, OpenBLAS core %s\n", omp ? omp : "unset",
-               ob ? ob : "unset", vae_blas_describe(core, (int)sizeof core));
+               ob ? ob : "unset", vae_blas_describe(core, sizeof core));
         if (job) printf("slurm: job %s, restart count %s\n", job, rs ? rs : "0");
         printf("data: %s:%s, %lld rows of %dx%dx%d (%s, %s)\n", d->file, d->dset, (long long)d->N, d->C, d->Hh, d->W,
                d->dtype == VAE_DT_U8 ? "uint8" : "float", d->in_memory ? "in shared memory" : "streamed");
@@ -505,10 +505,7 @@ static int shm_allreduce(shm_reduce *s, size_t fail_slot, double *sumsq)
                 s->part[b] = vae_add_clear_sumsq(dst + lo, src + lo, hi - lo, sq);
                 continue;
             }
-            for (size_t i = lo; i < hi; i++) {
-                dst[i] += src[i];
-                src[i] = 0.0f;
-            }
+            vae_add_clear_sumsq(dst + lo, src + lo, hi - lo, 0); /* sums nothing: add and clear only */
         }
         if (fused && s->ns == 1) vae_sumsq_blocks(dst, s->np, b, b + 1, s->part);
     }

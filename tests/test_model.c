@@ -394,13 +394,15 @@ static void test_adam_subnormal(void)
     memcpy(v0, v, sizeof v);
     vae_adam h = { 1e-3f, 0.9f, 0.999f, 1e-8f };
     vae_adam_update(p, g, m, v, N, &h, 7);
-    /* Subnormal moments and a subnormal (1 - b2) g^2 are flushed. */
-    CHECK_CMP_DBL(m[0], ==, 0.0);
-    CHECK_CMP_DBL(v[0], ==, 0.0);
-    CHECK_CMP_DBL(m[1], ==, 0.0);
-    CHECK_CMP_DBL(v[1], ==, 0.0);
-    CHECK_CMP_DBL(v[3], ==, 0.0);
-    CHECK_CMP_DBL(v[4], ==, 0.0);
+    /* Subnormal moments and a subnormal (1 - b2) g^2 are flushed (where the build flushes, optim.h). */
+    if (VAE_ADAM_FTZ) {
+        CHECK_CMP_DBL(m[0], ==, 0.0);
+        CHECK_CMP_DBL(v[0], ==, 0.0);
+        CHECK_CMP_DBL(m[1], ==, 0.0);
+        CHECK_CMP_DBL(v[1], ==, 0.0);
+        CHECK_CMP_DBL(v[3], ==, 0.0);
+        CHECK_CMP_DBL(v[4], ==, 0.0);
+    }
     /* Normal ones decay as before; parameters whose step is below their last place keep their values. */
     CHECK_CMP_DBL(m[2], ==, (double)(0.9f * m0[2]));
     CHECK_CMP_DBL(v[2], ==, (double)(0.999f * v0[2]));

@@ -12,13 +12,16 @@
 #ifndef MPIVAE_BLAS_H
 #define MPIVAE_BLAS_H
 
+#include <stddef.h>
+
 /* OpenBLAS's name of the kernel set in use ("SkylakeX", "Haswell", ...). */
 const char *vae_blas_core(void);
 
 /*
  * The kernel set this CPU should get when OpenBLAS fell back to a generic
- * one ("SkylakeX" with AVX-512, "Haswell" with AVX2 and FMA), or NULL when
- * the kernels in use are fine or the user set OPENBLAS_CORETYPE.
+ * one ("SkylakeX" with AVX-512, "Haswell" with AVX2 and FMA, "Sandybridge"
+ * with AVX alone), or NULL when the kernels in use are fine, when the user
+ * set OPENBLAS_CORETYPE, and on other architectures than x86-64.
  */
 const char *vae_blas_better_core(void);
 
@@ -36,6 +39,6 @@ void vae_blas_tune(char **argv);
  * it, the one OpenBLAS had picked ("SkylakeX (set by mpivae: OpenBLAS
  * detected Prescott)"). Writes at most n bytes to buf; returns buf.
  */
-const char *vae_blas_describe(char *buf, int n);
+const char *vae_blas_describe(char *buf, size_t n);
 
 #endif

@@ -11,6 +11,17 @@ typedef struct vae_adam {
 } vae_adam;
 
 /*
+ * 1 where the updates below flush subnormal moments and steps to zero (x86
+ * with SSE: the CPU's flush-to-zero and denormals-are-zero modes, set around
+ * the loop and then restored; optim.c), 0 where they are kept.
+ */
+#if defined(__SSE__)
+#define VAE_ADAM_FTZ 1
+#else
+#define VAE_ADAM_FTZ 0
+#endif
+
+/*
  * Step t (1-based): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
  * p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
  */
