@@ -728,7 +728,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     double t_start = now_s(), t_int = t_start, busy = 0.0;
     long rows_int = 0;
     int stopped = 0, pending = VAE_OK;
-    double comm_s = 0.0, comm_int = 0.0, comm_all = 0.0, busy_all = 0.0;
+    double comm_s = 0.0, comm_int = 0.0, comm_all = 0.0, busy_all = 0.0, fb_all = 0.0, upd_all = 0.0;
     long steps_int = 0, steps_run = st.step;
     overlap ov;
     memset(&ov, 0, sizeof ov);
@@ -785,18 +785,22 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             ov.nreq = 0;
             ov.rc = MPI_SUCCESS;
             if (inject_nan) m.grads[0] = NAN; /* bucket 0 is reduced last */
+            double f0 = now_s();
             if (nloc > 0 && !lrc)
                 vae_model_forward_backward(&m, m.eps, nloc, beta_t, 1.0f / Bt, 1, &ls, NULL, NULL);
             else
                 for (int i = m.n_enc + m.n_dec - 1; i >= 0; i--)
                     on_grad_ready(&ov, m.layers[i].w, m.layers[i].b + m.layers[i].out);
             double c0 = now_s();
+            fb_all += c0 - f0;
             mrc = MPI_Waitall(ov.nreq, ov.req, MPI_STATUSES_IGNORE);
             if (ov.rc != MPI_SUCCESS) mrc = ov.rc;
             comm_s += now_s() - c0;
         } else {
+            double f0 = now_s();
             if (nloc > 0 && !lrc)
                 vae_model_forward_backward(&m, m.eps, nloc, beta_t, 1.0f / Bt, 1, &ls, NULL, NULL);
+            fb_all += now_s() - f0;
             if (inject_nan) {
                 ls.recon = NAN;
                 m.grads[0] = NAN;
@@ -807,6 +811,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             else mrc = MPI_Allreduce(MPI_IN_PLACE, m.grads, (int)(NP + VAE_GRAD_EXTRA), MPI_FLOAT, MPI_SUM, comm);
             comm_s += now_s() - c0;
         }
+        double u0 = now_s(); /* the update: the gradient norm (unless summed with the gradients), Adam */
         /* The summed gradients: in place, or the node leader's shared block. */
         const float *gsum = shm.active ? shm.seg[0] : m.grads;
         gx = (float *)gsum + NP;
@@ -847,6 +852,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             else vae_adam_update(m.params, gsum, m.m, m.v, NP, &adam, st.adam_t);
         }
         if (shm.active) shm_sync(&shm); /* the node's parameters are updated, and its blocks free again */
+        upd_all += now_s() - u0;
         st.step++;
         st.epoch_step++;
         if (st.epoch_step == S) {
@@ -969,6 +975,10 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
                            shm.nleaders > 1 ? ", MPI_Allreduce across nodes" : "");
                 printf("): %.3f ms per step waited on rank 0, %.1f%% of the step time\n", 1e3 * comm_all / n,
                        100.0 * comm_all / (busy_all > 0 ? busy_all : 1));
+                printf("step on rank 0: %.3f ms = forward and backward %.3f + gradient reduction %.3f + update %.3f + "
+                       "the rest %.3f (data, noise)\n",
+                       1e3 * busy_all / n, 1e3 * fb_all / n, 1e3 * comm_all / n, 1e3 * upd_all / n,
+                       1e3 * (busy_all - fb_all - comm_all - upd_all) / n);
             }
             fflush(stdout);
         }

@@ -38,6 +38,16 @@ initial=$(loss_of "$WORK/last.out")
 run_ok "$M" train "${CFG[@]}" --out run
 grep -q "^finished: $STEPS steps" "$WORK/last.out" ||
     fail "expected 'finished: $STEPS steps' on stdout, found: $(tail -n 3 "$WORK/last.out")"
+# The step's phases: none negative, and they add up to the step (each printed to 0.001 ms).
+phases=$(grep '^step on rank 0: ' "$WORK/last.out")
+[ -n "$phases" ] || fail "expected a 'step on rank 0: ...' summary line, found: $(tail -n 3 "$WORK/last.out")"
+read -r total fb red upd rest < <(sed -n 's/^step on rank 0: \([0-9.]*\) ms = forward and backward \([0-9.]*\) + gradient reduction \([0-9.]*\) + update \([0-9.]*\) + the rest \([-0-9.]*\) (data, noise)$/\1 \2 \3 \4 \5/p' <<<"$phases")
+[ -n "$rest" ] || fail "expected the five figures of the step summary, found: $phases"
+awk -v t="$total" -v a="$fb" -v b="$red" -v c="$upd" -v d="$rest" 'BEGIN {
+    s = a + b + c + d; diff = s - t; if (diff < 0) diff = -diff
+    exit !(t > 0 && a > 0 && b >= 0 && c > 0 && d >= 0 && diff <= 0.003) }' ||
+    fail "expected positive phases adding up to the step, found: $phases"
+note "$phases"
 expect_file run/checkpoints/step-$STEPS.h5
 run_ok "$M" eval --mean --ckpt run/checkpoints/step-$STEPS.h5 --data s.h5:/test/images
 final=$(loss_of "$WORK/last.out")
