@@ -1,20 +1,37 @@
 #!/usr/bin/python3
 """Step-time model for mpivae at P = 8 ... 1024 ranks (docs/scaling.md).
 
-Measures, on this machine with one rank and one thread, the training step's
-compute time T_c(b) for local batches b = 1, 2, 4, ..., 256 (mpivae train,
-steps after a warm-up), then models a global batch B on P ranks as
+Measures, on this machine with one rank and one thread, the training step at
+local batches b = 1, 2, 4, ..., 256 (mpivae train, steps after a warm-up) and
+its phases from the run's summary line: forward and backward F(b), the rest
+(data, noise) R(b), the pass over the gradient block for its norm G and the
+Adam update U (neither depends on b). Then models a global batch B on P
+ranks, b = ceil(B / P), two ways:
 
-    T(P) = T_c(ceil(B / P)) + T_ar(P)
-    T_ar(P) = 2 (P - 1) alpha + 2 (P - 1) / P * n * 4 / beta     (ring allreduce)
+  flat (--allreduce blocking): every rank sums the whole block with one ring
+  allreduce over all P ranks and updates all parameters:
+    T(P) = F(b) + R(b) + G + U + T_ar(P)
 
-with n the number of parameters (the gradient block), alpha the per-message
-latency and beta the link bandwidth. Defaults describe a typical 100 Gb/s
-InfiniBand (EDR/HDR100) cluster: alpha = 3 us (MPI small-message latency
-plus a reduction step), beta = 11 GB/s (about 90% of 12.5 GB/s).
+  shm (the default), nodes of k ranks (--ranks-per-node): the node's ranks
+  sum their blocks through shared memory (each rank one slice of every
+  block: about one pass over the block, G, unless the node's memory
+  bandwidth M (--node-gbs) is the limit: k blocks read in all), the
+  N = ceil(P / k) node leaders allreduce the node sums, and each rank squares
+  and updates its slice:
+    T(P) = F(b) + R(b) + max(G, 4 n k / M) + T_ar(N) + (G + U) / k
+    (T_ar(1) = 0, and the second G / k only with several nodes)
+
+  T_ar(P) = 2 (P - 1) alpha + 2 (P - 1) / P * n * 4 / beta   (ring allreduce)
+
+with n the number of parameters, alpha the per-message latency and beta the
+link bandwidth. Defaults describe a typical 100 Gb/s InfiniBand (EDR/HDR100)
+cluster: alpha = 3 us (MPI small-message latency plus a reduction step),
+beta = 11 GB/s (about 90% of 12.5 GB/s); M = 150 GB/s. Barriers inside a
+node (about a microsecond) and waiting for the slowest rank are left out.
 
     tests/bench/scaling_model.py [--build build] [--data data/fashion-mnist.h5]
                                  [--alpha-us 3] [--beta-gbs 11] [--batches 128,1024,8192]
+                                 [--ranks-per-node 32] [--node-gbs 150]
 """
 
 import argparse
@@ -29,7 +46,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 
-def step_ms(args, b):
+PHASES = re.compile(r"^step on rank 0: ([0-9.]+) ms = forward and backward ([0-9.]+) \+ gradient reduction "
+                    r"([0-9.]+) \+ update ([0-9.]+) \+ the rest ([-0-9.]+) ", re.M)
+
+
+def measure(args, b):
+    """One rank at local batch b: (F + R, G, U) in ms per step, and the parameter count."""
     out = tempfile.mkdtemp(prefix="mpivae-scaling-")
     steps, warm = max(100, 20000 // b), 20
     cmd = [os.path.join(args.build, "mpivae"), "train", "--data", args.data, "--batch", str(b),
@@ -39,9 +61,12 @@ def step_ms(args, b):
     subprocess.run(["rm", "-rf", out])
     if p.returncode:
         sys.exit(p.stdout)
-    sps = float(re.findall(r"\| (\d+) samples/s", p.stdout)[-1])
+    m = PHASES.search(p.stdout)
+    if not m:
+        sys.exit("scaling_model: no 'step on rank 0' summary in mpivae's output:\n" + p.stdout)
+    _, fb, red, upd, rest = (float(x) for x in m.groups())
     n = int(re.search(r"(\d+) parameters", p.stdout).group(1))
-    return 1e3 * b / sps, n
+    return fb + rest, red, upd, n
 
 
 def main():
@@ -51,39 +76,66 @@ def main():
     ap.add_argument("--alpha-us", type=float, default=3.0)
     ap.add_argument("--beta-gbs", type=float, default=11.0)
     ap.add_argument("--batches", default="128,1024,8192")
+    ap.add_argument("--ranks-per-node", type=int, default=32)
+    ap.add_argument("--node-gbs", type=float, default=150.0)
     args = ap.parse_args()
 
-    tc, n = {}, 0
-    print("measured compute time per step, one rank, one thread (mlp 784-400-20):")
+    per_sample, G, U, n = {}, [], [], 0
+    print("measured per step, one rank, one thread (mlp 784-400-20): forward, backward and the rest F+R;")
+    print("the norm pass G and Adam U (the whole block, whatever the batch)")
     for e in range(0, 9):
         b = 1 << e
-        tc[b], n = step_ms(args, b)
-        print(f"  local batch {b:4d}: {tc[b]:8.3f} ms  ({1e3 * b / tc[b]:8.0f} samples/s)")
+        per_sample[b], g, u, n = measure(args, b)
+        G.append(g)
+        U.append(u)
+        print(f"  local batch {b:4d}: F+R {per_sample[b]:7.3f} ms  G {g:.3f}  U {u:.3f}  "
+              f"step {per_sample[b] + g + u:7.3f} ms  ({1e3 * b / (per_sample[b] + g + u):8.0f} samples/s)")
+    G = sorted(G)[len(G) // 2]
+    U = sorted(U)[len(U) // 2]
+    print(f"  medians: G {G:.3f} ms, U {U:.3f} ms")
 
     def compute(b):
-        # Interpolate log-linearly between measured powers of two; beyond 256 scale linearly.
+        # Interpolate linearly between measured powers of two; beyond 256 scale linearly.
         if b >= 256:
-            return tc[256] * b / 256
+            return per_sample[256] * b / 256
         lo = 1 << int(math.floor(math.log2(b)))
         hi = lo * 2
-        return tc[lo] + (tc[hi] - tc[lo]) * (b - lo) / (hi - lo) if lo != b else tc[b]
+        return per_sample[lo] + (per_sample[hi] - per_sample[lo]) * (b - lo) / (hi - lo) if lo != b else per_sample[b]
 
-    alpha, beta = args.alpha_us * 1e-6, args.beta_gbs * 1e9
-    print(f"\nring allreduce of {n} floats ({4 * n / 1e6:.2f} MB), alpha {args.alpha_us} us, beta {args.beta_gbs} GB/s")
+    alpha, beta, k = args.alpha_us * 1e-6, args.beta_gbs * 1e9, args.ranks_per_node
+
+    def ring(p):
+        return 0.0 if p <= 1 else 1e3 * (2 * (p - 1) * alpha + 2 * (p - 1) / p * 4 * n / beta)
+
+    print(f"\nring allreduce of {n} floats ({4 * n / 1e6:.2f} MB), alpha {args.alpha_us} us, beta {args.beta_gbs} GB/s; "
+          f"shm: {k} ranks per node, node memory {args.node_gbs} GB/s")
     for B in [int(x) for x in args.batches.split(",")]:
         print(f"\nglobal batch {B}:")
-        print(f"  {'P':>5} {'local b':>8} {'compute ms':>11} {'allreduce ms':>13} {'step ms':>8} {'comm share':>10} {'samples/s':>11}")
-        cross = None
+        print(f"  {'P':>5} {'local b':>8} {'F+R ms':>7} | {'flat: ring':>10} {'step ms':>8} {'comm':>5} {'samples/s':>10} | "
+              f"{'shm: nodes':>10} {'node sum':>8} {'ring':>6} {'step ms':>8} {'comm':>5} {'samples/s':>10}")
+        cross_flat = cross_shm = None
         for e in range(3, 11):
             P = 1 << e
             b = math.ceil(B / P)
             c = compute(b)
-            ar = 1e3 * (2 * (P - 1) * alpha + 2 * (P - 1) / P * 4 * n / beta)
-            t = c + ar
-            if cross is None and ar > c:
-                cross = P
-            print(f"  {P:5d} {b:8d} {c:11.3f} {ar:13.3f} {t:8.3f} {100 * ar / t:9.1f}% {B / t * 1e3:11.0f}")
-        print(f"  the allreduce dominates from P = {cross}" if cross else "  compute dominates up to P = 1024")
+            ar = ring(P)
+            t = c + G + U + ar
+            nodes = math.ceil(P / k)
+            kk = min(k, P)
+            ar2 = ring(nodes)
+            upd2 = (U + (G if nodes > 1 else 0.0)) / kk
+            gnode = max(G, 1e3 * 4 * n * kk / (args.node_gbs * 1e9))
+            t2 = c + gnode + ar2 + upd2
+            if cross_flat is None and ar > t - ar:
+                cross_flat = P
+            comm2 = gnode + ar2  # the summation, inside the node and across nodes
+            if cross_shm is None and comm2 > t2 - comm2:
+                cross_shm = P
+            print(f"  {P:5d} {b:8d} {c:7.3f} | {ar:10.3f} {t:8.3f} {100 * ar / t:4.0f}% {B / t * 1e3:10.0f} | "
+                  f"{nodes:10d} {gnode:8.3f} {ar2:6.3f} {t2:8.3f} {100 * comm2 / t2:4.0f}% {B / t2 * 1e3:10.0f}")
+        for name, cross in (("flat", cross_flat), ("shm", cross_shm)):
+            print(f"  {name}: the gradient summation dominates from P = {cross}" if cross else
+                  f"  {name}: compute dominates up to P = 1024")
 
 
 if __name__ == "__main__":
