@@ -80,16 +80,16 @@ def main():
     ap.add_argument("--node-gbs", type=float, default=150.0)
     args = ap.parse_args()
 
-    per_sample, G, U, n = {}, [], [], 0
+    fr, G, U, n = {}, [], [], 0
     print("measured per step, one rank, one thread (mlp 784-400-20): forward, backward and the rest F+R;")
     print("the norm pass G and Adam U (the whole block, whatever the batch)")
     for e in range(0, 9):
         b = 1 << e
-        per_sample[b], g, u, n = measure(args, b)
+        fr[b], g, u, n = measure(args, b)
         G.append(g)
         U.append(u)
-        print(f"  local batch {b:4d}: F+R {per_sample[b]:7.3f} ms  G {g:.3f}  U {u:.3f}  "
-              f"step {per_sample[b] + g + u:7.3f} ms  ({1e3 * b / (per_sample[b] + g + u):8.0f} samples/s)")
+        print(f"  local batch {b:4d}: F+R {fr[b]:7.3f} ms  G {g:.3f}  U {u:.3f}  "
+              f"step {fr[b] + g + u:7.3f} ms  ({1e3 * b / (fr[b] + g + u):8.0f} samples/s)")
     G = sorted(G)[len(G) // 2]
     U = sorted(U)[len(U) // 2]
     print(f"  medians: G {G:.3f} ms, U {U:.3f} ms")
@@ -97,10 +97,10 @@ def main():
     def compute(b):
         # Interpolate linearly between measured powers of two; beyond 256 scale linearly.
         if b >= 256:
-            return per_sample[256] * b / 256
+            return fr[256] * b / 256
         lo = 1 << int(math.floor(math.log2(b)))
         hi = lo * 2
-        return per_sample[lo] + (per_sample[hi] - per_sample[lo]) * (b - lo) / (hi - lo) if lo != b else per_sample[b]
+        return fr[lo] + (fr[hi] - fr[lo]) * (b - lo) / (hi - lo) if lo != b else fr[b]
 
     alpha, beta, k = args.alpha_us * 1e-6, args.beta_gbs * 1e9, args.ranks_per_node
 
