@@ -152,6 +152,8 @@ static int write_config(hid_t fid, const vae_config *c)
     rc |= put_attr(fid, "input_shape", H5T_NATIVE_INT, 3, (int[]){ a->C, a->Hh, a->W });
     rc |= put_str(fid, "cfg.data", c->data);
     rc |= put_str(fid, "cfg.test_data", c->test_data);
+    rc |= put_str(fid, "cfg.data_abs", c->data_abs);
+    rc |= put_str(fid, "cfg.test_data_abs", c->test_data_abs);
     rc |= put_str(fid, "cfg.out", c->out);
     rc |= put_double(fid, "beta", c->beta);
     rc |= put_long(fid, "cfg.warmup", c->warmup);
@@ -348,6 +350,15 @@ int vae_ckpt_read_meta(const char *path, vae_config *c, vae_train_state *st)
     a->W = shape[2];
     if (!rc) rc = get_str(fid, path, "cfg.data", c->data, sizeof c->data);
     if (!rc) rc = get_str(fid, path, "cfg.test_data", c->test_data, sizeof c->test_data);
+    /* Written since the absolute paths were added; before, a test-data FILE alone meant FILE:/test/images. */
+    if (!rc && H5Aexists(fid, "cfg.data_abs") > 0) {
+        rc = get_str(fid, path, "cfg.data_abs", c->data_abs, sizeof c->data_abs);
+        if (!rc) rc = get_str(fid, path, "cfg.test_data_abs", c->test_data_abs, sizeof c->test_data_abs);
+    } else if (!rc && c->test_data[0] && !strstr(c->test_data, ":/")) {
+        strncat(c->test_data, ":/test/images", sizeof c->test_data - strlen(c->test_data) - 1);
+    }
+    if (!rc && c->data[0] && !strstr(c->data, ":/")) /* FILE alone: the same rows then as now */
+        strncat(c->data, ":" VAE_DATA_DEFAULT_DSET, sizeof c->data - strlen(c->data) - 1);
     if (!rc) rc = get_str(fid, path, "cfg.out", c->out, sizeof c->out);
     if (!rc) rc = get_double(fid, path, "beta", &c->beta);
     if (!rc) rc = get_long(fid, path, "cfg.warmup", &c->warmup);
@@ -455,4 +466,26 @@ int vae_ckpt_find_latest(const char *dir, char *path, size_t path_len)
         vae_warn("skipping checkpoint '%s': %s; trying an older one", p, why);
     }
     return 0;
+}
+
+int vae_ckpt_list(const char *dir, long *steps, int max)
+{
+    char ckdir[VAE_PATH_LEN + 32];
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", dir);
+    return list_steps(ckdir, steps, max);
+}
+
+int vae_ckpt_resolve(const char *given, char *path, size_t path_len)
+{
+    struct stat sb;
+    if (stat(given, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(path, path_len, "%s", given);
+        return VAE_OK;
+    }
+    int found = vae_ckpt_find_latest(given, path, path_len);
+    if (found < 0) return found;
+    if (found == 0)
+        return vae_error(VAE_EINVAL, "'%s' is a directory with no good checkpoint in '%s/checkpoints'", given, given);
+    printf("checkpoint: %s (the newest good one in %s)\n", path, given);
+    return VAE_OK;
 }

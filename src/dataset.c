@@ -2,13 +2,14 @@
  * dataset.c: HDF5 input data, in node-shared memory or streamed per batch
  * (see dataset.h).
  */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
 #include "mpivae/dataset.h"
 
 #include "mpivae/comm.h"
 #include "mpivae/status.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,19 +17,69 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int vae_data_parse_spec(const char *spec, const char *default_dset, char *file, size_t file_len,
-                        char *dset, size_t dset_len)
+/* Splits spec without reporting: 0, or -1 empty file name, -2 file too long, -3 dataset too long. */
+static int split_spec(const char *spec, const char *default_dset, char *file, size_t file_len, char *dset,
+                      size_t dset_len)
 {
     const char *colon = strstr(spec, ":/");
     size_t flen = colon ? (size_t)(colon - spec) : strlen(spec);
-    if (flen == 0) return vae_error(VAE_EINVAL, "empty file name in data spec '%s'", spec);
-    if (flen >= file_len) return vae_error(VAE_EINVAL, "data file name too long: '%s'", spec);
+    if (flen == 0) return -1;
+    if (flen >= file_len) return -2;
+    const char *ds = colon ? colon + 1 : default_dset;
+    if (strlen(ds) >= dset_len) return -3;
     memcpy(file, spec, flen);
     file[flen] = '\0';
-    const char *ds = colon ? colon + 1 : default_dset;
-    if (strlen(ds) >= dset_len) return vae_error(VAE_EINVAL, "dataset name too long: '%s'", ds);
     snprintf(dset, dset_len, "%s", ds);
+    return 0;
+}
+
+int vae_data_parse_spec(const char *spec, const char *default_dset, char *file, size_t file_len,
+                        char *dset, size_t dset_len)
+{
+    switch (split_spec(spec, default_dset, file, file_len, dset, dset_len)) {
+    case -1: return vae_error(VAE_EINVAL, "empty file name in data spec '%s'", spec);
+    case -2: return vae_error(VAE_EINVAL, "data file name too long: '%s'", spec);
+    case -3: return vae_error(VAE_EINVAL, "dataset name too long in data spec '%s'", spec);
+    default: return VAE_OK;
+    }
+}
+
+int vae_data_full_spec(const char *spec, char *out, size_t len)
+{
+    char file[VAE_PATH_LEN], dset[256];
+    int rc = vae_data_parse_spec(spec, VAE_DATA_DEFAULT_DSET, file, sizeof file, dset, sizeof dset);
+    if (rc) return rc;
+    if ((size_t)snprintf(out, len, "%s:%s", file, dset) >= len) return vae_error(VAE_EINVAL, "data spec too long: '%s'", spec);
     return VAE_OK;
+}
+
+int vae_data_abs_spec(const char *spec, char *out, size_t len)
+{
+    char file[VAE_PATH_LEN], dset[256], real[PATH_MAX];
+    if (split_spec(spec, VAE_DATA_DEFAULT_DSET, file, sizeof file, dset, sizeof dset) || !realpath(file, real))
+        return VAE_EINVAL;
+    if ((size_t)snprintf(out, len, "%s:%s", real, dset) >= len) return VAE_EINVAL;
+    return VAE_OK;
+}
+
+static int spec_file_exists(const char *spec)
+{
+    char file[VAE_PATH_LEN], dset[256];
+    struct stat sb;
+    return !split_spec(spec, VAE_DATA_DEFAULT_DSET, file, sizeof file, dset, sizeof dset) && stat(file, &sb) == 0;
+}
+
+int vae_data_locate(const char *spec, const char *abs_spec, char *out, size_t len)
+{
+    if (abs_spec && abs_spec[0] && spec_file_exists(abs_spec)) {
+        snprintf(out, len, "%s", abs_spec);
+        return 1;
+    }
+    if (spec_file_exists(spec)) {
+        snprintf(out, len, "%s", spec);
+        return 1;
+    }
+    return 0;
 }
 
 int vae_data_exists(const char *file, const char *dset)
@@ -163,14 +214,13 @@ static long long node_memory_bytes(void)
     return pages > 0 && psize > 0 ? (long long)pages * psize : 0;
 }
 
-int vae_data_open(vae_data *d, const char *spec, const char *default_dset, MPI_Comm comm,
-                  int in_memory, int max_rows)
+int vae_data_open(vae_data *d, const char *spec, MPI_Comm comm, int in_memory, int max_rows)
 {
     memset(d, 0, sizeof *d);
     d->fid = d->did = -1;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     vae_defer_begin();
-    int rc = vae_data_parse_spec(spec, default_dset, d->file, sizeof d->file, d->dset,
+    int rc = vae_data_parse_spec(spec, VAE_DATA_DEFAULT_DSET, d->file, sizeof d->file, d->dset,
                                  sizeof d->dset);
     hid_t fid = -1, did = -1;
     if (!rc) rc = open_file(d, &fid, &did);

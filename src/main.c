@@ -184,8 +184,12 @@ static const char *train_help =
     "usage: mpirun -np P mpivae train [options]\n"
     "\n"
     "data\n"
-    "  --data FILE[:/dataset]   training data (default data/fashion-mnist.h5:/train/images)\n"
-    "  --test-data SPEC|none    held-out data (default: /test/images of the same file when present)\n"
+    "  --data FILE[:/dataset]   training data (default data/fashion-mnist.h5:/train/images); in\n"
+    "                           every command and flag, FILE alone means FILE:/train/images\n"
+    "  --test-data FILE[:/dataset]|none\n"
+    "                           held-out data for --eval-every and the tools' default (default:\n"
+    "                           FILE:/test/images of the training file when it has one); none:\n"
+    "                           no evaluation (--eval-every is then refused)\n"
     "  --data-in-memory MODE    yes (one copy per node in shared memory), no (stream rows\n"
     "                           from the file per batch), auto (default: yes when it fits)\n"
     "model\n"
@@ -206,7 +210,8 @@ static const char *train_help =
     "  --adam-beta1 B1 --adam-beta2 B2 --adam-eps EPS   (defaults 0.9, 0.999, 1e-8)\n"
     "  --seed S                 seed of every random draw (default 1)\n"
     "  --steps N                stop after global step N (default: all epochs)\n"
-    "  --max-skips K            stop after K consecutive non-finite steps (default 10)\n"
+    "  --max-skips K            skip at most K consecutive non-finite steps; the next one in a\n"
+    "                           row stops the run with status 1 (default 10; 0: stop at the first)\n"
     "  --allreduce MODE         shm (default): ranks of a node sum their gradients in shared\n"
     "                           memory, node leaders with one MPI_Allreduce; blocking: one\n"
     "                           MPI_Allreduce after backward; overlap: buckets reduced with\n"
@@ -232,7 +237,7 @@ static int cmd_train(int argc, char **argv)
 {
     vae_config cfg;
     vae_config_defaults(&cfg);
-    snprintf(cfg.data, sizeof cfg.data, "data/fashion-mnist.h5");
+    snprintf(cfg.data, sizeof cfg.data, "data/fashion-mnist.h5:" VAE_DATA_DEFAULT_DSET);
     unsigned mask = 0;
     const char *resume = NULL, *test = NULL;
     int out_set = 0;
@@ -259,8 +264,11 @@ static int cmd_train(int argc, char **argv)
     long seed;
     while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
-        case 'd': snprintf(cfg.data, sizeof cfg.data, "%s", optarg); mask |= VAE_SET_DATA; break;
-        case 'T': test = optarg; break;
+        case 'd':
+            if (vae_data_full_spec(optarg, cfg.data, sizeof cfg.data)) rc = usage_error("train", "--data '%s' is not FILE[:/dataset]", optarg);
+            mask |= VAE_SET_DATA;
+            break;
+        case 'T': test = optarg; mask |= VAE_SET_TEST; break;
         case 'M':
             if (!strcmp(optarg, "yes")) cfg.in_memory = 1;
             else if (!strcmp(optarg, "no")) cfg.in_memory = 0;
@@ -304,11 +312,11 @@ static int cmd_train(int argc, char **argv)
         case '2': rc = parse_double("train", "--adam-beta2", optarg, 0, 0.999999999, &cfg.beta2); break;
         case 'E': rc = parse_double("train", "--adam-eps", optarg, 0, 1, &cfg.adam_eps); break;
         case 's': rc = parse_long("train", "--seed", optarg, 0, LONG_MAX, &seed); cfg.seed = (uint64_t)seed; mask |= VAE_SET_SEED; break;
-        case 'n': rc = parse_long("train", "--steps", optarg, 0, LONG_MAX, &cfg.max_steps); break;
+        case 'n': rc = parse_long("train", "--steps", optarg, 0, LONG_MAX, &cfg.max_steps); mask |= VAE_SET_STEPS; break;
         case 'K': rc = parse_int("train", "--max-skips", optarg, 0, 1000000, &cfg.max_skips); break;
         case 'o': snprintf(cfg.out, sizeof cfg.out, "%s", optarg); out_set = 1; break;
         case 'g': rc = parse_long("train", "--log-every", optarg, 0, LONG_MAX, &cfg.log_every); mask |= VAE_SET_INTERVALS; break;
-        case 'v': rc = parse_long("train", "--eval-every", optarg, 0, LONG_MAX, &cfg.eval_every); mask |= VAE_SET_INTERVALS; break;
+        case 'v': rc = parse_long("train", "--eval-every", optarg, 0, LONG_MAX, &cfg.eval_every); mask |= VAE_SET_INTERVALS | VAE_SET_EVAL; break;
         case 'p': rc = parse_long("train", "--sample-every", optarg, 0, LONG_MAX, &cfg.sample_every); mask |= VAE_SET_INTERVALS; break;
         case 'c': rc = parse_long("train", "--ckpt-every", optarg, 0, LONG_MAX, &cfg.ckpt_every); mask |= VAE_SET_INTERVALS; break;
         case 'k': rc = parse_int("train", "--keep", optarg, 1, 1000000, &cfg.keep); mask |= VAE_SET_INTERVALS; break;
@@ -335,11 +343,12 @@ static int cmd_train(int argc, char **argv)
     if (resume && strcmp(resume, "auto") && !out_set) cfg.out[0] = '\0'; /* the checkpoint's */
     if (resume && !strcmp(resume, "auto") && !out_set)
         return usage_error("train", "--resume auto needs --out DIR (where to look for checkpoints)");
-    /* Held-out data: explicit, none, or /test/images of the training file. */
-    if (test && strcmp(test, "none")) snprintf(cfg.test_data, sizeof cfg.test_data, "%s", test);
+    /* Held-out data: explicit (FILE alone is FILE:/train/images, as everywhere), none, or /test/images of the training file. */
+    if (test && strcmp(test, "none") && vae_data_full_spec(test, cfg.test_data, sizeof cfg.test_data))
+        return usage_error("train", "--test-data '%s' is not FILE[:/dataset] or none", test);
     if (!test) {
         char file[VAE_PATH_LEN], dset[256];
-        if (!vae_data_parse_spec(cfg.data, "/train/images", file, sizeof file, dset, sizeof dset) &&
+        if (!vae_data_parse_spec(cfg.data, VAE_DATA_DEFAULT_DSET, file, sizeof file, dset, sizeof dset) &&
             strcmp(dset, "/test/images") && vae_data_exists(file, "/test/images"))
             snprintf(cfg.test_data, sizeof cfg.test_data, "%.1000s:/test/images", file);
     }
@@ -348,22 +357,56 @@ static int cmd_train(int argc, char **argv)
 
 /* ---- tools on a checkpoint ---- */
 
-/* Loads the configuration and parameters of a checkpoint into a model for batches of max_batch. */
-static int load_model(const char *ckpt, vae_config *cfg, vae_model *m, int max_batch)
+/*
+ * Loads the configuration and parameters of a checkpoint into a model for
+ * batches of max_batch. *ckpt may name a run directory: rank 0 picks its
+ * newest good checkpoint, and *ckpt then points to that file's path.
+ */
+static int load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_batch)
 {
+    static char path[VAE_PATH_LEN + 64];
     vae_train_state st;
     vae_defer_begin();
-    int rc = vae_ckpt_read_meta(ckpt, cfg, &st);
+    int rc = g_rank == 0 ? vae_ckpt_resolve(*ckpt, path, sizeof path) : VAE_OK;
+    rc = vae_agree(rc, MPI_COMM_WORLD);
+    if (rc) return rc;
+    MPI_Bcast(path, sizeof path, MPI_CHAR, 0, MPI_COMM_WORLD);
+    *ckpt = path;
+    vae_defer_begin();
+    rc = vae_ckpt_read_meta(path, cfg, &st);
     if (!rc) rc = vae_model_init(m, &cfg->arch, max_batch);
-    if (!rc) rc = vae_ckpt_read_tensors(ckpt, m, 0);
+    if (!rc) rc = vae_ckpt_read_tensors(path, m, 0);
     return vae_agree(rc, MPI_COMM_WORLD);
 }
 
-/* The data a tool reads: --data, else the checkpoint's test data, else its training data. */
-static const char *tool_data(const char *given, const vae_config *cfg)
+/*
+ * The data a tool reads: --data as given (FILE alone is FILE:/train/images,
+ * as everywhere), else the checkpoint's held-out data, found through its
+ * absolute path first. A checkpoint without held-out data needs --data.
+ */
+static int tool_data(const char *given, const vae_config *cfg, const char *ckpt, char *spec, size_t len)
 {
-    if (given) return given;
-    return cfg->test_data[0] ? cfg->test_data : cfg->data;
+    if (given) {
+        snprintf(spec, len, "%s", given);
+        return VAE_OK;
+    }
+    if (!cfg->test_data[0])
+        return vae_error(VAE_EINVAL, "checkpoint '%s' has no held-out data (trained with --test-data none, or its "
+                         "data file had no /test/images): name the rows with --data FILE[:/dataset]", ckpt);
+    if (vae_data_locate(cfg->test_data, cfg->test_data_abs, spec, len)) return VAE_OK;
+    return vae_error(VAE_EIO, "cannot find the held-out data '%s' named by checkpoint '%s' (attribute cfg.test_data%s%s%s): "
+                     "name the rows with --data FILE[:/dataset]", cfg->test_data, ckpt,
+                     cfg->test_data_abs[0] ? "; nor '" : "", cfg->test_data_abs, cfg->test_data_abs[0] ? "'" : "");
+}
+
+/* Opens the tool's data (tool_data) on every rank. */
+static int open_data(vae_data *d, const char *given, const vae_config *cfg, const char *ckpt, int in_memory, int max_rows)
+{
+    char spec[VAE_PATH_LEN + 300];
+    vae_defer_begin();
+    int rc = vae_agree(tool_data(given, cfg, ckpt, spec, sizeof spec), MPI_COMM_WORLD);
+    if (!rc) rc = vae_data_open(d, spec, MPI_COMM_WORLD, in_memory, max_rows);
+    return rc;
 }
 
 static int check_shape(const vae_data *d, const vae_config *cfg, const char *ckpt)
@@ -379,8 +422,10 @@ static const char *eval_help =
     "usage: mpirun -np P mpivae eval --ckpt FILE [--data FILE[:/dataset]] [--mean] [--limit N]\n"
     "                                 [--batch B] [--seed S]\n"
     "\n"
-    "Prints the held-out loss in nats per sample (reconstruction + beta * KL, and each term)\n"
-    "over the rows of --data (default: the checkpoint's test data). z is sampled from q(z|x)\n"
+    "Prints the held-out loss per sample (reconstruction + beta * KL, and each term) over the\n"
+    "rows of --data (FILE alone is FILE:/train/images; default: the checkpoint's held-out data).\n"
+    "Units: nats under --loss bce; under --loss mse the reconstruction is the squared error\n"
+    "summed over pixels (KL in nats). z is sampled from q(z|x)\n"
     "with noise keyed by --seed and the row index; --mean uses z = mu (deterministic).\n"
     "--limit N evaluates the first N rows. Rows are shared across ranks.\n";
 
@@ -417,15 +462,15 @@ static int cmd_eval(int argc, char **argv)
     vae_data d;
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
-    rc = load_model(ckpt, &cfg, &m, batch);
-    if (!rc) rc = vae_data_open(&d, tool_data(data, &cfg), "/test/images", MPI_COMM_WORLD, -1, batch);
+    rc = load_model(&ckpt, &cfg, &m, batch);
+    if (!rc) rc = open_data(&d, data, &cfg, ckpt, -1, batch);
     if (!rc) rc = check_shape(&d, &cfg, ckpt);
     if (!rc) rc = vae_data_check(&d, cfg.arch.loss == VAE_LOSS_BCE, MPI_COMM_WORLD);
     vae_eval_result r;
     if (!rc) rc = vae_evaluate(&m, &d, MPI_COMM_WORLD, (uint64_t)seed, cfg.beta, use_mean, limit, &r);
     if (!rc && g_rank == 0) {
-        printf("eval: loss=%.6f recon=%.6f kl=%.6f rows=%lld z=%s data=%s:%s\n", r.loss, r.recon, r.kl,
-               (long long)r.rows, use_mean ? "mean" : "sampled", d.file, d.dset);
+        printf("eval: loss=%.6f recon=%.6f kl=%.6f rows=%lld z=%s data=%s:%s unit: %s\n", r.loss, r.recon, r.kl,
+               (long long)r.rows, use_mean ? "mean" : "sampled", d.file, d.dset, vae_loss_unit(cfg.arch.loss));
     }
     vae_data_close(&d);
     vae_model_free(&m);
@@ -479,7 +524,7 @@ static int cmd_sample(int argc, char **argv)
     vae_config cfg;
     vae_model m;
     memset(&m, 0, sizeof m);
-    rc = load_model(ckpt, &cfg, &m, 256);
+    rc = load_model(&ckpt, &cfg, &m, 256);
     float *img = NULL;
     if (!rc && g_rank == 0) {
         img = malloc((size_t)n * m.D * sizeof(float));
@@ -503,7 +548,8 @@ static const char *recon_help =
     "usage: mpivae reconstruct --ckpt FILE --out OUT.png [--data FILE[:/dataset]] [--n N] [--first I]\n"
     "                          [--cols K]\n"
     "\n"
-    "Writes N (default 32) rows of --data (default: the checkpoint's test data) starting at row I\n"
+    "Writes N (default 32) rows of --data (FILE alone is FILE:/train/images; default: the\n"
+    "checkpoint's held-out data) starting at row I\n"
     "over their reconstructions (z = mu): per group of K (default 8) images, a row of inputs then\n"
     "a row of reconstructions. Also OUT.h5 with /images [2N, C, H, W] in the same order.\n";
 
@@ -540,8 +586,8 @@ static int cmd_reconstruct(int argc, char **argv)
     vae_data d;
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
-    rc = load_model(ckpt, &cfg, &m, 1);
-    if (!rc) rc = vae_data_open(&d, tool_data(data, &cfg), "/test/images", MPI_COMM_WORLD, 0, 1);
+    rc = load_model(&ckpt, &cfg, &m, 1);
+    if (!rc) rc = open_data(&d, data, &cfg, ckpt, 0, 1);
     if (!rc) rc = check_shape(&d, &cfg, ckpt);
     if (!rc && first + n > d.N) {
         if (g_rank == 0)
@@ -576,7 +622,7 @@ static int cmd_reconstruct(int argc, char **argv)
 /* Opens the tool's data on every rank and checks it against the checkpoint's model. */
 static int open_tool_data(vae_data *d, const char *given, const vae_config *cfg, const char *ckpt, int max_rows)
 {
-    int rc = vae_data_open(d, tool_data(given, cfg), "/test/images", MPI_COMM_WORLD, -1, max_rows);
+    int rc = open_data(d, given, cfg, ckpt, -1, max_rows);
     if (!rc) rc = check_shape(d, cfg, ckpt);
     return rc;
 }
@@ -604,7 +650,8 @@ static const char *interp_help =
     "usage: mpivae interpolate --ckpt FILE --from I --to J --out OUT.png [--data FILE[:/ds]]\n"
     "                          [--steps K] [--spherical]\n"
     "\n"
-    "Encodes rows I and J of --data (default: the checkpoint's test data) to their means,\n"
+    "Encodes rows I and J of --data (FILE alone is FILE:/train/images; default: the checkpoint's\n"
+    "held-out data) to their means,\n"
     "walks K (default 10) points from one to the other, linearly or along the great circle\n"
     "(--spherical), and decodes them. OUT.png is one strip: row I, the K decoded points, row J.\n"
     "OUT.h5 holds /z [K, Z], /images [K, C, H, W] and /inputs [2, C, H, W].\n";
@@ -644,7 +691,7 @@ static int cmd_interpolate(int argc, char **argv)
     vae_data d;
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
-    rc = load_model(ckpt, &cfg, &m, K + 2);
+    rc = load_model(&ckpt, &cfg, &m, K + 2);
     if (!rc) rc = open_tool_data(&d, data, &cfg, ckpt, 1);
     if (!rc) rc = check_index("interpolate", "--from", from, &d);
     if (!rc) rc = check_index("interpolate", "--to", to, &d);
@@ -704,7 +751,8 @@ static const char *traverse_help =
     "other dimensions fixed, and decodes: one grid row per dimension (--range 0:0 reproduces the\n"
     "reconstruction of row I). --dims auto (the default) picks the N (default 8) dimensions with\n"
     "the largest average KL over --data (the active ones) and prints their KL. OUT.h5 holds\n"
-    "/images [dims*K, C, H, W], /values [K] (the offsets), /dims, /base [Z].\n";
+    "/images [dims*K, C, H, W], /values [K] (the offsets), /dims, /base [Z]. --data: FILE alone\n"
+    "is FILE:/train/images; default: the checkpoint's held-out data.\n";
 
 static int cmd_traverse(int argc, char **argv)
 {
@@ -743,7 +791,7 @@ static int cmd_traverse(int argc, char **argv)
     vae_data d;
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
-    rc = load_model(ckpt, &cfg, &m, VAE_LATENT_CHUNK);
+    rc = load_model(&ckpt, &cfg, &m, VAE_LATENT_CHUNK);
     if (rc) return finish(rc);
     const int Z = m.Z, D = m.D;
     int auto_dims = !strcmp(dims_s, "auto");
@@ -857,7 +905,8 @@ static const char *anomaly_help =
     "usage: mpirun -np P mpivae anomaly --ckpt FILE --out SCORES.h5 [--data FILE[:/ds]]\n"
     "                                   [--labels FILE[:/ds] --normal-classes C1,C2,...] [--top K]\n"
     "\n"
-    "Scores every row of --data (default: the checkpoint's test data) by its negative ELBO with\n"
+    "Scores every row of --data (FILE alone is FILE:/train/images; default: the checkpoint's\n"
+    "held-out data) by its negative ELBO with\n"
     "z = mu (reconstruction + beta * KL, nats) and by its reconstruction error alone. Rows are\n"
     "shared across ranks; rank 0 writes SCORES.h5 (/score, /recon, /kl [N], row-aligned with the\n"
     "input), SCORES-hist.png (histogram of scores) and SCORES-top.png (the K, default 32, most\n"
@@ -899,7 +948,7 @@ static int cmd_anomaly(int argc, char **argv)
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
     double t0 = MPI_Wtime();
-    rc = load_model(ckpt, &cfg, &m, VAE_LATENT_CHUNK);
+    rc = load_model(&ckpt, &cfg, &m, VAE_LATENT_CHUNK);
     if (!rc) rc = open_tool_data(&d, data, &cfg, ckpt, VAE_LATENT_CHUNK);
     if (!rc) rc = vae_data_check(&d, cfg.arch.loss == VAE_LOSS_BCE, MPI_COMM_WORLD);
     if (rc) {
@@ -1023,7 +1072,8 @@ static const char *encode_help =
     "usage: mpirun -np P mpivae encode --ckpt FILE --out Z.h5 [--data FILE[:/ds]]\n"
     "\n"
     "Writes /mu and /logvar [N, Z] (float32, chunked, row-aligned with the input) of every row\n"
-    "of --data (default: the checkpoint's test data). Rows are shared across ranks in fixed\n"
+    "of --data (FILE alone is FILE:/train/images; default: the checkpoint's held-out data). Rows\n"
+    "are shared across ranks in fixed\n"
     "chunks, so the output does not depend on the rank count; rank 0 writes the file.\n";
 
 static int cmd_encode(int argc, char **argv)
@@ -1051,7 +1101,7 @@ static int cmd_encode(int argc, char **argv)
     vae_data d;
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
-    rc = load_model(ckpt, &cfg, &m, VAE_LATENT_CHUNK);
+    rc = load_model(&ckpt, &cfg, &m, VAE_LATENT_CHUNK);
     if (!rc) rc = open_tool_data(&d, data, &cfg, ckpt, VAE_LATENT_CHUNK);
     if (rc) {
         vae_model_free(&m);

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -154,6 +155,16 @@ static uint64_t params_hash(const float *p, size_t n)
     return h;
 }
 
+/* True when spec names the file and dataset that a checkpoint's spec (or its absolute form) names. */
+static int same_data(const char *spec, const char *ck_spec, const char *ck_abs)
+{
+    char a[VAE_PATH_LEN], b[VAE_PATH_LEN];
+    if (!strcmp(spec, ck_spec)) return 1;
+    if (vae_data_abs_spec(spec, a, sizeof a)) return 0;
+    if (ck_abs[0] && !strcmp(a, ck_abs)) return 1;
+    return !vae_data_abs_spec(ck_spec, b, sizeof b) && !strcmp(a, b);
+}
+
 /* Checks flags given on a resume against the checkpoint's configuration. */
 static int check_resume(const vae_config *given, const vae_config *ck, unsigned mask, const char *path)
 {
@@ -183,7 +194,10 @@ static int check_resume(const vae_config *given, const vae_config *ck, unsigned 
         return vae_error(VAE_EINVAL, "--capacity differs from the checkpoint '%s' being resumed", path);
     if ((mask & VAE_SET_BETA) && given->beta != ck->beta)
         return vae_error(VAE_EINVAL, "--beta %g differs from the checkpoint '%s' being resumed (%g)", given->beta, path, ck->beta);
-    if ((mask & VAE_SET_DATA) && strcmp(given->data, ck->data) != 0)
+    char where[VAE_PATH_LEN];
+    /* Another spelling of the same file is the same data; other data is refused unless the checkpoint's is gone. */
+    if ((mask & VAE_SET_DATA) && !same_data(given->data, ck->data, ck->data_abs) &&
+        vae_data_locate(ck->data, ck->data_abs, where, sizeof where))
         return vae_error(VAE_EINVAL, "--data '%s' differs from the checkpoint '%s' being resumed ('%s')", given->data, path, ck->data);
     return VAE_OK;
 }
@@ -206,7 +220,9 @@ static void remove_stale_tmp(const char *dir)
     closedir(dp);
 }
 
-/* Holds an exclusive lock on DIR/lock for the life of the process. */
+static int g_lock_fd = -1;
+
+/* Holds an exclusive lock on DIR/lock until unlock_run_dir (or the process's end). */
 static int lock_run_dir(const char *dir)
 {
     char path[VAE_PATH_LEN + 16], info[512] = "";
@@ -227,10 +243,46 @@ static int lock_run_dir(const char *dir)
     const char *job = getenv("SLURM_JOB_ID");
     int n = snprintf(info, sizeof info, "pid %ld on %s%s%s\n", (long)getpid(), host, job ? ", Slurm job " : "", job ? job : "");
     if (ftruncate(fd, 0) != 0 || write(fd, info, (size_t)n) != n) { /* informational only */ }
-    return VAE_OK; /* fd stays open (and locked) until the process exits */
+    g_lock_fd = fd; /* stays open, and locked, until unlock_run_dir */
+    return VAE_OK;
 }
 
-static void print_banner(const vae_config *c, const vae_model *m, const vae_data *d, MPI_Comm comm,
+/* Clears the holder's line (a finished run leaves no stale "pid N on host") and releases the lock. */
+static void unlock_run_dir(void)
+{
+    if (g_lock_fd < 0) return;
+    if (ftruncate(g_lock_fd, 0) != 0) { /* informational only */ }
+    close(g_lock_fd);
+    g_lock_fd = -1;
+}
+
+/*
+ * A new run (no --resume) never starts over a run directory that holds
+ * checkpoints or metrics rows: it would mix two runs' files.
+ */
+static int refuse_existing_run(const char *dir)
+{
+    char lk[VAE_PATH_LEN + 16];
+    struct stat sb;
+    snprintf(lk, sizeof lk, "%s/lock", dir);
+    if (stat(lk, &sb) == 0) { /* a run holding it now is named as such */
+        int rc = lock_run_dir(dir);
+        if (rc) return rc;
+        unlock_run_dir();
+    }
+    long steps[4096];
+    int n = vae_ckpt_list(dir, steps, 4096);
+    long rows = vae_metrics_count(dir, "/train");
+    if (n == 0 && rows == 0) return VAE_OK;
+    char what[256] = "";
+    if (n > 0) snprintf(what, sizeof what, "checkpoints up to step-%ld.h5", steps[0]);
+    if (rows > 0) snprintf(what + strlen(what), sizeof what - strlen(what), "%smetrics.h5 with %ld rows", n > 0 ? " and " : "", rows);
+    if (rows < 0) snprintf(what + strlen(what), sizeof what - strlen(what), "%sa metrics.h5 that cannot be read", n > 0 ? " and " : "");
+    return vae_error(VAE_EINVAL, "run directory '%s' already holds a run (%s); continue it with --resume auto, "
+                     "or give another --out (nothing was changed)", dir, what);
+}
+
+static void print_banner(const vae_config *c, const vae_model *m, const vae_data *d, const vae_data *td, MPI_Comm comm,
                          const char *resumed_from, const vae_train_state *st)
 {
     int rank, P;
@@ -261,6 +313,8 @@ static void print_banner(const vae_config *c, const vae_model *m, const vae_data
         if (job) printf("slurm: job %s, restart count %s\n", job, rs ? rs : "0");
         printf("data: %s:%s, %lld rows of %dx%dx%d (%s, %s)\n", d->file, d->dset, (long long)d->N, d->C, d->Hh, d->W,
                d->dtype == VAE_DT_U8 ? "uint8" : "float", d->in_memory ? "in shared memory" : "streamed");
+        if (td) printf("held-out data: %s:%s, %lld rows\n", td->file, td->dset, (long long)td->N);
+        else printf("held-out data: none (no evaluation; the tools need --data)\n");
         printf("model: %s", c->arch.kind == VAE_MODEL_CONV ? "conv" : "mlp");
         printf(c->arch.kind == VAE_MODEL_CONV ? " channels" : " hidden");
         for (int i = 0; i < c->arch.n_hidden; i++) printf("%s%d", i ? "," : " ", c->arch.hidden[i]);
@@ -573,14 +627,15 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             found = vae_ckpt_find_latest(cfg->out, ckpt, sizeof ckpt);
             if (found < 0) rc = found;
         } else {
-            snprintf(ckpt, sizeof ckpt, "%s", resume);
-            found = 1;
+            rc = vae_ckpt_resolve(resume, ckpt, sizeof ckpt);
+            found = rc ? 0 : 1;
         }
         if (found > 0) {
             rc = vae_ckpt_read_meta(ckpt, &ck, &st);
             if (!rc) rc = check_resume(cfg, &ck, mask, ckpt);
         }
     }
+    if (rank == 0 && !resume) rc = refuse_existing_run(cfg->out);
     vae_defer_begin();
     rc = vae_agree(rc, comm);
     if (rc) return rc;
@@ -600,7 +655,16 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             merged.keep = cfg->keep;
         }
         if (strcmp(resume, "auto") == 0 || cfg->out[0]) snprintf(merged.out, sizeof merged.out, "%s", cfg->out);
-        merged.max_steps = cfg->max_steps;
+        if (mask & VAE_SET_DATA) { /* check_resume let it through: the same file, or the checkpoint's is gone */
+            snprintf(merged.data, sizeof merged.data, "%s", cfg->data);
+            merged.data_abs[0] = '\0';
+        }
+        if (mask & VAE_SET_TEST) {
+            snprintf(merged.test_data, sizeof merged.test_data, "%s", cfg->test_data);
+            merged.test_data_abs[0] = '\0';
+        }
+        if (mask & VAE_SET_EVAL) merged.eval_every = cfg->eval_every;
+        if (mask & VAE_SET_STEPS) merged.max_steps = cfg->max_steps; /* else the run's own --steps */
         merged.in_memory = cfg->in_memory;
         merged.allreduce = cfg->allreduce;
         *cfg = merged;
@@ -614,9 +678,38 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             vae_error(VAE_EINVAL, "--batch %d is smaller than the %d ranks: every rank needs at least one sample per step", cfg->batch, P);
         return VAE_EINVAL;
     }
+    if ((mask & VAE_SET_EVAL) && cfg->eval_every > 0 && !cfg->test_data[0]) {
+        if (rank == 0)
+            vae_error(VAE_EINVAL, "--eval-every %ld needs held-out data, and this run has none (--test-data none, or "
+                      "'%s' has no /test/images): give --test-data FILE:/dataset", cfg->eval_every, cfg->data);
+        return VAE_EINVAL;
+    }
+    /* A resumed run finds its data through the absolute paths stored in the checkpoint first. */
+    char dspec[VAE_PATH_LEN], tspec[VAE_PATH_LEN];
+    if (!vae_data_locate(cfg->data, cfg->data_abs, dspec, sizeof dspec)) {
+        if (found > 0) {
+            if (rank == 0)
+                vae_error(VAE_EIO, "cannot find the training data '%s' named by checkpoint '%s' (attribute cfg.data%s%s%s): "
+                          "give --data FILE[:/dataset] where it is now", cfg->data, ckpt, cfg->data_abs[0] ? "; nor '" : "",
+                          cfg->data_abs, cfg->data_abs[0] ? "'" : "");
+            return VAE_EIO;
+        }
+        snprintf(dspec, sizeof dspec, "%s", cfg->data); /* opening it says what is wrong */
+    }
+    if (cfg->test_data[0] && !vae_data_locate(cfg->test_data, cfg->test_data_abs, tspec, sizeof tspec)) {
+        if (found > 0) {
+            if (rank == 0)
+                vae_error(VAE_EIO, "cannot find the held-out data '%s' named by checkpoint '%s' (attribute cfg.test_data%s%s%s): "
+                          "give --test-data FILE[:/dataset] where it is now, or --test-data none", cfg->test_data, ckpt,
+                          cfg->test_data_abs[0] ? "; nor '" : "", cfg->test_data_abs, cfg->test_data_abs[0] ? "'" : "");
+            return VAE_EIO;
+        }
+        snprintf(tspec, sizeof tspec, "%s", cfg->test_data);
+    }
     int local_max = (cfg->batch + P - 1) / P;
-    rc = vae_data_open(&d, cfg->data, "/train/images", comm, cfg->in_memory, local_max);
+    rc = vae_data_open(&d, dspec, comm, cfg->in_memory, local_max);
     if (rc) return rc;
+    if (vae_data_abs_spec(dspec, cfg->data_abs, sizeof cfg->data_abs)) cfg->data_abs[0] = '\0';
     rc = vae_data_check(&d, cfg->arch.loss == VAE_LOSS_BCE, comm);
     if (rc) goto done;
     if (found > 0) {
@@ -639,7 +732,8 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         goto done;
     }
     if (cfg->test_data[0]) {
-        rc = vae_data_open(&td, cfg->test_data, "/test/images", comm, cfg->in_memory, local_max);
+        rc = vae_data_open(&td, tspec, comm, cfg->in_memory, local_max);
+        if (vae_data_abs_spec(tspec, cfg->test_data_abs, sizeof cfg->test_data_abs)) cfg->test_data_abs[0] = '\0';
         if (!rc) rc = vae_data_check(&td, cfg->arch.loss == VAE_LOSS_BCE, comm);
         if (!rc && td.D != d.D) {
             if (rank == 0)
@@ -690,7 +784,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     }
     rc = vae_agree(rc, comm);
     if (rc) goto done;
-    print_banner(cfg, &m, &d, comm, found > 0 ? ckpt : NULL, &st);
+    print_banner(cfg, &m, &d, have_test ? &td : NULL, comm, found > 0 ? ckpt : NULL, &st);
 
     /* 5. The loop. */
     const int64_t N = d.N;
@@ -841,7 +935,8 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
                          recon, kl, gnorm, st.skips, cfg->max_skips);
             if (st.skips > cfg->max_skips) {
                 if (rank == 0)
-                    vae_error(VAE_ENONFINITE, "stopping: %ld consecutive steps had non-finite values (lower --lr, check the data)", st.skips);
+                    vae_error(VAE_ENONFINITE, "stopping at step %ld: %ld consecutive steps had non-finite values, more than "
+                              "--max-skips %d allows (lower --lr, check the data)", st.step + 1, st.skips, cfg->max_skips);
                 rc = VAE_ENONFINITE;
                 goto done;
             }
@@ -879,7 +974,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             double sps = rows_int / (busy > 0 ? busy : 1e-9);
             double row[VAE_METRICS_TRAIN_FIELDS] = { (double)st.step, (double)st.epoch, recon + beta_t * kl, recon, kl,
                                                      beta_t, cfg->lr, gnorm, sps, t1 - t_start };
-            rc = vae_metrics_add_train(mt, row);
+            rc = vae_metrics_add_train(mt, row); /* fails only when memory runs out */
         }
         if (cfg->log_every > 0 && (st.step % cfg->log_every == 0 || last)) {
             if (rank == 0) {
@@ -914,12 +1009,12 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             rc = vae_evaluate(&m, &td, comm, cfg->seed, cfg->beta, 0, 0, &er);
             if (rc) goto done;
             if (rank == 0) {
-                printf("eval step %ld: test loss %.4f recon %.4f kl %.4f nats per sample (%lld rows)\n", st.step, er.loss,
-                       er.recon, er.kl, (long long)er.rows);
+                printf("eval step %ld: test loss %.4f recon %.4f kl %.4f %s (%lld rows)\n", st.step, er.loss,
+                       er.recon, er.kl, vae_loss_unit(cfg->arch.loss), (long long)er.rows);
                 fflush(stdout);
                 double row[VAE_METRICS_EVAL_FIELDS] = { (double)st.step, (double)st.epoch, er.loss, er.recon, er.kl, now_s() - t_start };
-                vae_metrics_add_eval(mt, row);
-                rc = vae_metrics_flush(mt);
+                rc = vae_metrics_add_eval(mt, row);
+                if (!rc) rc = vae_metrics_flush(mt);
             }
         }
         if ((cfg->sample_every > 0 && st.step % cfg->sample_every == 0) || last) {
@@ -933,7 +1028,9 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             double c0 = now_s();
             st.world_size = P;
             vae_defer_begin();
-            if (rank == 0) rc = vae_ckpt_save(cfg->out, &m, cfg, &st, cfg->keep, path, sizeof path);
+            /* Every row up to the checkpoint's step is in metrics.h5 before the checkpoint is: a resume continues it with no gap. */
+            if (rank == 0 && !rc) rc = vae_metrics_flush(mt);
+            if (rank == 0 && !rc) rc = vae_ckpt_save(cfg->out, &m, cfg, &st, cfg->keep, path, sizeof path);
             rc = vae_agree(rc, comm);
             if (rc) goto done;
             if (rank == 0) {
@@ -989,9 +1086,10 @@ done:
     shm_unbind(&shm, &m);
     shm_free(&shm);
     if (mt) {
-        if (rc != VAE_OK && rc != VAE_ESTOP) vae_metrics_flush(mt);
+        vae_metrics_close(mt);
         free(mt);
     }
+    unlock_run_dir();
     free(perm);
     free(idx);
     free(part);

@@ -37,6 +37,17 @@ int vae_ckpt_read_tensors(const char *path, vae_model *m, int with_optimizer);
  */
 int vae_ckpt_find_latest(const char *dir, char *path, size_t path_len);
 
+/* Lists the steps of DIR/checkpoints/step-<N>.h5, newest first (at most max). Returns how many. */
+int vae_ckpt_list(const char *dir, long *steps, int max);
+
+/*
+ * The checkpoint a tool or a resume names: a file as it is, or for a run
+ * directory the newest checkpoint in DIR/checkpoints that verifies (as
+ * vae_ckpt_find_latest). Fills path; returns 0, or an error naming the
+ * directory when it holds no good checkpoint.
+ */
+int vae_ckpt_resolve(const char *given, char *path, size_t path_len);
+
 /* Test hook: when the environment variable MPIVAE_TEST_CRASH_BEFORE_RENAME is set, the
  * process aborts after writing the temporary file and before publishing it. */
 

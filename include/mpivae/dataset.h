@@ -1,7 +1,7 @@
 /*
  * dataset.h: reading training and test data from HDF5.
  *
- * A data set is `FILE` or `FILE:/path/to/dataset`, shaped [N,C,H,W], [N,H,W]
+ * A data set is `FILE` (FILE:/train/images) or `FILE:/path/to/dataset`, shaped [N,C,H,W], [N,H,W]
  * or [N,D], uint8 (scaled by 1/255) or float32/float64. Opening is
  * collective over a communicator and agrees on a status, so all ranks fail
  * together with one message. Two modes:
@@ -38,9 +38,32 @@ typedef struct vae_data {
     float min, max;    /* value range found by vae_data_check */
 } vae_data;
 
+/*
+ * FILE alone names this dataset, in every subcommand and flag that takes data
+ * (--data, --test-data): the same spelling always means the same rows.
+ */
+#define VAE_DATA_DEFAULT_DSET "/train/images"
+
 /* Splits "FILE[:/dataset]" into file and dataset (default_dset when absent). */
 int vae_data_parse_spec(const char *spec, const char *default_dset, char *file, size_t file_len,
                         char *dset, size_t dset_len);
+
+/* The spec with its dataset spelled out: "FILE:/dataset" (FILE alone gets VAE_DATA_DEFAULT_DSET). */
+int vae_data_full_spec(const char *spec, char *out, size_t len);
+
+/*
+ * The spec with its file made absolute ("/abs/FILE:/dataset"), so that a
+ * checkpoint finds its data from any working directory. Fails (no message)
+ * when the file does not exist.
+ */
+int vae_data_abs_spec(const char *spec, char *out, size_t len);
+
+/*
+ * Chooses how to open data that a checkpoint names: its absolute spec when
+ * that file exists, else the spec as given (relative to the working
+ * directory). Returns 1 and fills out when one exists, 0 when neither does.
+ */
+int vae_data_locate(const char *spec, const char *abs_spec, char *out, size_t len);
 
 /* True when FILE exists, is HDF5 and holds the dataset (no messages). */
 int vae_data_exists(const char *file, const char *dset);
@@ -50,8 +73,7 @@ int vae_data_exists(const char *file, const char *dset);
  * memory when the data takes less than a quarter of the node's memory).
  * max_rows: the most rows one vae_data_rows call will ask for.
  */
-int vae_data_open(vae_data *d, const char *spec, const char *default_dset, MPI_Comm comm,
-                  int in_memory, int max_rows);
+int vae_data_open(vae_data *d, const char *spec, MPI_Comm comm, int in_memory, int max_rows);
 
 /*
  * Collective scan of all values: fails on NaN/Inf, and when unit_range is

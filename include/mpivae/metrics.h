@@ -4,38 +4,70 @@
  * /train/{step, epoch} int64 and /train/{loss, recon, kl, beta, lr, grad_norm,
  * samples_per_s, time} float64, one row per optimizer step; /eval/{step,
  * epoch} int64 and /eval/{loss, recon, kl, time} float64, one row per
- * evaluation. Rows are buffered in memory and appended by vae_metrics_flush,
- * which opens the file, extends, writes and closes it, so readers can open
- * the file between flushes.
+ * evaluation.
+ *
+ * Readers never stop training. The file is held open for the whole run in
+ * HDF5's single-writer/multiple-reader mode (SWMR) without HDF5's file locks,
+ * and every vae_metrics_flush() appends and flushes, so a reader that opens
+ * it with SWMR (h5py: File(path, 'r', swmr=True), then refresh()) follows the
+ * run; a plain open during the run is refused by HDF5 ("already open for
+ * write"), harmlessly for the run; between runs any reader can open it.
+ *
+ * Every row of the run is kept in memory too (80 bytes a step): the file is
+ * a mirror of that table. An append that fails is a warning, and the next
+ * flush writes the whole table again to a temporary file and renames it over
+ * metrics.h5, so a failed write never costs a step, a checkpoint or a row.
  */
 #ifndef MPIVAE_METRICS_H
 #define MPIVAE_METRICS_H
 
+#include <stdint.h>
+
 #define VAE_METRICS_TRAIN_FIELDS 10
 #define VAE_METRICS_EVAL_FIELDS 6
-#define VAE_METRICS_BUF 4096
+
+/* One group of metrics.h5: its columns and every row of the run. */
+typedef struct vae_metrics_table {
+    const char *group;        /* "/train" or "/eval" */
+    const char *const *names; /* column names; "step" and "epoch" are int64, the rest float64 */
+    int nf;                   /* columns */
+    double *rows;             /* [n, nf], row-major */
+    long n, cap;              /* rows held, rows allocated */
+    long on_disk;             /* rows known to be in the open file */
+} vae_metrics_table;
 
 typedef struct vae_metrics {
     char path[1100];
-    int n_train, n_eval;
-    double train[VAE_METRICS_BUF][VAE_METRICS_TRAIN_FIELDS];
-    double eval[64][VAE_METRICS_EVAL_FIELDS];
+    int64_t fid;              /* the open file (hid_t), or < 0 when the next flush must rewrite it */
+    vae_metrics_table t[2];   /* train, eval */
+    long failures;            /* consecutive failed flushes (one warning each) */
 } vae_metrics;
 
 /*
- * Creates DIR/metrics.h5 or, when it exists, keeps the rows with step <=
- * keep_upto and drops later ones (rows written after the checkpoint that a
- * resumed run continues from).
+ * Opens DIR/metrics.h5 for the run: rows of an existing file with step <=
+ * keep_upto are kept (those of the checkpoint a resumed run continues from;
+ * 0 for a new run), later ones dropped; the file is written anew through a
+ * temporary name and rename, then held open in SWMR mode.
  */
 int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto);
 
-/* Buffers a row: step, epoch, loss, recon, kl, beta, lr, grad_norm, samples_per_s, time. Flushes when full. */
+/* Adds a row: step, epoch, loss, recon, kl, beta, lr, grad_norm, samples_per_s, time. */
 int vae_metrics_add_train(vae_metrics *mt, const double row[VAE_METRICS_TRAIN_FIELDS]);
 
-/* Buffers a row: step, epoch, loss, recon, kl, time. */
+/* Adds a row: step, epoch, loss, recon, kl, time. */
 int vae_metrics_add_eval(vae_metrics *mt, const double row[VAE_METRICS_EVAL_FIELDS]);
 
-/* Appends the buffered rows to the file. */
+/*
+ * Appends the rows not yet in the file and flushes it. A failure is reported
+ * as a warning and retried at the next call; returns 0 either way unless
+ * memory ran out.
+ */
 int vae_metrics_flush(vae_metrics *mt);
+
+/* Flushes and closes the file, and frees the table. Safe on a zeroed struct. */
+void vae_metrics_close(vae_metrics *mt);
+
+/* Rows of a group ("/train", "/eval") in DIR/metrics.h5 (0 when there is no such file). */
+long vae_metrics_count(const char *dir, const char *group);
 
 #endif

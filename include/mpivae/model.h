@@ -27,6 +27,17 @@
 enum vae_model_kind { VAE_MODEL_MLP = 0, VAE_MODEL_CONV = 1 };
 enum vae_loss_kind { VAE_LOSS_BCE = 0, VAE_LOSS_MSE = 1 };
 
+/*
+ * The unit of the reported losses: BCE's reconstruction is a negative
+ * log-likelihood in nats; MSE's is the squared error summed over the pixels
+ * (a Gaussian decoder's negative log-likelihood with variance 1/2, less the
+ * constant (D/2) ln(pi) nats). KL is in nats for both.
+ */
+static inline const char *vae_loss_unit(int loss)
+{
+    return loss == VAE_LOSS_MSE ? "per sample (recon: squared error summed over pixels; kl: nats)" : "nats per sample";
+}
+
 /* Everything that fixes the architecture (stored in every checkpoint). */
 typedef struct vae_arch {
     int kind;                     /* enum vae_model_kind */

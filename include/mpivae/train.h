@@ -24,8 +24,9 @@ enum vae_allreduce_mode {
 /* Everything `mpivae train` was asked for (stored in every checkpoint). */
 typedef struct vae_config {
     vae_arch arch;           /* C, Hh, W come from the data */
-    char data[VAE_PATH_LEN]; /* FILE[:/dataset] */
+    char data[VAE_PATH_LEN]; /* FILE:/dataset, as given (relative to the working directory) */
     char test_data[VAE_PATH_LEN]; /* "" when there is none */
+    char data_abs[VAE_PATH_LEN], test_data_abs[VAE_PATH_LEN]; /* the same with the file's absolute path ("" unknown) */
     char out[VAE_PATH_LEN];
     double beta;             /* KL weight */
     long warmup;             /* steps of linear KL warm-up from 0 to beta (0: none) */
@@ -73,7 +74,8 @@ enum {
     VAE_SET_MODEL = 1u << 0, VAE_SET_HIDDEN = 1u << 1, VAE_SET_LATENT = 1u << 2,
     VAE_SET_LOSS = 1u << 3, VAE_SET_BATCH = 1u << 4, VAE_SET_SEED = 1u << 5,
     VAE_SET_DATA = 1u << 6, VAE_SET_LR = 1u << 7, VAE_SET_BETA = 1u << 8,
-    VAE_SET_EPOCHS = 1u << 9, VAE_SET_INTERVALS = 1u << 10, VAE_SET_CAPACITY = 1u << 11
+    VAE_SET_EPOCHS = 1u << 9, VAE_SET_INTERVALS = 1u << 10, VAE_SET_CAPACITY = 1u << 11,
+    VAE_SET_TEST = 1u << 12, VAE_SET_EVAL = 1u << 13, VAE_SET_STEPS = 1u << 14
 };
 
 /* Evaluation of every row of data, shared across comm: sums per sample over all rows. */

@@ -314,7 +314,7 @@ if em > 1e-4 or el > 1e-4:
 print(f"encode: /mu, /logvar (256, 6) chunked, = PyTorch row by row ({em:.1g}, {el:.1g}), = interpolate's ends ({e:.1g})")
 EOF
 for np_ in 1 2 3; do
-    run_ok "$MPIEXEC" -n $np_ "$M" encode --ckpt "$CK" --data mix.h5 --out "Em$np_.h5"
+    run_ok "$MPIEXEC" -n $np_ "$M" encode --ckpt "$CK" --data mix.h5:/test/images --out "Em$np_.h5"
 done
 for np_ in 1 2; do
     run_ok "$MPIEXEC" -n $np_ "$M" encode --ckpt "$CK" --data "$D" --out "Et$np_.h5"
@@ -377,7 +377,7 @@ print(f"anomaly: score = recon + {beta} * kl, recon/kl = PyTorch (max rel {er.ma
       f"top PNG = rows {list(order[:10])}")
 EOF
 for np_ in 1 2 3; do
-    run_ok "$MPIEXEC" -n $np_ "$M" anomaly --ckpt "$CK" --data mix.h5 --out "Am$np_.h5"
+    run_ok "$MPIEXEC" -n $np_ "$M" anomaly --ckpt "$CK" --data mix.h5:/test/images --out "Am$np_.h5"
     expect_png "Am$np_-hist.png" 400 200
     expect_png "Am$np_-top.png" $((8 * 8 + 9 * 2)) $((4 * 8 + 5 * 2))
 done

@@ -8,8 +8,10 @@
 #      goes on and finishes, and the final parameters equal those of a run
 #      whose steps 5 and 6 were skipped the same way on a single rank;
 #      every logged loss in metrics.h5 is finite after the skipped steps;
-#  (b) bad from step 5 on with --max-skips 3: the run stops after 4
-#      consecutive skips with one error line and a non-zero exit, within 60 s.
+#  (b) --max-skips K at its boundary (K = 3): bad during steps 5..7 (K skips
+#      in a row) the run finishes with status 0 and 3 skips; bad from step 5 on,
+#      the fourth bad step (step 8) stops the run with status 1 and one error
+#      line naming step 8 and --max-skips 3, within 60 s, with no final checkpoint.
 source "$(dirname "$0")/mpilib.sh"
 mpi_init "$@"
 
@@ -48,8 +50,13 @@ PY
 
 # --- (b) too many consecutive skips stop the run
 mpi_cmd 2
-MPIVAE_TEST_NAN_STEPS=5:100 expect_fail_with nonzero "4 consecutive steps had non-finite values" -- \
+MPIVAE_TEST_NAN_STEPS=5:7 run_ok "${MPI[@]}" "$M" "${ARGS[@]}" --max-skips 3 --out k3
+expect_eq "(b) --max-skips 3 with 3 bad steps in a row: steps skipped" 3 "$(grep -c "step skipped" last.err)"
+expect_file k3/checkpoints/step-20.h5
+MPIVAE_TEST_NAN_STEPS=5:100 expect_fail_with 1 \
+    "stopping at step 8: 4 consecutive steps had non-finite values, more than --max-skips 3 allows" -- \
     "${MPI[@]}" "$M" "${ARGS[@]}" --max-skips 3 --out c
+expect_eq "(b) --max-skips 3 with bad steps from 5 on: steps skipped before the stop" 4 "$(grep -c "step skipped" last.err)"
 expect_absent c/checkpoints/step-20.h5
 
 cli_done
