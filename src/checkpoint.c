@@ -253,6 +253,7 @@ int vae_ckpt_save(const char *dir, const vae_model *m, const vae_config *cfg,
         e |= put_long(fid, "adam_t", st->adam_t);
         e |= put_long(fid, "skips", st->skips);
         e |= put_long(fid, "world_size", st->world_size);
+        e |= put_long(fid, "data_rows", st->data_rows);
         e |= write_config(fid, cfg);
         rc = e ? VAE_EIO : VAE_OK;
     }
@@ -386,6 +387,7 @@ int vae_ckpt_read_meta(const char *path, vae_config *c, vae_train_state *st)
     if (!rc) rc = get_long(fid, path, "adam_t", &st->adam_t);
     if (!rc) rc = get_long(fid, path, "skips", &st->skips);
     if (!rc) rc = get_int(fid, path, "world_size", &st->world_size);
+    if (!rc && H5Aexists(fid, "data_rows") > 0) rc = get_long(fid, path, "data_rows", &st->data_rows); /* since 0.1.0 */
     if (!rc && (c->batch < 1 || st->step < 0 || st->epoch < 0 || st->epoch_step < 0 || st->adam_t < 0))
         rc = vae_error(VAE_EDATA, "'%s' has inconsistent training state attributes", path);
     H5Fclose(fid);

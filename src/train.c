@@ -725,6 +725,17 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         cfg->arch.Hh = d.Hh;
         cfg->arch.W = d.W;
     }
+    /* The data order continues only over the same rows: a resume refuses data that grew or shrank. */
+    if (found > 0 && ((st.data_rows > 0 && st.data_rows != d.N) || st.epoch_step * (int64_t)cfg->batch >= d.N)) {
+        if (rank == 0)
+            vae_error(VAE_EDATA, "'%s:%s' has %lld rows, but the checkpoint '%s' was saved %s%ld%s at row %lld of epoch %ld: "
+                      "the data changed since; resume with the data it was trained on", d.file, d.dset, (long long)d.N,
+                      ckpt, st.data_rows > 0 ? "on " : "(rows not recorded", st.data_rows, st.data_rows > 0 ? " rows," : ")",
+                      (long long)st.epoch_step * cfg->batch, st.epoch + 1);
+        rc = VAE_EDATA;
+        goto done;
+    }
+    st.data_rows = (long)d.N;
     if (cfg->batch > d.N) {
         if (rank == 0)
             vae_error(VAE_EINVAL, "--batch %d is larger than the %lld rows of '%s:%s'", cfg->batch, (long long)d.N, d.file, d.dset);

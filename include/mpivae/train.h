@@ -52,6 +52,7 @@ typedef struct vae_train_state {
     long adam_t;     /* Adam's update count (skipped steps do not count) */
     long skips;      /* consecutive skipped steps */
     int world_size;  /* ranks when saved */
+    long data_rows;  /* rows of the training data when saved (0: not recorded) */
 } vae_train_state;
 
 /* Fills the defaults (those of the PyTorch VAE example). */

@@ -17,7 +17,9 @@
 #      without one gets a message saying so;
 #  (11) --loss mse reports its unit (squared error), not nats;
 #  (12) the README's PyTorch snippet runs as written against a 784-400-20
-#      checkpoint and loads it strictly.
+#      checkpoint and loads it strictly;
+#  and a resume on data that shrank since the checkpoint is refused with both
+#  row counts (streamed and in memory), not a crash.
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
 need_python_modules h5py numpy torch
@@ -124,5 +126,14 @@ with h5py.File("$CK", "r") as f:
 print("README snippet: loaded", len(state), "tensors strictly")
 EOF
 py_check "(12) the README's PyTorch snippet" <snippet.py
+
+# ---------------------------------------------------------------- data that shrank since the checkpoint
+run_ok "$M" data synth --out d.h5
+run_ok "$M" train --data d.h5 "${TINY[@]}" --out shrink --steps 10 --ckpt-every 10
+run_ok "$M" data synth --out d.h5 --n-train 300
+for mode in no yes; do
+    expect_fail_with 1 "'d.h5:/train/images' has 300 rows, but the checkpoint 'shrink/checkpoints/step-10.h5' was saved on 2000 rows" \
+        "the data changed since" -- "$M" train --data d.h5 --out shrink --resume auto --data-in-memory $mode
+done
 
 cli_done
