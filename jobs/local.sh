@@ -41,7 +41,10 @@ if [ "$RANKS" -gt "$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)" ]; then 
 # mpirun runs in the background, in its own process group (set -m), so that
 # Ctrl-C reaches only this shell, which forwards SIGUSR1 to mpirun; mpirun
 # passes it on to every rank. (SIGINT straight to mpirun would make it end
-# the ranks itself and exit with 1 instead of 75.)
+# the ranks itself and exit with 1 instead of 75.) Its stderr goes through
+# jobs/mpirun-stderr-filter.sh, which removes Open MPI's two notes on a
+# status-75 stop (they read like a crash) and nothing else; `$!` is still
+# mpirun's pid.
 got=""
 child=""
 on_signal() {
@@ -62,7 +65,8 @@ rc=75
 if [ -z "$got" ]; then
     set -m
     # shellcheck disable=SC2086  # TRAIN_ARGS is a list of options
-    mpirun -np "$RANKS" "${extra[@]}" "$MPIVAE" train --out "$RUN_DIR" --resume auto $TRAIN_ARGS "$@" </dev/null &
+    mpirun -np "$RANKS" "${extra[@]}" "$MPIVAE" train --out "$RUN_DIR" --resume auto $TRAIN_ARGS "$@" </dev/null \
+        2> >(bash jobs/mpirun-stderr-filter.sh >&2) &
     child=$!
     set +m
     while :; do
