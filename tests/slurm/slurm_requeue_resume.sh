@@ -9,6 +9,9 @@
 # job gets `-t 5` so the timed one cannot come first). Asserts:
 #   - the job checkpointed: mpivae stopped by SIGUSR1 at a step before the
 #     end, and the script saw exit status 75 and requeued the job;
+#   - the output has none of Open MPI's notes on that stop ("Primary job ...
+#     terminated normally, but 1 process returned a non-zero exit code"):
+#     jobs/mpirun-stderr-filter.sh removed them;
 #   - it was requeued: Restarts=1 in `scontrol show job`;
 #   - it resumed: the output shows "restart count 1" and "resumed from" the
 #     checkpoint of that step;
@@ -66,6 +69,8 @@ expect_line "$OUT" '^stopped by SIGUSR1 at step [0-9]+ after writing a checkpoin
 N=$(sed -n 's/^stopped by SIGUSR1 at step \([0-9]*\) .*/\1/p' "$OUT" | head -n 1)
 [ "$N" -lt "$TOTAL" ] || fail "expected the signal to stop the run before its last step $TOTAL, found it stopped at $N"
 expect_line "$OUT" 'mpivae checkpointed and stopped \(exit status 75\)'
+expect_no_line "$OUT" 'Primary job'
+expect_no_line "$OUT" 'non-zero exit code'
 expect_line "$OUT" "requeueing job $J \\(restart 1 of at most 2\\)"
 expect_line "$OUT" "^slurm: job $J, restart count 1$"
 expect_line "$OUT" "^resumed from $RUN_DIR/checkpoints/step-$N.h5 at step $N "
