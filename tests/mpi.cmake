@@ -15,8 +15,9 @@
 #   mpi_conv               --model conv: P = 1, 2, 4 agree, exact resume, PyTorch load, tools
 #   mpi_run_dir            metrics.h5 readers never stop a run, rows 1..N after a stop and resume,
 #                          no silent restart over a run, a finished run's lock names no holder
+#   mpi_mpirun_signals     SIGUSR1, Ctrl-C, SIGTERM to a bare mpirun: the statuses and checkpoints the README gives
 set(MPIVAE_MPI_TESTS mpi_rank_independence mpi_resume_exact mpi_checkpoint_faults mpi_kill_rank mpi_bad_input
-    mpi_nonfinite mpi_conv mpi_run_dir)
+    mpi_nonfinite mpi_conv mpi_run_dir mpi_mpirun_signals)
 if(MPIEXEC_EXECUTABLE)
   set(MPIVAE_MPI_LAUNCHER ${MPIEXEC_EXECUTABLE})
 else()
