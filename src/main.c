@@ -441,11 +441,28 @@ static void h5_beside(const char *png, char *h5, size_t len)
     strncat(h5, ".h5", len - strlen(h5) - 1);
 }
 
+/*
+ * Refuses an --out that is empty or does not end in ext (".png" for the image tools, ".h5" for
+ * anomaly and encode); writes says what the tool writes. Returns 0 or the usage exit status.
+ */
+static int check_out(const char *cmd, const char *out, const char *ext, const char *writes)
+{
+    size_t n = strlen(out), e = strlen(ext);
+    if (n == 0) return usage_error(cmd, "--out is empty: %s", writes);
+    if (n < e || strcmp(out + n - e, ext)) return usage_error(cmd, "--out '%s' does not end in %s: %s", out, ext, writes);
+    if (n == e || out[n - e - 1] == '/') return usage_error(cmd, "--out '%s' has no name before %s: %s", out, ext, writes);
+    return 0;
+}
+
+/* What the image tools write, for check_out's messages. */
+#define WRITES_PNG(cmd) cmd " writes a PNG (OUT.png) and OUT.h5 beside it"
+
 static const char *sample_help =
     "usage: mpivae sample --ckpt FILE --out OUT.png [--n N] [--temperature T] [--seed S] [--cols K]\n"
     "\n"
     "Decodes N (default 64) samples z ~ N(0, T^2 I) of the prior into a grid PNG (OUT.png) and\n"
-    "an HDF5 file beside it (OUT.h5, dataset /samples [N, C, H, W]). Deterministic for a seed.\n";
+    "an HDF5 file beside it (OUT.h5, dataset /samples [N, C, H, W]). Deterministic for a seed.\n"
+    "--out must end in .png.\n";
 
 static int cmd_sample(int argc, char **argv)
 {
@@ -476,6 +493,8 @@ static int cmd_sample(int argc, char **argv)
     }
     if (rc) return rc;
     if (!ckpt || !out) return usage_error("sample", "--ckpt FILE and --out OUT.png are required");
+    rc = check_out("sample", out, ".png", WRITES_PNG("sample"));
+    if (rc) return rc;
     vae_config cfg;
     vae_model m;
     memset(&m, 0, sizeof m);
@@ -505,7 +524,8 @@ static const char *recon_help =
     "\n"
     "Writes N (default 32) rows of --data (default: the checkpoint's test data) starting at row I\n"
     "over their reconstructions (z = mu): per group of K (default 8) images, a row of inputs then\n"
-    "a row of reconstructions. Also OUT.h5 with /images [2N, C, H, W] in the same order.\n";
+    "a row of reconstructions. Also OUT.h5 with /images [2N, C, H, W] in the same order.\n"
+    "--out must end in .png.\n";
 
 static int cmd_reconstruct(int argc, char **argv)
 {
@@ -535,6 +555,8 @@ static int cmd_reconstruct(int argc, char **argv)
     }
     if (rc) return rc;
     if (!ckpt || !out) return usage_error("reconstruct", "--ckpt FILE and --out OUT.png are required");
+    rc = check_out("reconstruct", out, ".png", WRITES_PNG("reconstruct"));
+    if (rc) return rc;
     vae_config cfg;
     vae_model m;
     vae_data d;
@@ -607,7 +629,7 @@ static const char *interp_help =
     "Encodes rows I and J of --data (default: the checkpoint's test data) to their means,\n"
     "walks K (default 10) points from one to the other, linearly or along the great circle\n"
     "(--spherical), and decodes them. OUT.png is one strip: row I, the K decoded points, row J.\n"
-    "OUT.h5 holds /z [K, Z], /images [K, C, H, W] and /inputs [2, C, H, W].\n";
+    "OUT.h5 holds /z [K, Z], /images [K, C, H, W] and /inputs [2, C, H, W]. --out must end in .png.\n";
 
 static int cmd_interpolate(int argc, char **argv)
 {
@@ -639,6 +661,8 @@ static int cmd_interpolate(int argc, char **argv)
     if (rc) return rc;
     if (!ckpt || !out || from < 0 || to < 0)
         return usage_error("interpolate", "--ckpt FILE, --from I, --to J and --out OUT.png are required");
+    rc = check_out("interpolate", out, ".png", WRITES_PNG("interpolate"));
+    if (rc) return rc;
     vae_config cfg;
     vae_model m;
     vae_data d;
@@ -704,7 +728,7 @@ static const char *traverse_help =
     "other dimensions fixed, and decodes: one grid row per dimension (--range 0:0 reproduces the\n"
     "reconstruction of row I). --dims auto (the default) picks the N (default 8) dimensions with\n"
     "the largest average KL over --data (the active ones) and prints their KL. OUT.h5 holds\n"
-    "/images [dims*K, C, H, W], /values [K] (the offsets), /dims, /base [Z].\n";
+    "/images [dims*K, C, H, W], /values [K] (the offsets), /dims, /base [Z]. --out must end in .png.\n";
 
 static int cmd_traverse(int argc, char **argv)
 {
@@ -738,6 +762,8 @@ static int cmd_traverse(int argc, char **argv)
     }
     if (rc) return rc;
     if (!ckpt || !out) return usage_error("traverse", "--ckpt FILE and --out OUT.png are required");
+    rc = check_out("traverse", out, ".png", WRITES_PNG("traverse"));
+    if (rc) return rc;
     vae_config cfg;
     vae_model m;
     vae_data d;
@@ -860,10 +886,11 @@ static const char *anomaly_help =
     "Scores every row of --data (default: the checkpoint's test data) by its negative ELBO with\n"
     "z = mu (reconstruction + beta * KL, nats) and by its reconstruction error alone. Rows are\n"
     "shared across ranks; rank 0 writes SCORES.h5 (/score, /recon, /kl [N], row-aligned with the\n"
-    "input), SCORES-hist.png (histogram of scores) and SCORES-top.png (the K, default 32, most\n"
-    "anomalous rows, highest score first). With --labels (default: the 'labels' dataset beside\n"
-    "the images, when present) and --normal-classes, rows of other classes count as anomalies:\n"
-    "the ROC AUC of the score is printed and stored as the attribute 'roc_auc' of /score.\n";
+    "input; --out must end in .h5), SCORES-hist.png (histogram of scores) and SCORES-top.png\n"
+    "(the K, default 32, most anomalous rows, highest score first). With --labels (default: the\n"
+    "'labels' dataset beside the images, when present) and --normal-classes, rows of other\n"
+    "classes count as anomalies: the ROC AUC of the score is printed and stored as the attribute\n"
+    "'roc_auc' of /score.\n";
 
 static int cmd_anomaly(int argc, char **argv)
 {
@@ -892,6 +919,8 @@ static int cmd_anomaly(int argc, char **argv)
     }
     if (rc) return rc;
     if (!ckpt || !out) return usage_error("anomaly", "--ckpt FILE and --out SCORES.h5 are required");
+    rc = check_out("anomaly", out, ".h5", "anomaly writes HDF5 (SCORES.h5) with SCORES-hist.png and SCORES-top.png beside it");
+    if (rc) return rc;
     if (labels_s && !normal_s) return usage_error("anomaly", "--labels needs --normal-classes");
     vae_config cfg;
     vae_model m;
@@ -1024,7 +1053,8 @@ static const char *encode_help =
     "\n"
     "Writes /mu and /logvar [N, Z] (float32, chunked, row-aligned with the input) of every row\n"
     "of --data (default: the checkpoint's test data). Rows are shared across ranks in fixed\n"
-    "chunks, so the output does not depend on the rank count; rank 0 writes the file.\n";
+    "chunks, so the output does not depend on the rank count; rank 0 writes the file.\n"
+    "--out must end in .h5.\n";
 
 static int cmd_encode(int argc, char **argv)
 {
@@ -1046,6 +1076,8 @@ static int cmd_encode(int argc, char **argv)
         }
     }
     if (!ckpt || !out) return usage_error("encode", "--ckpt FILE and --out Z.h5 are required");
+    rc = check_out("encode", out, ".h5", "encode writes HDF5 (Z.h5)");
+    if (rc) return rc;
     vae_config cfg;
     vae_model m;
     vae_data d;
