@@ -18,6 +18,7 @@
 #include "mpivae/tools.h"
 #include "mpivae/train.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <hdf5.h>
@@ -862,21 +863,127 @@ out:
     return rc > 0 ? rc : finish(rc);
 }
 
-/* Parses "0,1,2" into a class mask. */
-static int parse_classes(const char *cmd, const char *s, unsigned char *is_normal, int n)
+/* The largest class --normal-classes takes. */
+#define MAX_CLASS 1023
+
+/*
+ * Parses --normal-classes "0,1,2" into is_normal[MAX_CLASS + 1]: integers 0..MAX_CLASS separated by
+ * single commas, at least one. Returns 0 or the usage exit status (after the message).
+ */
+static int parse_classes(const char *cmd, const char *s, unsigned char *is_normal)
 {
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", s);
-    int any = 0;
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        long v;
-        int rc = parse_long(cmd, "--normal-classes", tok, 0, n - 1, &v);
+    memset(is_normal, 0, MAX_CLASS + 1);
+    if (!*s) return usage_error(cmd, "--normal-classes is empty: it takes classes C1,C2,... (integers 0..%d)", MAX_CLASS);
+    for (const char *p = s;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char tok[32];
+        long v = 0;
+        if (len == 0) return usage_error(cmd, "--normal-classes '%s' has an empty class (a stray comma)", s);
+        if (len >= sizeof tok || isspace((unsigned char)*p))
+            return usage_error(cmd, "--normal-classes '%.*s' is not an integer", (int)len, p);
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        int rc = parse_long(cmd, "--normal-classes", tok, 0, MAX_CLASS, &v);
         if (rc) return rc;
         is_normal[v] = 1;
-        any = 1;
+        if (!comma) return 0;
+        p = comma + 1;
     }
-    if (!any) return usage_error(cmd, "--normal-classes needs at least one class");
-    return 0;
+}
+
+static int cmp_int64(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* Appends to buf[len] (a string) what fits of fmt; the rest is dropped. */
+static void append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void append(char *buf, size_t len, const char *fmt, ...)
+{
+    size_t n = strlen(buf);
+    if (n + 1 >= len) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, len - n, fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * The distinct values of sorted[n] (sorted in place here) as "0..9" or "0,1,5..9"; a run of three
+ * or more is written as a range, and a list too long for buf ends in ",...".
+ */
+static void describe_classes(int64_t *sorted, int64_t n, char *buf, size_t len)
+{
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_int64);
+    buf[0] = '\0';
+    for (int64_t i = 0; i < n;) {
+        int64_t j = i; /* the run of consecutive values starting at sorted[i] ends at sorted[j] */
+        for (int64_t k = i + 1; k < n && sorted[k] <= sorted[j] + 1; k++)
+            if (sorted[k] == sorted[j] + 1) j = k;
+        if (strlen(buf) + 48 >= len) {
+            append(buf, len, ",...");
+            return;
+        }
+        const char *sep = buf[0] ? "," : "";
+        long long lo = sorted[i], hi = sorted[j];
+        if (hi >= lo + 2) append(buf, len, "%s%lld..%lld", sep, lo, hi);
+        else if (hi == lo + 1) append(buf, len, "%s%lld,%lld", sep, lo, hi);
+        else append(buf, len, "%s%lld", sep, lo);
+        for (i = j + 1; i < n && sorted[i] == hi;) i++;
+    }
+}
+
+/*
+ * Rank 0, before any scoring: reads the n labels of spec (FILE[:/ds], default /test/labels) and
+ * marks anomalous[i] for the rows whose class is not normal. Refuses, as usage errors, normal
+ * classes that do not occur in the labels and a split with no normal rows or no anomalies (the ROC
+ * AUC needs both). Returns 0, EXIT_USAGE, or a negative status; *n_anom counts the anomalies and
+ * where[where_len] gets the labels as FILE:/dataset.
+ */
+static int anomaly_labels(const char *spec, const char *normal_s, const unsigned char *is_normal, int64_t n,
+                          unsigned char *anomalous, int64_t *n_anom, char *where, size_t where_len)
+{
+    char file[VAE_PATH_LEN], dset[256];
+    int rc = vae_data_parse_spec(spec, "/test/labels", file, sizeof file, dset, sizeof dset);
+    if (rc) return rc;
+    int64_t *lab = malloc((size_t)n * sizeof *lab);
+    if (!lab) return vae_error(VAE_ENOMEM, "cannot allocate %lld labels", (long long)n);
+    rc = vae_read_labels(spec, "/test/labels", n, lab);
+    unsigned char present[MAX_CLASS + 1] = { 0 };
+    *n_anom = 0;
+    for (int64_t i = 0; !rc && i < n; i++) {
+        int normal = lab[i] >= 0 && lab[i] <= MAX_CLASS && is_normal[lab[i]];
+        if (lab[i] >= 0 && lab[i] <= MAX_CLASS) present[lab[i]] = 1;
+        anomalous[i] = !normal;
+        *n_anom += !normal;
+    }
+    char missing[256] = "";
+    int n_missing = 0;
+    for (int c = 0; !rc && c <= MAX_CLASS; c++)
+        if (is_normal[c] && !present[c]) {
+            append(missing, sizeof missing, "%s%d", n_missing ? "," : "", c);
+            n_missing++;
+        }
+    if (!rc && (n_missing || *n_anom == 0 || *n_anom == n)) {
+        char held[256];
+        describe_classes(lab, n, held, sizeof held); /* sorts lab: the labels are not needed after this */
+        if (n_missing)
+            rc = usage_error("anomaly", "--normal-classes %s: %s %s %s not occur in '%s:%s', which holds %s", normal_s,
+                             n_missing > 1 ? "classes" : "class", missing, n_missing > 1 ? "do" : "does", file, dset, held);
+        else if (*n_anom == 0)
+            rc = usage_error("anomaly", "--normal-classes %s leaves no anomalies: all %lld rows of '%s:%s' (classes %s) "
+                             "are normal, and the ROC AUC needs both normal rows and anomalies", normal_s, (long long)n,
+                             file, dset, held);
+        else
+            rc = usage_error("anomaly", "--normal-classes %s leaves no normal rows: none of the %lld rows of '%s:%s' "
+                             "(classes %s) is of a normal class, and the ROC AUC needs both normal rows and anomalies",
+                             normal_s, (long long)n, file, dset, held);
+    }
+    snprintf(where, where_len, "%s:%s", file, dset);
+    free(lab);
+    return rc;
 }
 
 static const char *anomaly_help =
@@ -887,14 +994,18 @@ static const char *anomaly_help =
     "z = mu (reconstruction + beta * KL, nats) and by its reconstruction error alone. Rows are\n"
     "shared across ranks; rank 0 writes SCORES.h5 (/score, /recon, /kl [N], row-aligned with the\n"
     "input; --out must end in .h5), SCORES-hist.png (histogram of scores) and SCORES-top.png\n"
-    "(the K, default 32, most anomalous rows, highest score first). With --labels (default: the\n"
-    "'labels' dataset beside the images, when present) and --normal-classes, rows of other\n"
-    "classes count as anomalies: the ROC AUC of the score is printed and stored as the attribute\n"
-    "'roc_auc' of /score.\n";
+    "(the K, default 32, most anomalous rows, highest score first).\n"
+    "\n"
+    "With --normal-classes (integers 0..1023, each occurring in the labels), rows of other\n"
+    "classes count as anomalies, and there must be both. The labels are --labels FILE[:/ds]\n"
+    "(default dataset /test/labels), else the 'labels' dataset beside the images; they are read\n"
+    "and checked before any scoring. The ROC AUC of the score is printed and stored as the\n"
+    "attribute 'roc_auc' of /score.\n";
 
 static int cmd_anomaly(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL, *data = NULL, *labels_s = NULL, *normal_s = NULL;
+    unsigned char normal[MAX_CLASS + 1] = { 0 };
     int top = 32;
     static struct option opts[] = {
         { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
@@ -911,7 +1022,7 @@ static int cmd_anomaly(int argc, char **argv)
         case 'o': out = optarg; break;
         case 'd': data = optarg; break;
         case 'l': labels_s = optarg; break;
-        case 'n': normal_s = optarg; break;
+        case 'n': normal_s = optarg; rc = parse_classes("anomaly", optarg, normal); break;
         case 'k': rc = parse_int("anomaly", "--top", optarg, 1, 10000, &top); break;
         case 'h': if (g_rank == 0) fputs(anomaly_help, stdout); return 0;
         default: return bad_option("anomaly", c, argv);
@@ -938,7 +1049,35 @@ static int cmd_anomaly(int argc, char **argv)
     }
     int P;
     MPI_Comm_size(MPI_COMM_WORLD, &P);
-    int64_t a, b, N = d.N;
+    int64_t a, b, N = d.N, n_anom = 0;
+    /* Labels: explicit, or 'labels' beside the images; read and checked before any scoring. */
+    char lab_spec[VAE_PATH_LEN + 300] = "";
+    if (labels_s) snprintf(lab_spec, sizeof lab_spec, "%s", labels_s);
+    else if (normal_s) {
+        char dir[256];
+        snprintf(dir, sizeof dir, "%s", d.dset);
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = '\0';
+        snprintf(lab_spec, sizeof lab_spec, "%s:%s/labels", d.file, dir);
+    }
+    unsigned char *anomalous = NULL; /* [N] on rank 0 */
+    char lab_where[VAE_PATH_LEN + 300] = "";
+    if (normal_s && g_rank == 0) {
+        anomalous = malloc((size_t)N);
+        rc = anomalous ? anomaly_labels(lab_spec, normal_s, normal, N, anomalous, &n_anom, lab_where, sizeof lab_where)
+                       : vae_error(VAE_ENOMEM, "cannot allocate %lld labels", (long long)N);
+    }
+    if (normal_s) {
+        /* Rank 0's verdict (0, EXIT_USAGE or a negative status, reported) for every rank. */
+        int mrc = MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (mrc != MPI_SUCCESS) rc = vae_mpi_error(mrc, "MPI_Bcast");
+    }
+    if (rc) {
+        free(anomalous);
+        vae_model_free(&m);
+        vae_data_close(&d);
+        return rc > 0 ? rc : finish(rc);
+    }
     vae_latent_share(N, P, g_rank, &a, &b);
     double *recon = calloc((size_t)(b - a + 1), sizeof(double)), *kl = calloc((size_t)(b - a + 1), sizeof(double));
     float *mine = malloc((size_t)(b - a + 1) * 3 * sizeof(float));
@@ -954,21 +1093,10 @@ static int cmd_anomaly(int argc, char **argv)
     rc = vae_agree(rc, MPI_COMM_WORLD);
     if (!rc) rc = vae_gather_rows(mine, a, b, 3, all, N, MPI_COMM_WORLD);
     double t_score = MPI_Wtime() - t0;
-    /* Labels: explicit, or 'labels' beside the images. */
-    char lab_spec[VAE_PATH_LEN + 300] = "";
-    if (labels_s) snprintf(lab_spec, sizeof lab_spec, "%s", labels_s);
-    else if (normal_s) {
-        char dir[256];
-        snprintf(dir, sizeof dir, "%s", d.dset);
-        char *slash = strrchr(dir, '/');
-        if (slash) *slash = '\0';
-        snprintf(lab_spec, sizeof lab_spec, "%s:%s/labels", d.file, dir);
-    }
     vae_defer_begin();
     if (!rc && g_rank == 0) {
         float *score = malloc((size_t)N * sizeof(float)), *rec = malloc((size_t)N * sizeof(float)), *klv = malloc((size_t)N * sizeof(float));
-        int64_t *lab = NULL, *order = malloc((size_t)N * sizeof(int64_t));
-        unsigned char *pos = NULL, normal[1024] = { 0 };
+        int64_t *order = malloc((size_t)N * sizeof(int64_t));
         double auc = NAN;
         if (!score || !rec || !klv || !order) rc = vae_error(VAE_ENOMEM, "cannot allocate %lld scores", (long long)N);
         for (int64_t i = 0; !rc && i < N; i++) {
@@ -976,15 +1104,7 @@ static int cmd_anomaly(int argc, char **argv)
             rec[i] = all[i * 3 + 1];
             klv[i] = all[i * 3 + 2];
         }
-        if (!rc && normal_s) {
-            lab = malloc((size_t)N * sizeof(int64_t));
-            pos = malloc((size_t)N);
-            rc = lab && pos ? parse_classes("anomaly", normal_s, normal, 1024) : vae_error(VAE_ENOMEM, "cannot allocate labels");
-            if (rc > 0) rc = VAE_EINVAL;
-            if (!rc) rc = vae_read_labels(lab_spec, "/test/labels", N, lab);
-            for (int64_t i = 0; !rc && i < N; i++) pos[i] = !(lab[i] >= 0 && lab[i] < 1024 && normal[lab[i]]);
-            if (!rc) auc = vae_roc_auc(score, pos, N);
-        }
+        if (!rc && normal_s) auc = vae_roc_auc(score, anomalous, N);
         remove(out);
         if (!rc) rc = vae_h5_write_matrix(out, "/score", score, N, 0);
         if (!rc) rc = vae_h5_write_matrix(out, "/recon", rec, N, 0);
@@ -1027,18 +1147,19 @@ static int cmd_anomaly(int argc, char **argv)
             for (int64_t i = 0; i < N; i++) mean += score[i];
             printf("scored %lld rows of %s:%s on %d rank%s in %.2f s: mean score %.4f nats; most anomalous row %lld (%.4f)\n",
                    (long long)N, d.file, d.dset, P, P > 1 ? "s" : "", t_score, mean / N, (long long)order[0], score[order[0]]);
-            if (normal_s) printf("roc_auc=%.6f (anomalies: classes not in %s; labels %s)\n", auc, normal_s, lab_spec);
+            if (normal_s)
+                printf("roc_auc=%.6f (anomalies: %lld rows of classes not in %s, %lld normal rows; labels %s)\n", auc,
+                       (long long)n_anom, normal_s, (long long)(N - n_anom), lab_where);
             printf("wrote %s, %s-hist.png and %s-top.png\n", out, base, base);
         }
         free(img);
         free(score);
         free(rec);
         free(klv);
-        free(lab);
-        free(pos);
         free(order);
     }
     rc = vae_agree(rc, MPI_COMM_WORLD);
+    free(anomalous);
     free(recon);
     free(kl);
     free(mine);

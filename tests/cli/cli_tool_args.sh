@@ -1,7 +1,7 @@
 #!/bin/bash
 # cli_tool_args.sh MPIVAE SOURCE_DIR [MPIEXEC]: the arguments of the tools on a
-# checkpoint that are refused before any work (issue 15), on a 2-step model of
-# an 8x8 synthetic set of 4 classes.
+# checkpoint that are refused before any work (issue 15, points 13 and 14), on a
+# 2-step model of an 8x8 synthetic set of 4 classes (test labels 0..3, 64 each).
 # Every refusal: the exit status given, exactly one 'error:' line naming the flag
 # and the values, and no output file left behind.
 #
@@ -10,6 +10,15 @@
 #   x.h5, x.jpg.h5, .h5, .png.h5 stay absent; anomaly and encode write HDF5, so
 #   --out x.txt, x.png and '' are usage errors, and no x.txt, x.txt-hist.png,
 #   x-hist.png... appears.
+# --normal-classes of anomaly: parsed with the options, before the checkpoint is
+#   read (so a missing --ckpt is not reached): x, -1, 1024, '', 0,,1, 1, ,1
+#   and ' 1' are usage errors naming the flag; 1023 passes the parser and is
+#   then refused because the labels do not hold it. Classes that do not occur
+#   in the labels (0,11; 10,11,0; 3 of a set holding 0,2,5,6,7), also under
+#   mpirun -n 2, are usage errors naming the flag, the missing classes, the
+#   labels as FILE:/dataset and the classes they hold (0..3; 0,2,5..7).
+#   --normal-classes 0,1,2,3 (every row normal) is a usage error saying the
+#   ROC AUC needs both normal rows and anomalies. A valid split (0,1) succeeds.
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
 MPIEXEC=${3:-mpirun}
@@ -57,6 +66,42 @@ for sub in anomaly encode; do
     for f in x.txt x.png x.txt-hist.png x.txt-top.png x-hist.png x-top.png -hist.png -top.png; do expect_absent "$f"; done
 done
 
-note "--out: every refusal exit 2, one message, no output"
+# ---------------------------------------------------------------- --normal-classes, parsed with the options
+for nc in x -1 1024 '' 0,,1 1, ,1 ' 1'; do
+    expect_fail_with 2 "--normal-classes" -- "$M" anomaly --ckpt missing.h5 --data "$D" --normal-classes "$nc" --out bad.h5
+done
+expect_fail_with 2 "--normal-classes 'x' is not an integer" -- "$M" anomaly --ckpt missing.h5 --normal-classes x --out bad.h5
+expect_fail_with 2 "--normal-classes -1 is out of range 0..1023" -- "$M" anomaly --ckpt "$CK" --normal-classes -1 --out bad.h5
+expect_fail_with 2 "--normal-classes 1024 is out of range 0..1023" -- "$M" anomaly --ckpt "$CK" --normal-classes 1024 --out bad.h5
+expect_fail_with 2 "--normal-classes '0,,1'" "empty class" -- "$M" anomaly --ckpt "$CK" --normal-classes 0,,1 --out bad.h5
+expect_fail_with 2 "--normal-classes '1,'" "empty class" -- "$M" anomaly --ckpt "$CK" --normal-classes 1, --out bad.h5
+expect_fail_with 2 "--normal-classes is empty" -- "$M" anomaly --ckpt "$CK" --normal-classes '' --out bad.h5
+
+# ---------------------------------------------------------------- --normal-classes against the labels
+expect_fail_with 2 "--normal-classes 1023" "class 1023 does not occur in 's.h5:/test/labels'" "holds 0..3" -- \
+    "$M" anomaly --ckpt "$CK" --data "$D" --normal-classes 1023 --out bad.h5
+expect_fail_with 2 "--normal-classes 0,11" "class 11 does not occur in 's.h5:/test/labels'" "holds 0..3" -- \
+    "$M" anomaly --ckpt "$CK" --data "$D" --normal-classes 0,11 --out bad.h5
+expect_fail_with 2 "--normal-classes 10,11,0" "classes 10,11 do not occur in 's.h5:/test/labels'" "holds 0..3" -- \
+    "$MPIEXEC" -n 2 "$M" anomaly --ckpt "$CK" --data "$D" --labels s.h5:/test/labels --normal-classes 10,11,0 --out bad.h5
+py_check "making labels of classes 0, 2, 5, 6, 7" <<'EOF'
+import h5py, numpy as np
+with h5py.File("gaps.h5", "w") as f:
+    f["/y"] = np.array([0, 2, 5, 6, 7] * 51 + [7], np.int32)
+EOF
+expect_fail_with 2 "--normal-classes 3" "class 3 does not occur in 'gaps.h5:/y'" "holds 0,2,5..7" -- \
+    "$M" anomaly --ckpt "$CK" --data "$D" --labels gaps.h5:/y --normal-classes 3 --out bad.h5
+expect_fail_with 2 "--normal-classes 0,1,2,3 leaves no anomalies" "s.h5:/test/labels" \
+    "the ROC AUC needs both normal rows and anomalies" -- \
+    "$M" anomaly --ckpt "$CK" --data "$D" --normal-classes 0,1,2,3 --out bad.h5
+expect_fail_with 2 "--normal-classes 3,2,1,0 leaves no anomalies" "the ROC AUC needs both normal rows and anomalies" -- \
+    "$MPIEXEC" -n 2 "$M" anomaly --ckpt "$CK" --data "$D" --normal-classes 3,2,1,0 --out bad.h5
+for f in bad.h5 bad-hist.png bad-top.png; do expect_absent "$f"; done
+run_ok "$M" anomaly --ckpt "$CK" --data "$D" --normal-classes 0,1 --out ok.h5
+grep -q '^roc_auc=[0-9.]* (anomalies: 128 rows of classes not in 0,1, 128 normal rows; labels s.h5:/test/labels)$' "$WORK/last.out" ||
+    fail "anomaly --normal-classes 0,1: expected 'roc_auc=A (anomalies: 128 rows of classes not in 0,1, 128 normal rows; labels s.h5:/test/labels)', found: $(cat "$WORK/last.out")"
+expect_file ok.h5
+expect_png ok-hist.png 400 200
+note "--out and --normal-classes: every refusal exit 2, one message, no output; 0,1 scores 128 anomalies"
 
 cli_done
