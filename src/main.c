@@ -986,21 +986,35 @@ static int anomaly_labels(const char *spec, const char *normal_s, const unsigned
     return rc;
 }
 
+/* Writes /score, /recon and /kl [n] to out (replacing the file) and, with labels, each one's ROC AUC. */
+static int anomaly_write(const char *out, const float *score, const float *rec, const float *klv, int64_t n,
+                         const double *auc)
+{
+    const char *names[3] = { "/score", "/recon", "/kl" };
+    const float *v[3] = { score, rec, klv };
+    remove(out);
+    int rc = 0;
+    for (int q = 0; !rc && q < 3; q++) rc = vae_h5_write_matrix(out, names[q], v[q], n, 0);
+    for (int q = 0; !rc && auc && q < 3; q++) rc = vae_h5_write_attr(out, names[q], "roc_auc", auc[q]);
+    return rc;
+}
+
 static const char *anomaly_help =
     "usage: mpirun -np P mpivae anomaly --ckpt FILE --out SCORES.h5 [--data FILE[:/ds]]\n"
     "                                   [--labels FILE[:/ds] --normal-classes C1,C2,...] [--top K]\n"
     "\n"
     "Scores every row of --data (default: the checkpoint's test data) by its negative ELBO with\n"
-    "z = mu (reconstruction + beta * KL, nats) and by its reconstruction error alone. Rows are\n"
-    "shared across ranks; rank 0 writes SCORES.h5 (/score, /recon, /kl [N], row-aligned with the\n"
-    "input; --out must end in .h5), SCORES-hist.png (histogram of scores) and SCORES-top.png\n"
-    "(the K, default 32, most anomalous rows, highest score first).\n"
+    "z = mu (reconstruction + beta * KL, nats), and keeps the two terms. Rows are shared across\n"
+    "ranks; rank 0 writes SCORES.h5 (/score, /recon, /kl [N], row-aligned with the input; --out\n"
+    "must end in .h5), SCORES-hist.png (histogram of scores) and SCORES-top.png (the K, default\n"
+    "32, most anomalous rows, highest score first).\n"
     "\n"
     "With --normal-classes (integers 0..1023, each occurring in the labels), rows of other\n"
     "classes count as anomalies, and there must be both. The labels are --labels FILE[:/ds]\n"
     "(default dataset /test/labels), else the 'labels' dataset beside the images; they are read\n"
-    "and checked before any scoring. The ROC AUC of the score is printed and stored as the\n"
-    "attribute 'roc_auc' of /score.\n";
+    "and checked before any scoring. The ROC AUC of each score is printed on one line,\n"
+    "  roc_auc=A (score) recon_auc=R kl_auc=K [anomaly and normal counts; labels]\n"
+    "and stored as the attribute 'roc_auc' of /score, /recon and /kl.\n";
 
 static int cmd_anomaly(int argc, char **argv)
 {
@@ -1097,29 +1111,19 @@ static int cmd_anomaly(int argc, char **argv)
     if (!rc && g_rank == 0) {
         float *score = malloc((size_t)N * sizeof(float)), *rec = malloc((size_t)N * sizeof(float)), *klv = malloc((size_t)N * sizeof(float));
         int64_t *order = malloc((size_t)N * sizeof(int64_t));
-        double auc = NAN;
+        double auc[3] = { NAN, NAN, NAN }; /* of /score, /recon, /kl */
         if (!score || !rec || !klv || !order) rc = vae_error(VAE_ENOMEM, "cannot allocate %lld scores", (long long)N);
         for (int64_t i = 0; !rc && i < N; i++) {
             score[i] = all[i * 3];
             rec[i] = all[i * 3 + 1];
             klv[i] = all[i * 3 + 2];
         }
-        if (!rc && normal_s) auc = vae_roc_auc(score, anomalous, N);
-        remove(out);
-        if (!rc) rc = vae_h5_write_matrix(out, "/score", score, N, 0);
-        if (!rc) rc = vae_h5_write_matrix(out, "/recon", rec, N, 0);
-        if (!rc) rc = vae_h5_write_matrix(out, "/kl", klv, N, 0);
         if (!rc && normal_s) {
-            hid_t fid = H5Fopen(out, H5F_ACC_RDWR, H5P_DEFAULT);
-            hid_t ds = fid >= 0 ? H5Dopen2(fid, "/score", H5P_DEFAULT) : -1;
-            hid_t sp = H5Screate(H5S_SCALAR);
-            hid_t at = ds >= 0 ? H5Acreate2(ds, "roc_auc", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT) : -1;
-            if (at < 0 || H5Awrite(at, H5T_NATIVE_DOUBLE, &auc) < 0) rc = vae_error(VAE_EIO, "cannot store roc_auc in '%s'", out);
-            if (at >= 0) H5Aclose(at);
-            H5Sclose(sp);
-            if (ds >= 0) H5Dclose(ds);
-            if (fid >= 0) H5Fclose(fid);
+            auc[0] = vae_roc_auc(score, anomalous, N);
+            auc[1] = vae_roc_auc(rec, anomalous, N);
+            auc[2] = vae_roc_auc(klv, anomalous, N);
         }
+        if (!rc) rc = anomaly_write(out, score, rec, klv, N, normal_s ? auc : NULL);
         char base[VAE_PATH_LEN + 8], png[VAE_PATH_LEN + 32];
         snprintf(base, sizeof base, "%s", out);
         size_t bl = strlen(base);
@@ -1148,8 +1152,9 @@ static int cmd_anomaly(int argc, char **argv)
             printf("scored %lld rows of %s:%s on %d rank%s in %.2f s: mean score %.4f nats; most anomalous row %lld (%.4f)\n",
                    (long long)N, d.file, d.dset, P, P > 1 ? "s" : "", t_score, mean / N, (long long)order[0], score[order[0]]);
             if (normal_s)
-                printf("roc_auc=%.6f (anomalies: %lld rows of classes not in %s, %lld normal rows; labels %s)\n", auc,
-                       (long long)n_anom, normal_s, (long long)(N - n_anom), lab_where);
+                printf("roc_auc=%.6f (score) recon_auc=%.6f kl_auc=%.6f [%lld anomalies (classes not in %s), "
+                       "%lld normal rows; labels %s]\n", auc[0], auc[1], auc[2], (long long)n_anom, normal_s,
+                       (long long)(N - n_anom), lab_where);
             printf("wrote %s, %s-hist.png and %s-top.png\n", out, base, base);
         }
         free(img);

@@ -98,8 +98,8 @@ expect_fail_with 2 "--normal-classes 3,2,1,0 leaves no anomalies" "the ROC AUC n
     "$MPIEXEC" -n 2 "$M" anomaly --ckpt "$CK" --data "$D" --normal-classes 3,2,1,0 --out bad.h5
 for f in bad.h5 bad-hist.png bad-top.png; do expect_absent "$f"; done
 run_ok "$M" anomaly --ckpt "$CK" --data "$D" --normal-classes 0,1 --out ok.h5
-grep -q '^roc_auc=[0-9.]* (anomalies: 128 rows of classes not in 0,1, 128 normal rows; labels s.h5:/test/labels)$' "$WORK/last.out" ||
-    fail "anomaly --normal-classes 0,1: expected 'roc_auc=A (anomalies: 128 rows of classes not in 0,1, 128 normal rows; labels s.h5:/test/labels)', found: $(cat "$WORK/last.out")"
+grep -q '^roc_auc=[0-9.]* (score) recon_auc=[0-9.]* kl_auc=[0-9.]* \[128 anomalies (classes not in 0,1), 128 normal rows; labels s.h5:/test/labels\]$' "$WORK/last.out" ||
+    fail "anomaly --normal-classes 0,1: expected 'roc_auc=A (score) recon_auc=R kl_auc=K [128 anomalies (classes not in 0,1), 128 normal rows; labels s.h5:/test/labels]', found: $(cat "$WORK/last.out")"
 expect_file ok.h5
 expect_png ok-hist.png 400 200
 note "--out and --normal-classes: every refusal exit 2, one message, no output; 0,1 scores 128 anomalies"
