@@ -227,3 +227,20 @@ int vae_h5_write_matrix(const char *path, const char *dset, const float *v, int6
     if (H5Fclose(fid) < 0 && !rc) rc = vae_error(VAE_EIO, "cannot close '%s'", path);
     return rc;
 }
+
+int vae_h5_write_attr(const char *path, const char *dset, const char *name, double v)
+{
+    hid_t fid = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (fid < 0) return vae_error(VAE_EIO, "cannot open '%s' to store the attribute '%s' of '%s'", path, name, dset);
+    int rc = VAE_OK;
+    hid_t ds = H5Dopen2(fid, dset, H5P_DEFAULT), sp = H5Screate(H5S_SCALAR), at = -1;
+    if (ds >= 0 && H5Aexists(ds, name) > 0) H5Adelete(ds, name);
+    if (ds >= 0) at = H5Acreate2(ds, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    if (at < 0 || H5Awrite(at, H5T_NATIVE_DOUBLE, &v) < 0)
+        rc = vae_error(VAE_EIO, "cannot store the attribute '%s' of '%s' in '%s'", name, dset, path);
+    if (at >= 0) H5Aclose(at);
+    H5Sclose(sp);
+    if (ds >= 0) H5Dclose(ds);
+    if (H5Fclose(fid) < 0 && !rc) rc = vae_error(VAE_EIO, "cannot close '%s'", path);
+    return rc;
+}

@@ -18,6 +18,7 @@
 #include "mpivae/tools.h"
 #include "mpivae/train.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <hdf5.h>
@@ -486,11 +487,28 @@ static void h5_beside(const char *png, char *h5, size_t len)
     strncat(h5, ".h5", len - strlen(h5) - 1);
 }
 
+/*
+ * Refuses an --out that is empty or does not end in ext (".png" for the image tools, ".h5" for
+ * anomaly and encode); writes says what the tool writes. Returns 0 or the usage exit status.
+ */
+static int check_out(const char *cmd, const char *out, const char *ext, const char *writes)
+{
+    size_t n = strlen(out), e = strlen(ext);
+    if (n == 0) return usage_error(cmd, "--out is empty: %s", writes);
+    if (n < e || strcmp(out + n - e, ext)) return usage_error(cmd, "--out '%s' does not end in %s: %s", out, ext, writes);
+    if (n == e || out[n - e - 1] == '/') return usage_error(cmd, "--out '%s' has no name before %s: %s", out, ext, writes);
+    return 0;
+}
+
+/* What the image tools write, for check_out's messages. */
+#define WRITES_PNG(cmd) cmd " writes a PNG (OUT.png) and OUT.h5 beside it"
+
 static const char *sample_help =
     "usage: mpivae sample --ckpt FILE --out OUT.png [--n N] [--temperature T] [--seed S] [--cols K]\n"
     "\n"
     "Decodes N (default 64) samples z ~ N(0, T^2 I) of the prior into a grid PNG (OUT.png) and\n"
-    "an HDF5 file beside it (OUT.h5, dataset /samples [N, C, H, W]). Deterministic for a seed.\n";
+    "an HDF5 file beside it (OUT.h5, dataset /samples [N, C, H, W]). Deterministic for a seed.\n"
+    "--out must end in .png.\n";
 
 static int cmd_sample(int argc, char **argv)
 {
@@ -521,6 +539,8 @@ static int cmd_sample(int argc, char **argv)
     }
     if (rc) return rc;
     if (!ckpt || !out) return usage_error("sample", "--ckpt FILE and --out OUT.png are required");
+    rc = check_out("sample", out, ".png", WRITES_PNG("sample"));
+    if (rc) return rc;
     vae_config cfg;
     vae_model m;
     memset(&m, 0, sizeof m);
@@ -551,7 +571,8 @@ static const char *recon_help =
     "Writes N (default 32) rows of --data (FILE alone is FILE:/train/images; default: the\n"
     "checkpoint's held-out data) starting at row I\n"
     "over their reconstructions (z = mu): per group of K (default 8) images, a row of inputs then\n"
-    "a row of reconstructions. Also OUT.h5 with /images [2N, C, H, W] in the same order.\n";
+    "a row of reconstructions. Also OUT.h5 with /images [2N, C, H, W] in the same order.\n"
+    "--out must end in .png.\n";
 
 static int cmd_reconstruct(int argc, char **argv)
 {
@@ -581,6 +602,8 @@ static int cmd_reconstruct(int argc, char **argv)
     }
     if (rc) return rc;
     if (!ckpt || !out) return usage_error("reconstruct", "--ckpt FILE and --out OUT.png are required");
+    rc = check_out("reconstruct", out, ".png", WRITES_PNG("reconstruct"));
+    if (rc) return rc;
     vae_config cfg;
     vae_model m;
     vae_data d;
@@ -654,7 +677,7 @@ static const char *interp_help =
     "held-out data) to their means,\n"
     "walks K (default 10) points from one to the other, linearly or along the great circle\n"
     "(--spherical), and decodes them. OUT.png is one strip: row I, the K decoded points, row J.\n"
-    "OUT.h5 holds /z [K, Z], /images [K, C, H, W] and /inputs [2, C, H, W].\n";
+    "OUT.h5 holds /z [K, Z], /images [K, C, H, W] and /inputs [2, C, H, W]. --out must end in .png.\n";
 
 static int cmd_interpolate(int argc, char **argv)
 {
@@ -686,6 +709,8 @@ static int cmd_interpolate(int argc, char **argv)
     if (rc) return rc;
     if (!ckpt || !out || from < 0 || to < 0)
         return usage_error("interpolate", "--ckpt FILE, --from I, --to J and --out OUT.png are required");
+    rc = check_out("interpolate", out, ".png", WRITES_PNG("interpolate"));
+    if (rc) return rc;
     vae_config cfg;
     vae_model m;
     vae_data d;
@@ -751,8 +776,8 @@ static const char *traverse_help =
     "other dimensions fixed, and decodes: one grid row per dimension (--range 0:0 reproduces the\n"
     "reconstruction of row I). --dims auto (the default) picks the N (default 8) dimensions with\n"
     "the largest average KL over --data (the active ones) and prints their KL. OUT.h5 holds\n"
-    "/images [dims*K, C, H, W], /values [K] (the offsets), /dims, /base [Z]. --data: FILE alone\n"
-    "is FILE:/train/images; default: the checkpoint's held-out data.\n";
+    "/images [dims*K, C, H, W], /values [K] (the offsets), /dims, /base [Z]. --out must end in .png.\n"
+    "--data: FILE alone is FILE:/train/images; default: the checkpoint's held-out data.\n";
 
 static int cmd_traverse(int argc, char **argv)
 {
@@ -786,6 +811,8 @@ static int cmd_traverse(int argc, char **argv)
     }
     if (rc) return rc;
     if (!ckpt || !out) return usage_error("traverse", "--ckpt FILE and --out OUT.png are required");
+    rc = check_out("traverse", out, ".png", WRITES_PNG("traverse"));
+    if (rc) return rc;
     vae_config cfg;
     vae_model m;
     vae_data d;
@@ -884,21 +911,140 @@ out:
     return rc > 0 ? rc : finish(rc);
 }
 
-/* Parses "0,1,2" into a class mask. */
-static int parse_classes(const char *cmd, const char *s, unsigned char *is_normal, int n)
+/* The largest class --normal-classes takes. */
+#define MAX_CLASS 1023
+
+/*
+ * Parses --normal-classes "0,1,2" into is_normal[MAX_CLASS + 1]: integers 0..MAX_CLASS separated by
+ * single commas, at least one. Returns 0 or the usage exit status (after the message).
+ */
+static int parse_classes(const char *cmd, const char *s, unsigned char *is_normal)
 {
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", s);
-    int any = 0;
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        long v;
-        int rc = parse_long(cmd, "--normal-classes", tok, 0, n - 1, &v);
+    memset(is_normal, 0, MAX_CLASS + 1);
+    if (!*s) return usage_error(cmd, "--normal-classes is empty: it takes classes C1,C2,... (integers 0..%d)", MAX_CLASS);
+    for (const char *p = s;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char tok[32];
+        long v = 0;
+        if (len == 0) return usage_error(cmd, "--normal-classes '%s' has an empty class (a stray comma)", s);
+        if (len >= sizeof tok || isspace((unsigned char)*p))
+            return usage_error(cmd, "--normal-classes '%.*s' is not an integer", (int)len, p);
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        int rc = parse_long(cmd, "--normal-classes", tok, 0, MAX_CLASS, &v);
         if (rc) return rc;
         is_normal[v] = 1;
-        any = 1;
+        if (!comma) return 0;
+        p = comma + 1;
     }
-    if (!any) return usage_error(cmd, "--normal-classes needs at least one class");
-    return 0;
+}
+
+static int cmp_int64(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* Appends to buf[len] (a string) what fits of fmt; the rest is dropped. */
+static void append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void append(char *buf, size_t len, const char *fmt, ...)
+{
+    size_t n = strlen(buf);
+    if (n + 1 >= len) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, len - n, fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * The distinct values of sorted[n] (sorted in place here) as "0..9" or "0,1,5..9"; a run of three
+ * or more is written as a range, and a list too long for buf ends in ",...".
+ */
+static void describe_classes(int64_t *sorted, int64_t n, char *buf, size_t len)
+{
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_int64);
+    buf[0] = '\0';
+    for (int64_t i = 0; i < n;) {
+        int64_t j = i; /* the run of consecutive values starting at sorted[i] ends at sorted[j] */
+        for (int64_t k = i + 1; k < n && sorted[k] <= sorted[j] + 1; k++)
+            if (sorted[k] == sorted[j] + 1) j = k;
+        if (strlen(buf) + 48 >= len) {
+            append(buf, len, ",...");
+            return;
+        }
+        const char *sep = buf[0] ? "," : "";
+        long long lo = sorted[i], hi = sorted[j];
+        if (hi >= lo + 2) append(buf, len, "%s%lld..%lld", sep, lo, hi);
+        else if (hi == lo + 1) append(buf, len, "%s%lld,%lld", sep, lo, hi);
+        else append(buf, len, "%s%lld", sep, lo);
+        for (i = j + 1; i < n && sorted[i] == hi;) i++;
+    }
+}
+
+/*
+ * Rank 0, before any scoring: reads the n labels of spec (FILE[:/ds]; FILE alone is FILE:/train/labels) and
+ * marks anomalous[i] for the rows whose class is not normal. Refuses, as usage errors, normal
+ * classes that do not occur in the labels and a split with no normal rows or no anomalies (the ROC
+ * AUC needs both). Returns 0, EXIT_USAGE, or a negative status; *n_anom counts the anomalies and
+ * where[where_len] gets the labels as FILE:/dataset.
+ */
+static int anomaly_labels(const char *spec, const char *normal_s, const unsigned char *is_normal, int64_t n,
+                          unsigned char *anomalous, int64_t *n_anom, char *where, size_t where_len)
+{
+    char file[VAE_PATH_LEN], dset[256];
+    int rc = vae_data_parse_spec(spec, "/train/labels", file, sizeof file, dset, sizeof dset);
+    if (rc) return rc;
+    int64_t *lab = malloc((size_t)n * sizeof *lab);
+    if (!lab) return vae_error(VAE_ENOMEM, "cannot allocate %lld labels", (long long)n);
+    rc = vae_read_labels(spec, "/train/labels" /* FILE alone: the training set, as for --data */, n, lab);
+    unsigned char present[MAX_CLASS + 1] = { 0 };
+    *n_anom = 0;
+    for (int64_t i = 0; !rc && i < n; i++) {
+        int normal = lab[i] >= 0 && lab[i] <= MAX_CLASS && is_normal[lab[i]];
+        if (lab[i] >= 0 && lab[i] <= MAX_CLASS) present[lab[i]] = 1;
+        anomalous[i] = !normal;
+        *n_anom += !normal;
+    }
+    char missing[256] = "";
+    int n_missing = 0;
+    for (int c = 0; !rc && c <= MAX_CLASS; c++)
+        if (is_normal[c] && !present[c]) {
+            append(missing, sizeof missing, "%s%d", n_missing ? "," : "", c);
+            n_missing++;
+        }
+    if (!rc && (n_missing || *n_anom == 0 || *n_anom == n)) {
+        char held[256];
+        describe_classes(lab, n, held, sizeof held); /* sorts lab: the labels are not needed after this */
+        if (n_missing)
+            rc = usage_error("anomaly", "--normal-classes %s: %s %s %s not occur in '%s:%s', which holds %s", normal_s,
+                             n_missing > 1 ? "classes" : "class", missing, n_missing > 1 ? "do" : "does", file, dset, held);
+        else if (*n_anom == 0)
+            rc = usage_error("anomaly", "--normal-classes %s leaves no anomalies: all %lld rows of '%s:%s' (classes %s) "
+                             "are normal, and the ROC AUC needs both normal rows and anomalies", normal_s, (long long)n,
+                             file, dset, held);
+        else
+            rc = usage_error("anomaly", "--normal-classes %s leaves no normal rows: none of the %lld rows of '%s:%s' "
+                             "(classes %s) is of a normal class, and the ROC AUC needs both normal rows and anomalies",
+                             normal_s, (long long)n, file, dset, held);
+    }
+    snprintf(where, where_len, "%s:%s", file, dset);
+    free(lab);
+    return rc;
+}
+
+/* Writes /score, /recon and /kl [n] to out (replacing the file) and, with labels, each one's ROC AUC. */
+static int anomaly_write(const char *out, const float *score, const float *rec, const float *klv, int64_t n,
+                         const double *auc)
+{
+    const char *names[3] = { "/score", "/recon", "/kl" };
+    const float *v[3] = { score, rec, klv };
+    remove(out);
+    int rc = 0;
+    for (int q = 0; !rc && q < 3; q++) rc = vae_h5_write_matrix(out, names[q], v[q], n, 0);
+    for (int q = 0; !rc && auc && q < 3; q++) rc = vae_h5_write_attr(out, names[q], "roc_auc", auc[q]);
+    return rc;
 }
 
 static const char *anomaly_help =
@@ -907,16 +1053,22 @@ static const char *anomaly_help =
     "\n"
     "Scores every row of --data (FILE alone is FILE:/train/images; default: the checkpoint's\n"
     "held-out data) by its negative ELBO with\n"
-    "z = mu (reconstruction + beta * KL, nats) and by its reconstruction error alone. Rows are\n"
-    "shared across ranks; rank 0 writes SCORES.h5 (/score, /recon, /kl [N], row-aligned with the\n"
-    "input), SCORES-hist.png (histogram of scores) and SCORES-top.png (the K, default 32, most\n"
-    "anomalous rows, highest score first). With --labels (default: the 'labels' dataset beside\n"
-    "the images, when present) and --normal-classes, rows of other classes count as anomalies:\n"
-    "the ROC AUC of the score is printed and stored as the attribute 'roc_auc' of /score.\n";
+    "z = mu (reconstruction + beta * KL, nats), and keeps the two terms. Rows are shared across\n"
+    "ranks; rank 0 writes SCORES.h5 (/score, /recon, /kl [N], row-aligned with the input; --out\n"
+    "must end in .h5), SCORES-hist.png (histogram of scores) and SCORES-top.png (the K, default\n"
+    "32, most anomalous rows, highest score first).\n"
+    "\n"
+    "With --normal-classes (integers 0..1023, each occurring in the labels), rows of other\n"
+    "classes count as anomalies, and there must be both. The labels are --labels FILE[:/ds]\n"
+    "(FILE alone is FILE:/train/labels), else the 'labels' dataset beside the images; they are read\n"
+    "and checked before any scoring. The ROC AUC of each score is printed on one line,\n"
+    "  roc_auc=A (score) recon_auc=R kl_auc=K [anomaly and normal counts; labels]\n"
+    "and stored as the attribute 'roc_auc' of /score, /recon and /kl.\n";
 
 static int cmd_anomaly(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL, *data = NULL, *labels_s = NULL, *normal_s = NULL;
+    unsigned char normal[MAX_CLASS + 1] = { 0 };
     int top = 32;
     static struct option opts[] = {
         { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
@@ -933,7 +1085,7 @@ static int cmd_anomaly(int argc, char **argv)
         case 'o': out = optarg; break;
         case 'd': data = optarg; break;
         case 'l': labels_s = optarg; break;
-        case 'n': normal_s = optarg; break;
+        case 'n': normal_s = optarg; rc = parse_classes("anomaly", optarg, normal); break;
         case 'k': rc = parse_int("anomaly", "--top", optarg, 1, 10000, &top); break;
         case 'h': if (g_rank == 0) fputs(anomaly_help, stdout); return 0;
         default: return bad_option("anomaly", c, argv);
@@ -941,6 +1093,8 @@ static int cmd_anomaly(int argc, char **argv)
     }
     if (rc) return rc;
     if (!ckpt || !out) return usage_error("anomaly", "--ckpt FILE and --out SCORES.h5 are required");
+    rc = check_out("anomaly", out, ".h5", "anomaly writes HDF5 (SCORES.h5) with SCORES-hist.png and SCORES-top.png beside it");
+    if (rc) return rc;
     if (labels_s && !normal_s) return usage_error("anomaly", "--labels needs --normal-classes");
     vae_config cfg;
     vae_model m;
@@ -958,7 +1112,35 @@ static int cmd_anomaly(int argc, char **argv)
     }
     int P;
     MPI_Comm_size(MPI_COMM_WORLD, &P);
-    int64_t a, b, N = d.N;
+    int64_t a, b, N = d.N, n_anom = 0;
+    /* Labels: explicit, or 'labels' beside the images; read and checked before any scoring. */
+    char lab_spec[VAE_PATH_LEN + 300] = "";
+    if (labels_s) snprintf(lab_spec, sizeof lab_spec, "%s", labels_s);
+    else if (normal_s) {
+        char dir[256];
+        snprintf(dir, sizeof dir, "%s", d.dset);
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = '\0';
+        snprintf(lab_spec, sizeof lab_spec, "%s:%s/labels", d.file, dir);
+    }
+    unsigned char *anomalous = NULL; /* [N] on rank 0 */
+    char lab_where[VAE_PATH_LEN + 300] = "";
+    if (normal_s && g_rank == 0) {
+        anomalous = malloc((size_t)N);
+        rc = anomalous ? anomaly_labels(lab_spec, normal_s, normal, N, anomalous, &n_anom, lab_where, sizeof lab_where)
+                       : vae_error(VAE_ENOMEM, "cannot allocate %lld labels", (long long)N);
+    }
+    if (normal_s) {
+        /* Rank 0's verdict (0, EXIT_USAGE or a negative status, reported) for every rank. */
+        int mrc = MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (mrc != MPI_SUCCESS) rc = vae_mpi_error(mrc, "MPI_Bcast");
+    }
+    if (rc) {
+        free(anomalous);
+        vae_model_free(&m);
+        vae_data_close(&d);
+        return rc > 0 ? rc : finish(rc);
+    }
     vae_latent_share(N, P, g_rank, &a, &b);
     double *recon = calloc((size_t)(b - a + 1), sizeof(double)), *kl = calloc((size_t)(b - a + 1), sizeof(double));
     float *mine = malloc((size_t)(b - a + 1) * 3 * sizeof(float));
@@ -974,22 +1156,11 @@ static int cmd_anomaly(int argc, char **argv)
     rc = vae_agree(rc, MPI_COMM_WORLD);
     if (!rc) rc = vae_gather_rows(mine, a, b, 3, all, N, MPI_COMM_WORLD);
     double t_score = MPI_Wtime() - t0;
-    /* Labels: explicit, or 'labels' beside the images. */
-    char lab_spec[VAE_PATH_LEN + 300] = "";
-    if (labels_s) snprintf(lab_spec, sizeof lab_spec, "%s", labels_s);
-    else if (normal_s) {
-        char dir[256];
-        snprintf(dir, sizeof dir, "%s", d.dset);
-        char *slash = strrchr(dir, '/');
-        if (slash) *slash = '\0';
-        snprintf(lab_spec, sizeof lab_spec, "%s:%s/labels", d.file, dir);
-    }
     vae_defer_begin();
     if (!rc && g_rank == 0) {
         float *score = malloc((size_t)N * sizeof(float)), *rec = malloc((size_t)N * sizeof(float)), *klv = malloc((size_t)N * sizeof(float));
-        int64_t *lab = NULL, *order = malloc((size_t)N * sizeof(int64_t));
-        unsigned char *pos = NULL, normal[1024] = { 0 };
-        double auc = NAN;
+        int64_t *order = malloc((size_t)N * sizeof(int64_t));
+        double auc[3] = { NAN, NAN, NAN }; /* of /score, /recon, /kl */
         if (!score || !rec || !klv || !order) rc = vae_error(VAE_ENOMEM, "cannot allocate %lld scores", (long long)N);
         for (int64_t i = 0; !rc && i < N; i++) {
             score[i] = all[i * 3];
@@ -997,29 +1168,11 @@ static int cmd_anomaly(int argc, char **argv)
             klv[i] = all[i * 3 + 2];
         }
         if (!rc && normal_s) {
-            lab = malloc((size_t)N * sizeof(int64_t));
-            pos = malloc((size_t)N);
-            rc = lab && pos ? parse_classes("anomaly", normal_s, normal, 1024) : vae_error(VAE_ENOMEM, "cannot allocate labels");
-            if (rc > 0) rc = VAE_EINVAL;
-            if (!rc) rc = vae_read_labels(lab_spec, "/test/labels", N, lab);
-            for (int64_t i = 0; !rc && i < N; i++) pos[i] = !(lab[i] >= 0 && lab[i] < 1024 && normal[lab[i]]);
-            if (!rc) auc = vae_roc_auc(score, pos, N);
+            auc[0] = vae_roc_auc(score, anomalous, N);
+            auc[1] = vae_roc_auc(rec, anomalous, N);
+            auc[2] = vae_roc_auc(klv, anomalous, N);
         }
-        remove(out);
-        if (!rc) rc = vae_h5_write_matrix(out, "/score", score, N, 0);
-        if (!rc) rc = vae_h5_write_matrix(out, "/recon", rec, N, 0);
-        if (!rc) rc = vae_h5_write_matrix(out, "/kl", klv, N, 0);
-        if (!rc && normal_s) {
-            hid_t fid = H5Fopen(out, H5F_ACC_RDWR, H5P_DEFAULT);
-            hid_t ds = fid >= 0 ? H5Dopen2(fid, "/score", H5P_DEFAULT) : -1;
-            hid_t sp = H5Screate(H5S_SCALAR);
-            hid_t at = ds >= 0 ? H5Acreate2(ds, "roc_auc", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT) : -1;
-            if (at < 0 || H5Awrite(at, H5T_NATIVE_DOUBLE, &auc) < 0) rc = vae_error(VAE_EIO, "cannot store roc_auc in '%s'", out);
-            if (at >= 0) H5Aclose(at);
-            H5Sclose(sp);
-            if (ds >= 0) H5Dclose(ds);
-            if (fid >= 0) H5Fclose(fid);
-        }
+        if (!rc) rc = anomaly_write(out, score, rec, klv, N, normal_s ? auc : NULL);
         char base[VAE_PATH_LEN + 8], png[VAE_PATH_LEN + 32];
         snprintf(base, sizeof base, "%s", out);
         size_t bl = strlen(base);
@@ -1047,18 +1200,20 @@ static int cmd_anomaly(int argc, char **argv)
             for (int64_t i = 0; i < N; i++) mean += score[i];
             printf("scored %lld rows of %s:%s on %d rank%s in %.2f s: mean score %.4f nats; most anomalous row %lld (%.4f)\n",
                    (long long)N, d.file, d.dset, P, P > 1 ? "s" : "", t_score, mean / N, (long long)order[0], score[order[0]]);
-            if (normal_s) printf("roc_auc=%.6f (anomalies: classes not in %s; labels %s)\n", auc, normal_s, lab_spec);
+            if (normal_s)
+                printf("roc_auc=%.6f (score) recon_auc=%.6f kl_auc=%.6f [%lld anomalies (classes not in %s), "
+                       "%lld normal rows; labels %s]\n", auc[0], auc[1], auc[2], (long long)n_anom, normal_s,
+                       (long long)(N - n_anom), lab_where);
             printf("wrote %s, %s-hist.png and %s-top.png\n", out, base, base);
         }
         free(img);
         free(score);
         free(rec);
         free(klv);
-        free(lab);
-        free(pos);
         free(order);
     }
     rc = vae_agree(rc, MPI_COMM_WORLD);
+    free(anomalous);
     free(recon);
     free(kl);
     free(mine);
@@ -1073,8 +1228,8 @@ static const char *encode_help =
     "\n"
     "Writes /mu and /logvar [N, Z] (float32, chunked, row-aligned with the input) of every row\n"
     "of --data (FILE alone is FILE:/train/images; default: the checkpoint's held-out data). Rows\n"
-    "are shared across ranks in fixed\n"
-    "chunks, so the output does not depend on the rank count; rank 0 writes the file.\n";
+    "are shared across ranks in fixed chunks, so the output does not depend on the rank count;\n"
+    "rank 0 writes the file. --out must end in .h5.\n";
 
 static int cmd_encode(int argc, char **argv)
 {
@@ -1096,6 +1251,8 @@ static int cmd_encode(int argc, char **argv)
         }
     }
     if (!ckpt || !out) return usage_error("encode", "--ckpt FILE and --out Z.h5 are required");
+    rc = check_out("encode", out, ".h5", "encode writes HDF5 (Z.h5)");
+    if (rc) return rc;
     vae_config cfg;
     vae_model m;
     vae_data d;

@@ -49,4 +49,7 @@ int vae_read_labels(const char *spec, const char *default_dset, int64_t n, int64
 /* Writes a float32 dataset [d0, d1] (d1 = 0 for 1-D), chunked, to an open-or-new HDF5 file. */
 int vae_h5_write_matrix(const char *path, const char *dset, const float *v, int64_t d0, int64_t d1);
 
+/* Sets the float64 scalar attribute name of dataset dset in the HDF5 file at path (replacing one). */
+int vae_h5_write_attr(const char *path, const char *dset, const char *name, double v);
+
 #endif

@@ -29,8 +29,12 @@
 #   400x200 and top-K PNG valid, the top tiles are the K highest-scored rows
 #   (pixel-exact); mpirun -n 1, 2 and 3 give identical files; a model trained on
 #   classes 0-2 only (beta 0.5) scores the test split of all 4 classes with
-#   --normal-classes 0,1,2: roc_auc printed, stored as /score's attribute,
-#   equal to a Mann-Whitney AUC of /score computed here, and > 0.9.
+#   --normal-classes 0,1,2 (labels found beside the images under mpirun -n 2,
+#   and given by --labels): the line 'roc_auc=A (score) recon_auc=R kl_auc=K'
+#   printed; A, R, K equal the attribute 'roc_auc' of /score, /recon, /kl, and
+#   each the Mann-Whitney AUC (ties half) of that dataset computed here; the
+#   same with or without --labels; A > 0.9. The same three checks for the
+#   model of all classes with --normal-classes 0,1 (AUCs between 0 and 1).
 # bad arguments: --from / --to / --index out of range, --dims >= latent size, a
 #   12x12 model on 8x8 data (also under mpirun -n 2), --labels with the wrong
 #   number of rows, --labels without --normal-classes, missing --ckpt: non-zero
@@ -406,41 +410,58 @@ run_ok "$MPIEXEC" -n 2 "$M" anomaly --ckpt "$NCK" --data normal.h5:/test/images 
 cp "$WORK/last.out" n_auc.txt
 run_ok "$M" anomaly --ckpt "$NCK" --data normal.h5:/test/images --labels normal.h5:/test/labels --normal-classes 0,1,2 --out NL.h5
 cp "$WORK/last.out" nl_auc.txt
+# AUCs strictly between 0 and 1: the model of all 4 classes, classes 2 and 3 as the anomalies.
+run_ok "$M" anomaly --ckpt "$CK" --data "$D" --normal-classes 0,1 --out NM.h5
+cp "$WORK/last.out" nm_auc.txt
 expect_png N-hist.png 400 200
 expect_png N-top.png $((8 * 8 + 9 * 2)) $((4 * 8 + 5 * 2))
-AUC=$(sed -n 's/^roc_auc=\([0-9.]*\).*/\1/p' n_auc.txt)
-[ -n "$AUC" ] || fail "anomaly --normal-classes: expected a line 'roc_auc=...', found: $(head -c 400 n_auc.txt)"
-py_check "anomaly ROC AUC" "$AUC" "$PYT" "$NCK" <<'EOF'
+py_check "anomaly ROC AUCs" "$PYT" "$NCK" "$CK" <<'EOF'
 import sys, re
 sys.dont_write_bytecode = True
-sys.path.insert(0, sys.argv[2])
+sys.path.insert(0, sys.argv[1])
 import h5py, numpy as np
 from vae_model import read_config
-printed = float(sys.argv[1])
-with h5py.File("normal.h5", "r") as f:
-    y = f["/test/labels"][()]
-beta = read_config(sys.argv[3])["beta"]
-for p in ("N.h5", "NL.h5"):
+def labels(p):
     with h5py.File(p, "r") as f:
-        if "roc_auc" not in f["/score"].attrs:
-            sys.exit(f"{p}: expected the attribute 'roc_auc' on /score, found {list(f['/score'].attrs)}")
-        stored = float(f["/score"].attrs["roc_auc"])
-        s, r, k = (f[n][()].astype(np.float64) for n in ("/score", "/recon", "/kl"))
-    if abs(stored - printed) > 1e-6:
-        sys.exit(f"{p}: expected the stored roc_auc to equal the printed {printed}, found {stored}")
-    e = np.abs(s - (r + beta * k)).max() / np.abs(s).max()
+        return f["/test/labels"][()]
+names = ("/score", "/recon", "/kl")
+def mann_whitney(v, anomalous):
+    pos, neg = v[anomalous], v[~anomalous]
+    return ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
+got = {}
+for p, txt, ck, y, normal in (("N.h5", "n_auc.txt", sys.argv[2], labels("normal.h5"), [0, 1, 2]),
+                              ("NL.h5", "nl_auc.txt", sys.argv[2], labels("normal.h5"), [0, 1, 2]),
+                              ("NM.h5", "nm_auc.txt", sys.argv[3], labels("s.h5"), [0, 1])):
+    beta = read_config(ck)["beta"]
+    anomalous = ~np.isin(y, normal)
+    out = open(txt).read()
+    m = re.search(r"^roc_auc=(\S+) \(score\) recon_auc=(\S+) kl_auc=(\S+) ", out, re.M)
+    if not m:
+        sys.exit(f"{txt}: expected a line 'roc_auc=A (score) recon_auc=R kl_auc=K ...', found: {out[:400]}")
+    printed = [float(v) for v in m.groups()]
+    with h5py.File(p, "r") as f:
+        for n in names:
+            if "roc_auc" not in f[n].attrs:
+                sys.exit(f"{p}: expected the attribute 'roc_auc' on {n}, found {list(f[n].attrs)}")
+        v = {n: f[n][()].astype(np.float64) for n in names}
+        stored = [float(f[n].attrs["roc_auc"]) for n in names]
+    e = np.abs(v["/score"] - (v["/recon"] + beta * v["/kl"])).max() / np.abs(v["/score"]).max()
     if e > 1e-6:
         sys.exit(f"{p}: expected /score = /recon + {beta} * /kl, found max relative |diff| {e}")
-    pos, neg = s[y == 3], s[y != 3]
-    mw = ((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg))
-    if abs(mw - stored) > 1e-9:
-        sys.exit(f"{p}: expected roc_auc = the Mann-Whitney AUC of /score ({mw:.6f}), found {stored}")
-printed_nl = float(re.search(r"^roc_auc=([0-9.]+)", open("nl_auc.txt").read(), re.M).group(1))
-if abs(printed_nl - printed) > 1e-6:
-    sys.exit(f"expected the same AUC with --labels given ({printed_nl}) and found beside the images ({printed})")
-if not printed > 0.9:
-    sys.exit(f"expected ROC AUC > 0.9 for class 3 as the anomaly, found {printed}")
-print(f"anomaly: ROC AUC {printed:.4f} for class 3 (printed = stored = Mann-Whitney; beta {beta})")
+    for n, pr, st in zip(names, printed, stored):
+        if abs(pr - st) > 1e-6:
+            sys.exit(f"{p}: expected {n}'s stored roc_auc to equal the printed {pr}, found {st}")
+        mw = mann_whitney(v[n], anomalous)
+        if abs(mw - st) > 1e-9:
+            sys.exit(f"{p}: expected {n}'s roc_auc = the Mann-Whitney AUC of {n} ({mw:.9f}), found {st:.9f}")
+    got[p] = stored
+if np.abs(np.subtract(got["N.h5"], got["NL.h5"])).max() > 1e-6:
+    sys.exit(f"expected the same AUCs with --labels given ({got['NL.h5']}) and found beside the images ({got['N.h5']})")
+a, r, k = got["N.h5"]
+if not a > 0.9:
+    sys.exit(f"expected ROC AUC > 0.9 for class 3 as the anomaly, found {a}")
+print(f"anomaly: ROC AUC (score, recon, kl) of class 3 {a:.4f}, {r:.4f}, {k:.4f}; of classes 2, 3 "
+      + ", ".join(f"{v:.4f}" for v in got["NM.h5"]) + "; printed = stored = Mann-Whitney")
 EOF
 
 # ---------------------------------------------------------------- bad arguments
