@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,27 +58,44 @@ static int get_attr(hid_t loc, const char *path, const char *name, hid_t mem_typ
         return vae_error(VAE_EDATA, "'%s' lacks the attribute '%s'", path, name);
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     hid_t sp = H5Aget_space(a);
+    hid_t ft = H5Aget_type(a);
+    H5T_class_t cls = H5Tget_class(ft);
+    H5Tclose(ft);
     hssize_t np = H5Sget_simple_extent_npoints(sp);
     int rc = VAE_OK;
-    if (np != n) rc = vae_error(VAE_EDATA, "'%s': attribute '%s' has %lld values, expected %d", path, name, (long long)np, n);
+    if (cls != H5T_INTEGER && cls != H5T_FLOAT)
+        rc = vae_error(VAE_EDATA, "'%s': attribute '%s' is %s, expected a number", path, name,
+                       cls == H5T_STRING ? "a string" : cls == H5T_COMPOUND ? "a compound" : "not numeric");
+    else if (np != n) rc = vae_error(VAE_EDATA, "'%s': attribute '%s' has %lld values, expected %d", path, name, (long long)np, n);
     else if (H5Aread(a, mem_type, out) < 0) rc = vae_error(VAE_EDATA, "'%s': cannot read attribute '%s'", path, name);
     H5Sclose(sp);
     H5Aclose(a);
     return rc;
 }
 
+/* An integer attribute: a value that is not a whole number within the range is refused, never wrapped. */
+static int get_whole(hid_t loc, const char *path, const char *name, double lo, double hi, long long *v)
+{
+    double x = 0.0;
+    int rc = get_attr(loc, path, name, H5T_NATIVE_DOUBLE, 1, &x);
+    if (!rc && !(x >= lo && x <= hi && x == floor(x)))
+        rc = vae_error(VAE_EDATA, "'%s': attribute '%s' is %g, not a whole number in %.0f..%.0f", path, name, x, lo, hi);
+    if (!rc) rc = get_attr(loc, path, name, H5T_NATIVE_LLONG, 1, v);
+    return rc;
+}
+
 static int get_long(hid_t loc, const char *path, const char *name, long *v)
 {
     long long x = 0;
-    int rc = get_attr(loc, path, name, H5T_NATIVE_LLONG, 1, &x);
+    int rc = get_whole(loc, path, name, -9.2e18, 9.2e18, &x);
     *v = (long)x;
     return rc;
 }
 
 static int get_int(hid_t loc, const char *path, const char *name, int *v)
 {
-    long x = 0;
-    int rc = get_long(loc, path, name, &x);
+    long long x = 0;
+    int rc = get_whole(loc, path, name, INT_MIN, INT_MAX, &x);
     *v = (int)x;
     return rc;
 }
@@ -329,8 +348,12 @@ int vae_ckpt_read_meta(const char *path, vae_config *c, vae_train_state *st)
     if (!rc) rc = get_str(fid, path, "model", model, sizeof model);
     if (!rc) rc = get_str(fid, path, "loss", loss, sizeof loss);
     if (!rc) {
-        a->kind = strcmp(model, "conv") == 0 ? VAE_MODEL_CONV : VAE_MODEL_MLP;
-        a->loss = strcmp(loss, "mse") == 0 ? VAE_LOSS_MSE : VAE_LOSS_BCE;
+        a->kind = !strcmp(model, "conv") ? VAE_MODEL_CONV : !strcmp(model, "mlp") ? VAE_MODEL_MLP : -1;
+        a->loss = !strcmp(loss, "mse") ? VAE_LOSS_MSE : !strcmp(loss, "bce") ? VAE_LOSS_BCE : -1;
+        if (a->kind < 0) rc = vae_error(VAE_EDATA, "'%s': attribute 'model' is '%s', not a model this build knows (mlp, conv)", path, model);
+        else if (a->loss < 0) rc = vae_error(VAE_EDATA, "'%s': attribute 'loss' is '%s', not bce or mse", path, loss);
+    }
+    if (!rc) {
         if (H5Aexists(fid, "hidden") > 0) {
             hid_t at = H5Aopen(fid, "hidden", H5P_DEFAULT);
             hid_t sp = H5Aget_space(at);
@@ -388,8 +411,16 @@ int vae_ckpt_read_meta(const char *path, vae_config *c, vae_train_state *st)
     if (!rc) rc = get_long(fid, path, "skips", &st->skips);
     if (!rc) rc = get_int(fid, path, "world_size", &st->world_size);
     if (!rc && H5Aexists(fid, "data_rows") > 0) rc = get_long(fid, path, "data_rows", &st->data_rows); /* since 0.1.0 */
-    if (!rc && (c->batch < 1 || st->step < 0 || st->epoch < 0 || st->epoch_step < 0 || st->adam_t < 0))
-        rc = vae_error(VAE_EDATA, "'%s' has inconsistent training state attributes", path);
+    /* The configuration passes the command line's checks, and the state is one a run can be in. */
+    char why[256];
+    if (!rc && vae_config_check(c, why, sizeof why)) rc = vae_error(VAE_EDATA, "'%s': %s", path, why);
+    const char *bad = !rc ? (st->step < 0 ? "step" : st->epoch < 0 ? "epoch" : st->epoch_step < 0 ? "epoch_step"
+                             : st->adam_t < 0 || st->adam_t > st->step ? "adam_t" : st->skips < 0 ? "skips"
+                             : st->world_size < 1 ? "world_size" : st->data_rows < 0 ? "data_rows" : NULL) : NULL;
+    if (bad)
+        rc = vae_error(VAE_EDATA, "'%s': attribute '%s' is out of range (step %ld, epoch %ld, epoch_step %ld, adam_t %ld, "
+                       "skips %ld, world_size %d, data_rows %ld)", path, bad, st->step, st->epoch, st->epoch_step,
+                       st->adam_t, st->skips, st->world_size, st->data_rows);
     H5Fclose(fid);
     return rc;
 }
@@ -414,10 +445,30 @@ static int read_group(hid_t fid, const char *path, const char *gname, vae_model 
             for (int k = 0; k < nd; k++)
                 if (dims[k] != (hsize_t)t->shape[k]) rc = VAE_EDATA;
         }
+        hid_t ft = H5Dget_type(ds);
+        H5T_class_t cls = H5Tget_class(ft);
+        H5Tclose(ft);
         if (rc) {
             vae_error(rc, "checkpoint '%s': dataset '%s' does not have the shape the configuration gives", path, dname);
+        } else if (cls != H5T_FLOAT) {
+            rc = vae_error(VAE_EDATA, "checkpoint '%s': dataset '%s' holds %s, not floating-point numbers", path, dname,
+                           cls == H5T_STRING ? "strings" : cls == H5T_COMPOUND ? "compound records"
+                           : cls == H5T_INTEGER ? "integers" : "another type");
+        } else if (!block) {
+            /* shapes and types only */
         } else if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, block + t->offset) < 0) {
             rc = vae_error(VAE_EDATA, "checkpoint '%s': dataset '%s' fails its checksum or cannot be read (damaged file)", path, dname);
+        } else {
+            /* Non-finite parameters or moments (or a negative second moment) would train or evaluate to nonsense. */
+            const float *x = block + t->offset;
+            int second = strstr(gname, "/v") != NULL;
+            for (size_t k = 0; k < t->numel; k++)
+                if (!isfinite(x[k]) || (second && x[k] < 0.0f)) {
+                    rc = vae_error(VAE_EDATA, "checkpoint '%s': dataset '%s' holds %g at index %zu (%s); the file is "
+                                   "not usable", path, dname, x[k], k, second ? "Adam's second moment must be finite and "
+                                   "non-negative" : "values must be finite");
+                    break;
+                }
         }
         H5Sclose(sp);
         H5Dclose(ds);
@@ -433,6 +484,18 @@ int vae_ckpt_read_tensors(const char *path, vae_model *m, int with_optimizer)
     int rc = read_group(fid, path, "/params", m, m->params);
     if (!rc && with_optimizer) rc = read_group(fid, path, "/optimizer/m", m, m->m);
     if (!rc && with_optimizer) rc = read_group(fid, path, "/optimizer/v", m, m->v);
+    H5Fclose(fid);
+    return rc;
+}
+
+int vae_ckpt_check_tensors(const char *path, const vae_model *plan, int with_optimizer)
+{
+    hid_t fid = open_ckpt(path);
+    if (fid < 0) return VAE_EDATA;
+    vae_model *m = (vae_model *)plan; /* read_group reads nothing into a NULL block */
+    int rc = read_group(fid, path, "/params", m, NULL);
+    if (!rc && with_optimizer) rc = read_group(fid, path, "/optimizer/m", m, NULL);
+    if (!rc && with_optimizer) rc = read_group(fid, path, "/optimizer/v", m, NULL);
     H5Fclose(fid);
     return rc;
 }
@@ -456,6 +519,8 @@ int vae_ckpt_find_latest(const char *dir, char *path, size_t path_len)
         int rc = vae_ckpt_read_meta(p, &c, &st);
         if (!rc && st.step != steps[i])
             rc = vae_error(VAE_EDATA, "'%s' says it is step %ld", p, st.step);
+        if (!rc) rc = vae_model_plan(&m, &c.arch);
+        if (!rc) rc = vae_ckpt_check_tensors(p, &m, 1);
         if (!rc) rc = vae_model_init(&m, &c.arch, 1);
         if (!rc) rc = vae_ckpt_read_tensors(p, &m, 1);
         vae_model_free(&m);
@@ -489,5 +554,6 @@ int vae_ckpt_resolve(const char *given, char *path, size_t path_len)
     if (found == 0)
         return vae_error(VAE_EINVAL, "'%s' is a directory with no good checkpoint in '%s/checkpoints'", given, given);
     printf("checkpoint: %s (the newest good one in %s)\n", path, given);
+    fflush(stdout);
     return VAE_OK;
 }

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Splits spec without reporting: 0, or -1 empty file name, -2 file too long, -3 dataset too long. */
@@ -47,9 +48,8 @@ int vae_data_parse_spec(const char *spec, const char *default_dset, char *file, 
 int vae_data_full_spec(const char *spec, char *out, size_t len)
 {
     char file[VAE_PATH_LEN], dset[256];
-    int rc = vae_data_parse_spec(spec, VAE_DATA_DEFAULT_DSET, file, sizeof file, dset, sizeof dset);
-    if (rc) return rc;
-    if ((size_t)snprintf(out, len, "%s:%s", file, dset) >= len) return vae_error(VAE_EINVAL, "data spec too long: '%s'", spec);
+    if (split_spec(spec, VAE_DATA_DEFAULT_DSET, file, sizeof file, dset, sizeof dset)) return VAE_EINVAL; /* the caller says why */
+    if ((size_t)snprintf(out, len, "%s:%s", file, dset) >= len) return VAE_EINVAL;
     return VAE_OK;
 }
 
@@ -93,6 +93,59 @@ int vae_data_exists(const char *file, const char *dset)
     return ok;
 }
 
+/*
+ * Refuses a dataset whose declared rows the file does not hold: chunks never
+ * written read as the fill value, so a tiny file can declare billions of rows
+ * of zeros (and take hours to scan); a virtual dataset whose source file is
+ * missing reads as zeros too. A fill value set on purpose is accepted.
+ */
+static int check_storage(const vae_data *d, hid_t did)
+{
+    hid_t dcpl = H5Dget_create_plist(did);
+    if (dcpl < 0) return vae_error(VAE_EDATA, "'%s:%s': cannot read its storage properties", d->file, d->dset);
+    int rc = VAE_OK;
+    H5D_fill_value_t fv = H5D_FILL_VALUE_DEFAULT;
+    H5Pfill_value_defined(dcpl, &fv);
+    H5D_layout_t layout = H5Pget_layout(dcpl);
+    if (layout == H5D_VIRTUAL) {
+        size_t n = 0;
+        H5Pget_virtual_count(dcpl, &n);
+        char dir[VAE_PATH_LEN];
+        snprintf(dir, sizeof dir, "%s", d->file);
+        char *slash = strrchr(dir, '/');
+        if (slash) slash[1] = '\0';
+        else dir[0] = '\0';
+        for (size_t i = 0; i < n && !rc; i++) {
+            char src[VAE_PATH_LEN], beside[2 * VAE_PATH_LEN];
+            struct stat sb;
+            if (H5Pget_virtual_filename(dcpl, i, src, sizeof src) < 0) src[0] = '\0';
+            if (!strcmp(src, ".")) continue; /* the same file */
+            snprintf(beside, sizeof beside, "%s%s", src[0] == '/' ? "" : dir, src);
+            if (!src[0] || (stat(beside, &sb) != 0 && stat(src, &sb) != 0))
+                rc = vae_error(VAE_EDATA, "'%s:%s' is a virtual dataset whose source file '%s' is missing (its rows would "
+                               "read as zeros)", d->file, d->dset, src);
+        }
+    } else if (fv != H5D_FILL_VALUE_USER_DEFINED && layout == H5D_CHUNKED) {
+        hid_t sid = H5Dget_space(did);
+        int nd = H5Sget_simple_extent_ndims(sid);
+        hsize_t dims[8] = { 0 }, chunk[8] = { 0 }, have = 0;
+        H5Sget_simple_extent_dims(sid, dims, NULL);
+        double want = 1.0;
+        if (H5Pget_chunk(dcpl, nd, chunk) == nd)
+            for (int k = 0; k < nd; k++) want *= (double)((dims[k] + chunk[k] - 1) / (chunk[k] ? chunk[k] : 1));
+        herr_t got = H5Dget_num_chunks(did, sid, &have);
+        H5Sclose(sid);
+        if (got >= 0 && (double)have < want)
+            rc = vae_error(VAE_EDATA, "'%s:%s' declares %llu rows, but only %llu of its %.0f chunks were ever written "
+                           "(the rest would read as zeros); write every row, or set a fill value on purpose", d->file,
+                           d->dset, (unsigned long long)dims[0], (unsigned long long)have, want);
+    } else if (fv != H5D_FILL_VALUE_USER_DEFINED && layout == H5D_CONTIGUOUS && H5Dget_storage_size(did) == 0) {
+        rc = vae_error(VAE_EDATA, "'%s:%s' was never written (no storage allocated; it would read as zeros)", d->file, d->dset);
+    }
+    H5Pclose(dcpl);
+    return rc;
+}
+
 /* Opens file and dataset, reads the shape and type. On failure everything is closed. */
 static int open_file(vae_data *d, hid_t *fid_out, hid_t *did_out)
 {
@@ -127,19 +180,32 @@ static int open_file(vae_data *d, hid_t *fid_out, hid_t *did_out)
         goto done;
     }
     H5Sget_simple_extent_dims(sid, dims, NULL);
+    /* The row shape is checked in the file's own 64-bit sizes before anything is cast to int. */
+    {
+        hsize_t row = 1;
+        int big = 0;
+        char shape[160] = "";
+        for (int k = 1; k < nd; k++) {
+            snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%llu", k > 1 ? "x" : "",
+                     (unsigned long long)dims[k]);
+            if (dims[k] == 0 || dims[k] > 100000000ull) big = 1;
+            else row *= dims[k];
+            if (row > 100000000ull) big = 1;
+        }
+        if (dims[0] == 0) {
+            rc = vae_error(VAE_EDATA, "'%s:%s' is empty (0 rows)", d->file, d->dset);
+            goto done;
+        }
+        if (big || dims[0] > (hsize_t)INT64_MAX / row) {
+            rc = vae_error(VAE_EDATA, "'%s:%s' has rows of %s values: a row must hold 1 to 100000000 values", d->file,
+                           d->dset, shape);
+            goto done;
+        }
+    }
     d->N = (int64_t)dims[0];
     d->C = nd == 4 ? (int)dims[1] : 1;
     d->Hh = nd == 4 ? (int)dims[2] : nd == 3 ? (int)dims[1] : 1;
     d->W = nd == 4 ? (int)dims[3] : nd == 3 ? (int)dims[2] : (int)dims[1];
-    if (d->N == 0) {
-        rc = vae_error(VAE_EDATA, "'%s:%s' is empty (0 rows)", d->file, d->dset);
-        goto done;
-    }
-    if (d->C < 1 || d->Hh < 1 || d->W < 1 || (double)d->C * d->Hh * d->W > 1e8) {
-        rc = vae_error(VAE_EDATA, "'%s:%s' has an unusable row shape %dx%dx%d", d->file, d->dset,
-                       d->C, d->Hh, d->W);
-        goto done;
-    }
     d->D = d->C * d->Hh * d->W;
     tid = H5Dget_type(did);
     H5T_class_t cls = H5Tget_class(tid);
@@ -149,12 +215,18 @@ static int open_file(vae_data *d, hid_t *fid_out, hid_t *did_out)
     } else if (cls == H5T_FLOAT && (tsize == 4 || tsize == 8)) {
         d->dtype = VAE_DT_F32;
     } else {
-        rc = vae_error(VAE_EDATA,
-                       "'%s:%s' has element type %s of %zu bytes; expected uint8, float32 or "
-                       "float64",
-                       d->file, d->dset, cls == H5T_INTEGER ? "integer" : "non-numeric", tsize);
+        char what[64];
+        if (cls == H5T_INTEGER)
+            snprintf(what, sizeof what, "%s integers of %zu bytes", H5Tget_sign(tid) == H5T_SGN_NONE ? "unsigned" : "signed", tsize);
+        else if (cls == H5T_FLOAT)
+            snprintf(what, sizeof what, "floats of %zu bytes%s", tsize, tsize == 2 ? " (float16)" : "");
+        else
+            snprintf(what, sizeof what, "%s", cls == H5T_STRING ? "strings" : cls == H5T_COMPOUND ? "compound records"
+                                              : cls == H5T_ENUM ? "enums" : "a non-numeric type");
+        rc = vae_error(VAE_EDATA, "'%s:%s' holds %s; expected uint8, float32 or float64", d->file, d->dset, what);
         goto done;
     }
+    rc = check_storage(d, did);
 done:
     if (tid >= 0) H5Tclose(tid);
     if (sid >= 0) H5Sclose(sid);
@@ -281,7 +353,7 @@ int vae_data_check(vae_data *d, int unit_range, MPI_Comm comm)
     MPI_Comm_size(comm, &size);
     /* Each rank scans a contiguous part of the rows, in blocks. */
     int64_t lo = d->N * rank / size, hi = d->N * (rank + 1) / size;
-    const int64_t blk = 1024;
+    const int64_t blk = d->D < (1 << 14) ? (1 << 24) / d->D : 1; /* about 64 MB of floats a block */
     float *buf = malloc((size_t)blk * d->D * sizeof(float));
     int64_t *idx = malloc((size_t)blk * sizeof(int64_t));
     double local[3] = { 0.0, INFINITY, -INFINITY }; /* bad count, min, max */
@@ -289,9 +361,20 @@ int vae_data_check(vae_data *d, int unit_range, MPI_Comm comm)
     int rc = buf && idx ? VAE_OK : VAE_ENOMEM;
     vae_defer_begin();
     if (rc) vae_error(rc, "cannot allocate a scan buffer");
+    /* Test hook: MPIVAE_TEST_SCAN_DELAY_MS=D sleeps D ms a block, so a test can signal a run during its start-up. */
+    const char *delay_env = getenv("MPIVAE_TEST_SCAN_DELAY_MS");
+    long delay_ms = delay_env ? atol(delay_env) : 0;
     for (int64_t r = lo; !rc && r < hi; r += blk) {
         int n = (int)(hi - r < blk ? hi - r : blk);
         for (int i = 0; i < n; i++) idx[i] = r + i;
+        if (delay_ms > 0) {
+            struct timespec ts = { delay_ms / 1000, (delay_ms % 1000) * 1000000L };
+            nanosleep(&ts, NULL);
+        }
+        if (vae_stop_requested()) {
+            rc = VAE_ESTOP; /* a signal during start-up: stop scanning (the caller says so) */
+            break;
+        }
         if (!d->in_memory) {
             /* Streaming: read the block directly as floats. */
             hid_t fsp = H5Dget_space(d->did);
@@ -336,7 +419,8 @@ int vae_data_check(vae_data *d, int unit_range, MPI_Comm comm)
     d->max = (float)maxs[0];
     if (sums[0] > 0) {
         if (rank == 0)
-            vae_error(VAE_EDATA, "'%s:%s' holds %.0f NaN or infinite values (first in row %.0f)",
+            vae_error(VAE_EDATA, "'%s:%s' holds %.0f values that are NaN, infinite or beyond float32's range (+-3.4e38) "
+                      "(first in row %.0f)",
                       d->file, d->dset, sums[0], mins[1]);
         return VAE_EDATA;
     }

@@ -728,6 +728,31 @@ static int print_stats(FILE *out, const char *fname, const char *name, hid_t dse
         return 0;
     }
     hsize_t nrows = rank > 0 ? dims[0] : 1;
+    /* Values a reader could not use are described, not scanned: huge rows, and chunks never written. */
+    if (row > 100000000ull) {
+        fprintf(out, "  rows of %llu values: not scanned (mpivae takes at most 100000000 a row)\n", (unsigned long long)row);
+        return 0;
+    }
+    {
+        hid_t dcpl = H5Dget_create_plist(dset), sp = H5Dget_space(dset);
+        hsize_t chunk[H5S_MAX_RANK] = { 0 }, have = 0;
+        double want = 1.0;
+        H5D_fill_value_t fv = H5D_FILL_VALUE_DEFAULT;
+        int sparse = 0;
+        if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, rank, chunk) == rank &&
+            H5Pfill_value_defined(dcpl, &fv) >= 0 && fv != H5D_FILL_VALUE_USER_DEFINED &&
+            H5Dget_num_chunks(dset, sp, &have) >= 0) {
+            for (int d = 0; d < rank; d++) want *= (double)((dims[d] + chunk[d] - 1) / (chunk[d] ? chunk[d] : 1));
+            sparse = (double)have < want;
+        }
+        if (dcpl >= 0) H5Pclose(dcpl);
+        if (sp >= 0) H5Sclose(sp);
+        if (sparse) {
+            fprintf(out, "  only %llu of %.0f chunks were ever written: values not scanned (mpivae refuses it)\n",
+                    (unsigned long long)have, want);
+            return 0;
+        }
+    }
     hsize_t block = row >= (1u << 20) ? 1 : (1u << 20) / row; /* about 8 MB of doubles */
     if (block > nrows) block = nrows;
     double *buf = malloc((size_t)(block * row) * sizeof *buf);

@@ -116,6 +116,10 @@ double vae_roc_auc(const float *score, const unsigned char *positive, int64_t n)
     if (!v) return NAN;
     int64_t npos = 0;
     for (int64_t i = 0; i < n; i++) {
+        if (isnan(score[i])) { /* no order: the ties below would never end */
+            free(v);
+            return NAN;
+        }
         v[i].s = score[i];
         v[i].pos = positive[i] ? 1 : 0;
         npos += v[i].pos;

@@ -20,6 +20,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <hdf5.h>
 #include <limits.h>
@@ -28,6 +29,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define EXIT_USAGE 2
 
@@ -84,15 +89,37 @@ static int parse_double(const char *cmd, const char *flag, const char *s, double
 static int parse_hidden(const char *cmd, const char *s, vae_arch *a)
 {
     char buf[256];
+    if (strlen(s) >= sizeof buf) return usage_error(cmd, "--hidden '%.40s...' is too long", s);
     snprintf(buf, sizeof buf, "%s", s);
     a->n_hidden = 0;
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    /* Split at every comma, so that an empty size ("400,,400", "400,") is an error, not skipped. */
+    for (char *tok = buf, *comma;; tok = comma + 1) {
+        comma = strchr(tok, ',');
+        if (comma) *comma = '\0';
         if (a->n_hidden == VAE_MAX_HIDDEN) return usage_error(cmd, "--hidden takes at most %d sizes", VAE_MAX_HIDDEN);
+        if (!*tok) return usage_error(cmd, "--hidden '%s' has an empty size", s);
         int rc = parse_int(cmd, "--hidden", tok, 1, 65536, &a->hidden[a->n_hidden]);
         if (rc) return rc;
         a->n_hidden++;
+        if (!comma) break;
     }
-    if (a->n_hidden == 0) return usage_error(cmd, "--hidden needs at least one size");
+    return 0;
+}
+
+/*
+ * Test hook of the command-line fuzzer (tests/fuzz): with MPIVAE_TEST_PARSE_ONLY=1
+ * every command returns after checking its arguments, before it reads or writes a file.
+ */
+static int parse_only(void)
+{
+    const char *e = getenv("MPIVAE_TEST_PARSE_ONLY");
+    return e && e[0] == '1';
+}
+
+/* Every argument is an option: a stray one (a second checkpoint, a file name) is an error, not ignored. */
+static int no_stray(const char *cmd, int argc, char **argv)
+{
+    if (optind < argc) return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     return 0;
 }
 
@@ -161,6 +188,7 @@ static int cmd_data(int argc, char **argv)
         }
     }
     if (rc) return rc;
+    if (parse_only()) return 0;
     if (g_rank != 0) return 0; /* the data tools are serial */
     if (!strcmp(sub, "info")) {
         if (optind + 1 >= argc) return usage_error("data", "'data info' needs a FILE");
@@ -315,7 +343,12 @@ static int cmd_train(int argc, char **argv)
         case 's': rc = parse_long("train", "--seed", optarg, 0, LONG_MAX, &seed); cfg.seed = (uint64_t)seed; mask |= VAE_SET_SEED; break;
         case 'n': rc = parse_long("train", "--steps", optarg, 0, LONG_MAX, &cfg.max_steps); mask |= VAE_SET_STEPS; break;
         case 'K': rc = parse_int("train", "--max-skips", optarg, 0, 1000000, &cfg.max_skips); break;
-        case 'o': snprintf(cfg.out, sizeof cfg.out, "%s", optarg); out_set = 1; break;
+        case 'o':
+            if (strlen(optarg) >= sizeof cfg.out) rc = usage_error("train", "--out is %zu characters long; at most %zu are taken", strlen(optarg), sizeof cfg.out - 1);
+            else if (!optarg[0]) rc = usage_error("train", "--out is empty");
+            snprintf(cfg.out, sizeof cfg.out, "%s", optarg);
+            out_set = 1;
+            break;
         case 'g': rc = parse_long("train", "--log-every", optarg, 0, LONG_MAX, &cfg.log_every); mask |= VAE_SET_INTERVALS; break;
         case 'v': rc = parse_long("train", "--eval-every", optarg, 0, LONG_MAX, &cfg.eval_every); mask |= VAE_SET_INTERVALS | VAE_SET_EVAL; break;
         case 'p': rc = parse_long("train", "--sample-every", optarg, 0, LONG_MAX, &cfg.sample_every); mask |= VAE_SET_INTERVALS; break;
@@ -353,6 +386,7 @@ static int cmd_train(int argc, char **argv)
             strcmp(dset, "/test/images") && vae_data_exists(file, "/test/images"))
             snprintf(cfg.test_data, sizeof cfg.test_data, "%.1000s:/test/images", file);
     }
+    if (parse_only()) return 0;
     return finish(vae_train_run(&cfg, resume, mask, MPI_COMM_WORLD));
 }
 
@@ -375,6 +409,9 @@ static int load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_
     *ckpt = path;
     vae_defer_begin();
     rc = vae_ckpt_read_meta(path, cfg, &st);
+    /* The file's tensors must match the attributes before a model of their size is allocated. */
+    if (!rc) rc = vae_model_plan(m, &cfg->arch);
+    if (!rc) rc = vae_ckpt_check_tensors(path, m, 0);
     if (!rc) rc = vae_model_init(m, &cfg->arch, max_batch);
     if (!rc) rc = vae_ckpt_read_tensors(path, m, 0);
     return vae_agree(rc, MPI_COMM_WORLD);
@@ -457,7 +494,9 @@ static int cmd_eval(int argc, char **argv)
         }
     }
     if (rc) return rc;
+    if (no_stray("eval", argc, argv)) return EXIT_USAGE;
     if (!ckpt) return usage_error("eval", "--ckpt FILE is required");
+    if (parse_only()) return 0;
     vae_config cfg;
     vae_model m;
     vae_data d;
@@ -476,6 +515,76 @@ static int cmd_eval(int argc, char **argv)
     vae_data_close(&d);
     vae_model_free(&m);
     return finish(rc);
+}
+
+/*
+ * A tool's output files. Rank 0 writes each under a temporary name beside its
+ * final one (".NAME.tmp-PID") and renames them into place, after fsync, only
+ * when all are complete: a failure (a full disk, a bad value found late)
+ * leaves no partial output, and an earlier file of the same name is replaced
+ * only by a complete one.
+ */
+typedef struct outputs {
+    int n;
+    char fin[4][VAE_PATH_LEN + 40];
+    char tmp[4][VAE_PATH_LEN + 80];
+} outputs;
+
+/* Adds an output; returns the temporary name to write it under. */
+static const char *out_add(outputs *o, const char *final)
+{
+    int i = o->n++;
+    snprintf(o->fin[i], sizeof o->fin[i], "%s", final);
+    const char *slash = strrchr(final, '/');
+    int dl = slash ? (int)(slash - final + 1) : 0;
+    snprintf(o->tmp[i], sizeof o->tmp[i], "%.*s.%s.tmp-%ld", dl, final, final + dl, (long)getpid());
+    return o->tmp[i];
+}
+
+/* True when a and b name the same existing file (or the same path). */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (!a || !b) return 0;
+    if (!strcmp(a, b)) return 1;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* Refuses an output that is, or derives to, one of the command's input files (NULL or "": none). */
+static int out_refuse(const char *cmd, const outputs *o, const char *ckpt, const char *data_file, const char *labels_file)
+{
+    const char *in[3] = { ckpt, data_file, labels_file };
+    for (int i = 0; i < o->n; i++)
+        for (int k = 0; k < 3; k++)
+            if (in[k] && in[k][0] && same_file(o->fin[i], in[k]))
+                return vae_error(VAE_EINVAL, "mpivae %s would write '%s', which is its input '%s': choose another --out",
+                                 cmd, o->fin[i], in[k]);
+    return 0;
+}
+
+/* out_refuse on rank 0, agreed by every rank. */
+static int out_check(const char *cmd, const outputs *o, const char *ckpt, const char *data_file, const char *labels_file)
+{
+    vae_defer_begin();
+    int rc = g_rank == 0 ? out_refuse(cmd, o, ckpt, data_file, labels_file) : 0;
+    return vae_agree(rc, MPI_COMM_WORLD);
+}
+
+/* Publishes every output (fsync, rename) when rc is 0, else removes them; returns rc or the publishing failure. */
+static int out_finish(outputs *o, int rc)
+{
+    for (int i = 0; i < o->n; i++) {
+        if (!rc) {
+            int fd = open(o->tmp[i], O_RDONLY);
+            if (fd < 0 || fsync(fd) != 0 || rename(o->tmp[i], o->fin[i]) != 0)
+                rc = vae_error(VAE_EIO, "cannot publish '%s': %s", o->fin[i], strerror(errno));
+            if (fd >= 0) close(fd);
+            if (!rc) continue;
+        }
+        unlink(o->tmp[i]);
+    }
+    o->n = 0;
+    return rc;
 }
 
 /* OUT.png -> OUT.h5 beside it. */
@@ -497,6 +606,7 @@ static int check_out(const char *cmd, const char *out, const char *ext, const ch
     if (n == 0) return usage_error(cmd, "--out is empty: %s", writes);
     if (n < e || strcmp(out + n - e, ext)) return usage_error(cmd, "--out '%s' does not end in %s: %s", out, ext, writes);
     if (n == e || out[n - e - 1] == '/') return usage_error(cmd, "--out '%s' has no name before %s: %s", out, ext, writes);
+    if (n >= VAE_PATH_LEN) return usage_error(cmd, "--out is %zu characters long; at most %d are taken", n, VAE_PATH_LEN - 1);
     return 0;
 }
 
@@ -538,25 +648,30 @@ static int cmd_sample(int argc, char **argv)
         }
     }
     if (rc) return rc;
+    if (no_stray("sample", argc, argv)) return EXIT_USAGE;
     if (!ckpt || !out) return usage_error("sample", "--ckpt FILE and --out OUT.png are required");
     rc = check_out("sample", out, ".png", WRITES_PNG("sample"));
     if (rc) return rc;
+    if (parse_only()) return 0;
     vae_config cfg;
     vae_model m;
     memset(&m, 0, sizeof m);
     rc = load_model(&ckpt, &cfg, &m, 256);
     float *img = NULL;
+    outputs o = { 0 };
+    char h5[VAE_PATH_LEN + 8];
+    h5_beside(out, h5, sizeof h5);
+    const char *png_t = out_add(&o, out), *h5_t = out_add(&o, h5);
+    if (!rc) rc = out_check("sample", &o, ckpt, NULL, NULL);
     if (!rc && g_rank == 0) {
         img = malloc((size_t)n * m.D * sizeof(float));
         if (!img) rc = vae_error(VAE_ENOMEM, "cannot allocate %d images", n);
-        char h5[VAE_PATH_LEN + 8];
-        h5_beside(out, h5, sizeof h5);
         if (!rc) {
             vae_sample_prior(&m, (uint64_t)seed, 0, (float)temp, n, img);
-            remove(h5);
-            rc = vae_h5_write_images(h5, "/samples", img, n, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
+            rc = vae_image_write_grid(png_t, img, n, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, cols, 2);
         }
-        if (!rc) rc = vae_image_write_grid(out, img, n, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, cols, 2);
+        if (!rc) rc = vae_h5_write_images(h5_t, "/samples", img, n, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
+        rc = out_finish(&o, rc);
         if (!rc) printf("wrote %s and %s (%d samples, temperature %g, seed %ld)\n", out, h5, n, temp, seed);
     }
     free(img);
@@ -601,9 +716,11 @@ static int cmd_reconstruct(int argc, char **argv)
         }
     }
     if (rc) return rc;
+    if (no_stray("reconstruct", argc, argv)) return EXIT_USAGE;
     if (!ckpt || !out) return usage_error("reconstruct", "--ckpt FILE and --out OUT.png are required");
     rc = check_out("reconstruct", out, ".png", WRITES_PNG("reconstruct"));
     if (rc) return rc;
+    if (parse_only()) return 0;
     vae_config cfg;
     vae_model m;
     vae_data d;
@@ -612,25 +729,26 @@ static int cmd_reconstruct(int argc, char **argv)
     rc = load_model(&ckpt, &cfg, &m, 1);
     if (!rc) rc = open_data(&d, data, &cfg, ckpt, 0, 1);
     if (!rc) rc = check_shape(&d, &cfg, ckpt);
-    if (!rc && first + n > d.N) {
+    if (!rc && first > d.N - n) { /* not first + n: --first may be near LONG_MAX */
         if (g_rank == 0)
-            vae_error(VAE_EINVAL, "rows %ld..%ld asked for, but '%s:%s' has %lld rows", first, first + n - 1, d.file,
+            vae_error(VAE_EINVAL, "--first %ld --n %d asks for rows past the end: '%s:%s' has %lld rows", first, n, d.file,
                       d.dset, (long long)d.N);
         rc = VAE_EINVAL;
     }
     float *img = NULL;
+    outputs o = { 0 };
+    char h5[VAE_PATH_LEN + 8];
+    h5_beside(out, h5, sizeof h5);
+    const char *png_t = out_add(&o, out), *h5_t = out_add(&o, h5);
+    if (!rc) rc = out_check("reconstruct", &o, ckpt, d.file, NULL);
     if (!rc && g_rank == 0) {
         int groups = (n + cols - 1) / cols;
         img = calloc((size_t)groups * 2 * cols * m.D, sizeof(float));
         if (!img) rc = vae_error(VAE_ENOMEM, "cannot allocate %d images", 2 * n);
         if (!rc) rc = vae_reconstruct_grid(&m, &d, first, n, cols, img);
-        char h5[VAE_PATH_LEN + 8];
-        h5_beside(out, h5, sizeof h5);
-        if (!rc) {
-            remove(h5);
-            rc = vae_h5_write_images(h5, "/images", img, groups * 2 * cols, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
-        }
-        if (!rc) rc = vae_image_write_grid(out, img, groups * 2 * cols, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, cols, 2);
+        if (!rc) rc = vae_image_write_grid(png_t, img, groups * 2 * cols, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, cols, 2);
+        if (!rc) rc = vae_h5_write_images(h5_t, "/images", img, groups * 2 * cols, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
+        rc = out_finish(&o, rc);
         if (!rc) printf("wrote %s and %s (%d inputs over their reconstructions)\n", out, h5, n);
     }
     free(img);
@@ -707,10 +825,12 @@ static int cmd_interpolate(int argc, char **argv)
         }
     }
     if (rc) return rc;
+    if (no_stray("interpolate", argc, argv)) return EXIT_USAGE;
     if (!ckpt || !out || from < 0 || to < 0)
         return usage_error("interpolate", "--ckpt FILE, --from I, --to J and --out OUT.png are required");
     rc = check_out("interpolate", out, ".png", WRITES_PNG("interpolate"));
     if (rc) return rc;
+    if (parse_only()) return 0;
     vae_config cfg;
     vae_model m;
     vae_data d;
@@ -738,13 +858,16 @@ static int cmd_interpolate(int argc, char **argv)
             memcpy(strip, inputs, (size_t)D * sizeof(float));
             memcpy(strip + (size_t)(K + 1) * D, inputs + D, (size_t)D * sizeof(float));
         }
+        outputs o = { 0 };
         char h5[VAE_PATH_LEN + 8];
         h5_beside(out, h5, sizeof h5);
-        remove(h5);
-        if (!rc) rc = vae_h5_write_matrix(h5, "/z", z, K, Z);
-        if (!rc) rc = vae_h5_write_images(h5, "/images", strip + D, K, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
-        if (!rc) rc = vae_h5_write_images(h5, "/inputs", inputs, 2, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
-        if (!rc) rc = vae_image_write_grid(out, strip, K + 2, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, K + 2, 2);
+        const char *png_t = out_add(&o, out), *h5_t = out_add(&o, h5);
+        if (!rc) rc = out_refuse("interpolate", &o, ckpt, d.file, NULL);
+        if (!rc) rc = vae_image_write_grid(png_t, strip, K + 2, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, K + 2, 2);
+        if (!rc) rc = vae_h5_write_matrix(h5_t, "/z", z, K, Z);
+        if (!rc) rc = vae_h5_write_images(h5_t, "/images", strip + D, K, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
+        if (!rc) rc = vae_h5_write_images(h5_t, "/inputs", inputs, 2, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
+        rc = out_finish(&o, rc);
         if (!rc) printf("wrote %s and %s: rows %ld and %ld, %d %s steps\n", out, h5, from, to, K, spherical ? "spherical" : "linear");
     }
     free(buf);
@@ -810,9 +933,11 @@ static int cmd_traverse(int argc, char **argv)
         }
     }
     if (rc) return rc;
+    if (no_stray("traverse", argc, argv)) return EXIT_USAGE;
     if (!ckpt || !out) return usage_error("traverse", "--ckpt FILE and --out OUT.png are required");
     rc = check_out("traverse", out, ".png", WRITES_PNG("traverse"));
     if (rc) return rc;
+    if (parse_only()) return 0;
     vae_config cfg;
     vae_model m;
     vae_data d;
@@ -882,19 +1007,23 @@ static int cmd_traverse(int argc, char **argv)
             }
             vae_model_decode(&m, z, K, img + (size_t)r * K * D);
         }
+        outputs o = { 0 };
         char h5[VAE_PATH_LEN + 8];
         h5_beside(out, h5, sizeof h5);
-        remove(h5);
+        const char *png_t = out_add(&o, out), *h5_t = out_add(&o, h5);
+        if (!rc) rc = out_refuse("traverse", &o, ckpt, d.file, NULL);
+        if (!rc) rc = vae_image_write_grid(png_t, img, nd * K, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, K, 2);
         float *fd = malloc((size_t)nd * sizeof(float));
-        if (!rc && fd) {
+        if (!rc && !fd) rc = vae_error(VAE_ENOMEM, "cannot allocate %d dimensions", nd);
+        if (!rc) {
             for (int r = 0; r < nd; r++) fd[r] = (float)dims[r];
-            rc = vae_h5_write_matrix(h5, "/dims", fd, nd, 0);
+            rc = vae_h5_write_matrix(h5_t, "/dims", fd, nd, 0);
         }
         free(fd);
-        if (!rc) rc = vae_h5_write_matrix(h5, "/values", vals, K, 0);
-        if (!rc) rc = vae_h5_write_matrix(h5, "/base", base, Z, 0);
-        if (!rc) rc = vae_h5_write_images(h5, "/images", img, nd * K, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
-        if (!rc) rc = vae_image_write_grid(out, img, nd * K, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, K, 2);
+        if (!rc) rc = vae_h5_write_matrix(h5_t, "/values", vals, K, 0);
+        if (!rc) rc = vae_h5_write_matrix(h5_t, "/base", base, Z, 0);
+        if (!rc) rc = vae_h5_write_images(h5_t, "/images", img, nd * K, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
+        rc = out_finish(&o, rc);
         if (!rc) printf("wrote %s and %s: %d dimensions x %d values in [%g, %g], base %s\n", out, h5, nd, K, lo, hi,
                         index >= 0 ? "the encoded mean of --index" : "z = 0");
     }
@@ -1034,13 +1163,12 @@ static int anomaly_labels(const char *spec, const char *normal_s, const unsigned
     return rc;
 }
 
-/* Writes /score, /recon and /kl [n] to out (replacing the file) and, with labels, each one's ROC AUC. */
+/* Writes /score, /recon and /kl [n] to out (a new file) and, with labels, each one's ROC AUC. */
 static int anomaly_write(const char *out, const float *score, const float *rec, const float *klv, int64_t n,
                          const double *auc)
 {
     const char *names[3] = { "/score", "/recon", "/kl" };
     const float *v[3] = { score, rec, klv };
-    remove(out);
     int rc = 0;
     for (int q = 0; !rc && q < 3; q++) rc = vae_h5_write_matrix(out, names[q], v[q], n, 0);
     for (int q = 0; !rc && auc && q < 3; q++) rc = vae_h5_write_attr(out, names[q], "roc_auc", auc[q]);
@@ -1092,10 +1220,12 @@ static int cmd_anomaly(int argc, char **argv)
         }
     }
     if (rc) return rc;
+    if (no_stray("anomaly", argc, argv)) return EXIT_USAGE;
     if (!ckpt || !out) return usage_error("anomaly", "--ckpt FILE and --out SCORES.h5 are required");
     rc = check_out("anomaly", out, ".h5", "anomaly writes HDF5 (SCORES.h5) with SCORES-hist.png and SCORES-top.png beside it");
     if (rc) return rc;
     if (labels_s && !normal_s) return usage_error("anomaly", "--labels needs --normal-classes");
+    if (parse_only()) return 0;
     vae_config cfg;
     vae_model m;
     vae_data d;
@@ -1152,6 +1282,10 @@ static int cmd_anomaly(int argc, char **argv)
         mine[i * 3 + 0] = (float)(recon[i] + cfg.beta * kl[i]);
         mine[i * 3 + 1] = (float)recon[i];
         mine[i * 3 + 2] = (float)kl[i];
+        if (!isfinite(mine[i * 3]) || !isfinite(mine[i * 3 + 1]) || !isfinite(mine[i * 3 + 2]))
+            rc = vae_error(VAE_EDATA, "the model in '%s' gives a non-finite score for row %lld of '%s:%s' (recon %g, kl %g, "
+                           "beta %g): its parameters or configuration are not usable", ckpt, (long long)(a + i), d.file,
+                           d.dset, recon[i], kl[i], cfg.beta);
     }
     rc = vae_agree(rc, MPI_COMM_WORLD);
     if (!rc) rc = vae_gather_rows(mine, a, b, 3, all, N, MPI_COMM_WORLD);
@@ -1172,13 +1306,22 @@ static int cmd_anomaly(int argc, char **argv)
             auc[1] = vae_roc_auc(rec, anomalous, N);
             auc[2] = vae_roc_auc(klv, anomalous, N);
         }
-        if (!rc) rc = anomaly_write(out, score, rec, klv, N, normal_s ? auc : NULL);
+        outputs o = { 0 };
         char base[VAE_PATH_LEN + 8], png[VAE_PATH_LEN + 32];
         snprintf(base, sizeof base, "%s", out);
         size_t bl = strlen(base);
         if (bl > 3 && !strcmp(base + bl - 3, ".h5")) base[bl - 3] = '\0';
+        const char *h5_t = out_add(&o, out);
         snprintf(png, sizeof png, "%s-hist.png", base);
-        if (!rc) rc = vae_image_write_histogram(png, score, N, 50, 400, 200);
+        const char *hist_t = out_add(&o, png);
+        snprintf(png, sizeof png, "%s-top.png", base);
+        const char *top_t = out_add(&o, png);
+        char lab_file[sizeof lab_where];
+        snprintf(lab_file, sizeof lab_file, "%s", lab_where);
+        if (strstr(lab_file, ":/")) *strstr(lab_file, ":/") = '\0';
+        if (!rc) rc = out_refuse("anomaly", &o, ckpt, d.file, lab_file);
+        if (!rc) rc = anomaly_write(h5_t, score, rec, klv, N, normal_s ? auc : NULL);
+        if (!rc) rc = vae_image_write_histogram(hist_t, score, N, 50, 400, 200);
         /* The top K rows by score, highest first. */
         int k = top < N ? top : (int)N;
         float *img = !rc ? malloc((size_t)k * m.D * sizeof(float)) : NULL;
@@ -1193,8 +1336,8 @@ static int cmd_anomaly(int argc, char **argv)
             order[best] = t;
             rc = vae_data_rows(&d, &order[q], 1, img + (size_t)q * m.D);
         }
-        snprintf(png, sizeof png, "%s-top.png", base);
-        if (!rc) rc = vae_image_write_grid(png, img, k, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, 8, 2);
+        if (!rc) rc = vae_image_write_grid(top_t, img, k, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, 8, 2);
+        rc = out_finish(&o, rc);
         if (!rc) {
             double mean = 0;
             for (int64_t i = 0; i < N; i++) mean += score[i];
@@ -1250,9 +1393,12 @@ static int cmd_encode(int argc, char **argv)
         default: return bad_option("encode", c, argv);
         }
     }
+    if (rc) return rc;
+    if (no_stray("encode", argc, argv)) return EXIT_USAGE;
     if (!ckpt || !out) return usage_error("encode", "--ckpt FILE and --out Z.h5 are required");
     rc = check_out("encode", out, ".h5", "encode writes HDF5 (Z.h5)");
     if (rc) return rc;
+    if (parse_only()) return 0;
     vae_config cfg;
     vae_model m;
     vae_data d;
@@ -1281,9 +1427,12 @@ static int cmd_encode(int argc, char **argv)
     if (!rc) rc = vae_gather_rows(lv, a, b, Z, all_lv, N, MPI_COMM_WORLD);
     vae_defer_begin();
     if (!rc && g_rank == 0) {
-        remove(out);
-        rc = vae_h5_write_matrix(out, "/mu", all_mu, N, Z);
-        if (!rc) rc = vae_h5_write_matrix(out, "/logvar", all_lv, N, Z);
+        outputs o = { 0 };
+        const char *h5_t = out_add(&o, out);
+        rc = out_refuse("encode", &o, ckpt, d.file, NULL);
+        if (!rc) rc = vae_h5_write_matrix(h5_t, "/mu", all_mu, N, Z);
+        if (!rc) rc = vae_h5_write_matrix(h5_t, "/logvar", all_lv, N, Z);
+        rc = out_finish(&o, rc);
         if (!rc) printf("wrote %s: /mu and /logvar [%lld, %d] of %s:%s\n", out, (long long)N, Z, d.file, d.dset);
     }
     rc = vae_agree(rc, MPI_COMM_WORLD);
@@ -1312,6 +1461,12 @@ static const char *main_help =
 
 int main(int argc, char **argv)
 {
+    /*
+     * HDF5's own clean-up at exit crashes on a file whose close failed (a full
+     * disk): mpivae closes what it opened on every path and ends HDF5 itself,
+     * only when no file is left half-closed.
+     */
+    H5dont_atexit();
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(main_help, stdout);
         return argc < 2 ? EXIT_USAGE : 0;
@@ -1320,9 +1475,25 @@ int main(int argc, char **argv)
         printf("mpivae %s\n", MPIVAE_VERSION);
         return 0;
     }
-    vae_blas_tune(argv); /* may start the program again, with OpenBLAS's kernels for this CPU */
-    MPI_Init(&argc, &argv);
+    /* A caller that started MPI itself (the command-line fuzzer, tests/fuzz) keeps it running. */
+    int mpi_up = 0;
+    MPI_Initialized(&mpi_up);
+    if (!mpi_up) {
+        vae_blas_tune(argv); /* may start the program again, with OpenBLAS's kernels for this CPU */
+        MPI_Init(&argc, &argv);
+    }
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    /*
+     * Test hook: MPIVAE_TEST_FILE_LIMIT_KB=K limits the size of every file written
+     * from here on (writes past it fail with EFBIG, as on a full disk), set after
+     * MPI_Init so that Open MPI's own shared-memory files are not limited.
+     */
+    const char *fl = getenv("MPIVAE_TEST_FILE_LIMIT_KB");
+    if (fl && atol(fl) > 0) {
+        struct rlimit rl = { (rlim_t)atol(fl) * 1024, (rlim_t)atol(fl) * 1024 };
+        signal(SIGXFSZ, SIG_IGN);
+        setrlimit(RLIMIT_FSIZE, &rl);
+    }
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     vae_set_rank(g_rank);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -1342,6 +1513,7 @@ int main(int argc, char **argv)
         rc = EXIT_USAGE;
     }
     fflush(stdout);
-    MPI_Finalize();
+    if (H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) == 0) H5close();
+    if (!mpi_up) MPI_Finalize();
     return rc;
 }

@@ -105,7 +105,7 @@ static int write_table(hid_t fid, const vae_metrics_table *t)
     double *col = malloc((n ? n : 1) * sizeof(double));
     if (!col) rc = VAE_ENOMEM;
     for (int f = 0; f < t->nf && !rc; f++) {
-        hsize_t maxd = H5S_UNLIMITED, chunk = 1024;
+        hsize_t maxd = H5S_UNLIMITED, chunk = 256; /* 2 KB: a short run's file stays small */
         hid_t sp = H5Screate_simple(1, &n, &maxd);
         hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
         H5Pset_chunk(dcpl, 1, &chunk);

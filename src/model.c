@@ -245,17 +245,24 @@ static void build_mlp(vae_model *m)
     m->n_dec++;
 }
 
-int vae_model_init(vae_model *m, const vae_arch *arch, int max_batch)
+int vae_model_plan(vae_model *m, const vae_arch *arch)
 {
     memset(m, 0, sizeof *m);
     int rc = vae_arch_check(arch);
     if (rc) return rc;
-    if (max_batch < 1) return vae_error(VAE_EINVAL, "batch size %d is not positive", max_batch);
     m->arch = *arch;
     m->D = arch->C * arch->Hh * arch->W;
     m->Z = arch->latent;
     if (arch->kind == VAE_MODEL_CONV) build_conv(m);
     else build_mlp(m);
+    return VAE_OK;
+}
+
+int vae_model_init(vae_model *m, const vae_arch *arch, int max_batch)
+{
+    int rc = vae_model_plan(m, arch);
+    if (rc) return rc;
+    if (max_batch < 1) return vae_error(VAE_EINVAL, "batch size %d is not positive", max_batch);
 
     m->params = alloc_floats(m->n_params);
     m->grads = alloc_floats(m->n_params + VAE_GRAD_EXTRA);
@@ -277,9 +284,10 @@ int vae_model_init(vae_model *m, const vae_arch *arch, int max_batch)
     total += m->scratch_len;
     m->arena = alloc_floats(total + 16 * (nl + 8));
     if (!m->params || !m->grads || !m->m || !m->v || !m->arena) {
+        size_t np = m->n_params;
         vae_model_free(m);
-        return vae_error(VAE_ENOMEM, "cannot allocate the model (%zu parameters, batch %d)",
-                         m->n_params, max_batch);
+        return vae_error(VAE_ENOMEM, "cannot allocate the model (%zu parameters, %.1f GB, and batch %d)", np,
+                         (4.0 * np + total) * sizeof(float) / 1e9, max_batch);
     }
     float *p = m->arena;
 #define TAKE(ptr, n) do { (ptr) = p; p += (((n) + 15) & ~(size_t)15); } while (0)

@@ -3,6 +3,7 @@
  */
 #include "mpivae/status.h"
 
+#include <signal.h>
 #include <stdio.h>
 
 static int g_rank = 0;
@@ -10,6 +11,12 @@ static int g_defer = 0;
 static char g_msg[2048];
 
 void vae_set_rank(int rank) { g_rank = rank; }
+
+static volatile sig_atomic_t g_stop_sig = 0;
+
+int vae_stop_requested(void) { return g_stop_sig; }
+
+void vae_set_stop_requested(int sig) { g_stop_sig = sig; }
 
 int vae_error(int code, const char *fmt, ...)
 {

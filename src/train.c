@@ -36,16 +36,40 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t g_stop = 0;
+/* The stop request lives in status.c, where the data scan of the start-up sees it too. */
+#define g_stop vae_stop_requested()
 
 static void on_signal(int sig)
 {
     /* A second SIGINT stops at once. */
     if (sig == SIGINT && g_stop) _exit(130);
-    g_stop = sig;
+    vae_set_stop_requested(sig);
 }
 
-void vae_train_request_stop(void) { g_stop = 1; }
+void vae_train_request_stop(void) { vae_set_stop_requested(1); }
+
+static const char *stop_name(int sig)
+{
+    return sig == SIGUSR1 ? "SIGUSR1" : sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "a stop request";
+}
+
+/*
+ * A stop request during start-up (agreed over comm): every rank returns
+ * VAE_ESTOP before the first step; nothing was trained, so nothing is lost,
+ * and the same command starts (or resumes) the run again.
+ */
+static int startup_stopped(MPI_Comm comm, int rank)
+{
+    int s = g_stop;
+    MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_INT, MPI_MAX, comm);
+    if (!s) return VAE_OK;
+    if (rank == 0) {
+        printf("stopped by %s during start-up, before the first step: nothing to save; run the same command (with "
+               "--resume auto) to continue (exit status %d)\n", stop_name(s), VAE_EXIT_REQUEUE);
+        fflush(stdout);
+    }
+    return VAE_ESTOP;
+}
 
 static void install_signals(void)
 {
@@ -91,6 +115,60 @@ void vae_config_defaults(vae_config *c)
     c->keep = 3;
     c->max_skips = 10;
     c->in_memory = -1;
+}
+
+int vae_config_check(const vae_config *c, char *why, size_t len)
+{
+    const vae_arch *a = &c->arch;
+    const double big = 9.2e18;
+    const struct { const char *name; double v, lo, hi; } f[] = {
+        { "latent", a->latent, 1, 4096 },
+        { "beta", c->beta, 0, 1e6 },
+        { "cfg.warmup", (double)c->warmup, 0, big },
+        { "cfg.capacity_steps", (double)c->capacity_steps, 0, big },
+        { "cfg.epochs", c->epochs, 1, 1e6 },
+        { "cfg.batch", c->batch, 1, 1 << 24 },
+        { "cfg.lr", c->lr, 0, 10 },
+        { "cfg.beta1", c->beta1, 0, 0.999999 },
+        { "cfg.beta2", c->beta2, 0, 0.999999999 },
+        { "cfg.adam_eps", c->adam_eps, 0, 1 },
+        { "cfg.log_every", (double)c->log_every, 0, big },
+        { "cfg.eval_every", (double)c->eval_every, 0, big },
+        { "cfg.sample_every", (double)c->sample_every, 0, big },
+        { "cfg.ckpt_every", (double)c->ckpt_every, 0, big },
+        { "cfg.keep", c->keep, 1, 1e6 },
+        { "cfg.max_skips", c->max_skips, 0, 1e6 },
+        { "cfg.in_memory", c->in_memory, -1, 1 },
+        { "cfg.max_steps", (double)c->max_steps, 0, big },
+        { "hidden (count)", a->n_hidden, 1, VAE_MAX_HIDDEN },
+        { "input_shape[0]", a->C, 1, 1e8 },
+        { "input_shape[1]", a->Hh, 1, 1e8 },
+        { "input_shape[2]", a->W, 1, 1e8 },
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (!(f[i].v >= f[i].lo && f[i].v <= f[i].hi)) { /* NaN fails too */
+            snprintf(why, len, "attribute '%s' is %g, outside %g..%g", f[i].name, f[i].v, f[i].lo, f[i].hi);
+            return VAE_EINVAL;
+        }
+    for (int i = 0; i < a->n_hidden; i++)
+        if (a->hidden[i] < 1 || a->hidden[i] > 65536) {
+            snprintf(why, len, "attribute 'hidden' has the size %d, outside 1..65536", a->hidden[i]);
+            return VAE_EINVAL;
+        }
+    if (!(c->capacity_max == -1.0 || (c->capacity_max >= 0 && c->capacity_max <= 1e6))) {
+        snprintf(why, len, "attribute 'cfg.capacity_max' is %g, neither -1 (off) nor in 0..1e6", c->capacity_max);
+        return VAE_EINVAL;
+    }
+    if ((double)a->C * a->Hh * a->W > 1e8) {
+        snprintf(why, len, "attribute 'input_shape' is %dx%dx%d, more than 1e8 values a row", a->C, a->Hh, a->W);
+        return VAE_EINVAL;
+    }
+    if (a->kind == VAE_MODEL_CONV && (a->Hh % (1 << a->n_hidden) || a->W % (1 << a->n_hidden))) {
+        snprintf(why, len, "attribute 'input_shape' is %dx%dx%d, but %d conv layers need H and W divisible by %d", a->C,
+                 a->Hh, a->W, a->n_hidden, 1 << a->n_hidden);
+        return VAE_EINVAL;
+    }
+    return VAE_OK;
 }
 
 /* The epoch's permutation of [0, N): Fisher-Yates with draws keyed by (seed, epoch, i). */
@@ -711,6 +789,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
     if (rc) return rc;
     if (vae_data_abs_spec(dspec, cfg->data_abs, sizeof cfg->data_abs)) cfg->data_abs[0] = '\0';
     rc = vae_data_check(&d, cfg->arch.loss == VAE_LOSS_BCE, comm);
+    if (rc == VAE_ESTOP) rc = startup_stopped(comm, rank);
     if (rc) goto done;
     if (found > 0) {
         if (d.C != cfg->arch.C || d.Hh != cfg->arch.Hh || d.W != cfg->arch.W) {
@@ -746,6 +825,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         rc = vae_data_open(&td, tspec, comm, cfg->in_memory, local_max);
         if (vae_data_abs_spec(tspec, cfg->test_data_abs, sizeof cfg->test_data_abs)) cfg->test_data_abs[0] = '\0';
         if (!rc) rc = vae_data_check(&td, cfg->arch.loss == VAE_LOSS_BCE, comm);
+        if (rc == VAE_ESTOP) rc = startup_stopped(comm, rank);
         if (!rc && td.D != d.D) {
             if (rank == 0)
                 vae_error(VAE_EDATA, "test data '%s:%s' has rows of %dx%dx%d, training data %dx%dx%d", td.file, td.dset,
@@ -756,9 +836,17 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         have_test = 1;
     }
 
+    rc = startup_stopped(comm, rank);
+    if (rc) goto done;
+
     /* 3. Model: keyed init (or the checkpoint), then a check that all replicas agree. */
     vae_defer_begin();
-    rc = vae_model_init(&m, &cfg->arch, local_max);
+    if (found > 0 && rank == 0) { /* the checkpoint's tensors match its attributes before the model is allocated */
+        rc = vae_model_plan(&m, &cfg->arch);
+        if (!rc) rc = vae_ckpt_check_tensors(ckpt, &m, 1);
+        vae_model_free(&m);
+    }
+    if (!rc) rc = vae_model_init(&m, &cfg->arch, local_max);
     rc = vae_agree(rc, comm);
     if (rc) goto done;
     vae_model_init_params(&m, cfg->seed);
@@ -780,6 +868,9 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             goto done;
         }
     }
+
+    rc = startup_stopped(comm, rank);
+    if (rc) goto done;
 
     /* 4. Run directory (rank 0): lock, metrics. */
     vae_defer_begin();
@@ -874,7 +965,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
         if (shm.active) memset(m.grads + NP, 0, VAE_GRAD_EXTRA * sizeof(float));
         else memset(m.grads, 0, (NP + VAE_GRAD_EXTRA) * sizeof(float));
         vae_loss_stats ls = { 0, 0, 0 };
-        if (stop_at >= 0 && st.step + 1 == stop_at) g_stop = 1;
+        if (stop_at >= 0 && st.step + 1 == stop_at) vae_set_stop_requested(1);
         int inject_nan = rank == P - 1 && st.step + 1 >= nan_a && st.step + 1 <= nan_b;
         float *gx = m.grads + NP;
         gx[VAE_GX_COUNT] = (float)nloc;
@@ -1054,7 +1145,7 @@ int vae_train_run(vae_config *cfg, const char *resume, unsigned mask, MPI_Comm c
             if (rank == 0) {
                 if (tty) printf("\r\033[K");
                 printf("stopped by %s at step %ld after writing a checkpoint; resume with --resume auto (exit status %d)\n",
-                       g_stop == SIGUSR1 ? "SIGUSR1" : g_stop == SIGTERM ? "SIGTERM" : g_stop == SIGINT ? "SIGINT" : "a stop request",
+                       stop_name(g_stop),
                        st.step, VAE_EXIT_REQUEUE);
                 fflush(stdout);
             }

@@ -37,6 +37,13 @@ int vae_ckpt_read_tensors(const char *path, vae_model *m, int with_optimizer);
  */
 int vae_ckpt_find_latest(const char *dir, char *path, size_t path_len);
 
+/*
+ * Checks that every tensor of a planned model (vae_model_plan) is in path
+ * with its shape and a floating-point type, reading no values: done before a
+ * model of the size the attributes give is allocated.
+ */
+int vae_ckpt_check_tensors(const char *path, const vae_model *plan, int with_optimizer);
+
 /* Lists the steps of DIR/checkpoints/step-<N>.h5, newest first (at most max). Returns how many. */
 int vae_ckpt_list(const char *dir, long *steps, int max);
 

@@ -37,7 +37,7 @@ int vae_latent_kl_per_dim(vae_model *m, vae_data *d, int64_t lo, int64_t hi, dou
  */
 void vae_latent_path(const float *a, const float *b, int Z, int K, int spherical, float *z);
 
-/* ROC AUC of scores for "positive means anomalous" (ties count half). Returns NaN without both classes. */
+/* ROC AUC of scores for "positive means anomalous" (ties count half). Returns NaN without both classes or with a NaN score. */
 double vae_roc_auc(const float *score, const unsigned char *positive, int64_t n);
 
 /* Gathers each rank's rows [lo, hi) of width w floats into all[n, w] on rank 0 (MPI_Gatherv). */

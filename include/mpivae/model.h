@@ -146,6 +146,13 @@ int vae_arch_check(const vae_arch *a);
 /* Builds the layer list and tensors, allocates the four blocks and the arena. */
 int vae_model_init(vae_model *m, const vae_arch *arch, int max_batch);
 
+/*
+ * The model's layers and named tensors (shapes, offsets, n_params) without
+ * allocating anything: what a checkpoint's datasets are checked against
+ * before a model of that size is allocated. Free with vae_model_free.
+ */
+int vae_model_plan(vae_model *m, const vae_arch *arch);
+
 /* Frees everything; safe on a zeroed or half-built model. */
 void vae_model_free(vae_model *m);
 

@@ -44,6 +44,15 @@ void vae_defer_end(int print);
 /* Copies the message kept since vae_defer_begin() into buf; returns 1 if there is one. */
 int vae_defer_take(char *buf, size_t len);
 
+/*
+ * The stop request of a signal (SIGUSR1, SIGTERM, SIGINT), set by the
+ * training's handler: long loops outside the training step (the data scan at
+ * start-up) poll it and return VAE_ESTOP, so a signal during start-up ends
+ * the run promptly. 0 when none, else the signal number (or 1).
+ */
+int vae_stop_requested(void);
+void vae_set_stop_requested(int sig);
+
 /* Short name of a status code ("invalid argument", ...). */
 const char *vae_strerror(int code);
 

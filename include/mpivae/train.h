@@ -58,6 +58,14 @@ typedef struct vae_train_state {
 /* Fills the defaults (those of the PyTorch VAE example). */
 void vae_config_defaults(vae_config *c);
 
+/*
+ * The checks every configuration passes, from the command line or from a
+ * checkpoint: each number within the range the command line takes, the input
+ * shape usable by the model. Returns 0, or VAE_EINVAL with why[] naming the
+ * checkpoint attribute, its value and the range (no message printed).
+ */
+int vae_config_check(const vae_config *c, char *why, size_t len);
+
 /* Steps per epoch for N rows and global batch B (the last short batch counts). */
 static inline long vae_steps_per_epoch(int64_t N, int B) { return (long)((N + B - 1) / B); }
 
