@@ -43,12 +43,14 @@ int vae_arch_check(const vae_arch *a)
         /* Every conv layer halves H and W (kernel 4, stride 2, padding 1). */
         int f = 1 << a->n_hidden;
         if (a->Hh % f || a->W % f) {
-            int h_lo = a->Hh / f * f, w_lo = a->W / f * f;
+            int h_lo = a->Hh / f * f, w_lo = a->W / f * f; /* the nearest sizes that work, never 0 */
+            if (h_lo == 0) h_lo = f;
+            if (w_lo == 0) w_lo = f;
             return vae_error(VAE_EINVAL,
                              "--model conv with %d conv layers needs H and W divisible by %d, but the data is "
                              "%dx%d; sizes that work: H in {%d, %d, ...}, W in {%d, %d, ...} (or fewer layers "
                              "with --hidden)",
-                             a->n_hidden, f, a->Hh, a->W, h_lo > 0 ? h_lo : f, h_lo + f, w_lo > 0 ? w_lo : f, w_lo + f);
+                             a->n_hidden, f, a->Hh, a->W, h_lo, h_lo + f, w_lo, w_lo + f);
         }
         return VAE_OK;
     }

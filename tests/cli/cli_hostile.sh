@@ -6,6 +6,7 @@
 #  data:        rows of 2^32+256 values (D1), a 4-D variant; 2^31 declared rows
 #               of which one chunk was written (D8; also `data info`); float16;
 #               float64 1e300; a virtual dataset with a missing source; --data :/x;
+#               the conv model's hint for 6x6 data (sizes that work, never 0);
 #               a signal during the start-up's data scan ends the run with 75;
 #  checkpoints: NaN in parameters and in Adam's v (D7); model and loss names,
 #               latent 2^32+20 and 1e300, world_size 0, beta -1, lr NaN, beta1 1,
@@ -61,7 +62,10 @@ expect_fail_with 1 "'huge.h5:/train/images' holds 1 values that are NaN, infinit
     "$M" train --data huge.h5 --loss mse --out x5
 expect_fail_with 1 "virtual dataset whose source file 'gone.h5' is missing" -- "$M" train --data vds.h5 --out x6
 expect_fail_with 2 "--data ':/x' is not FILE[:/dataset]" -- "$M" train --data :/x --out x7
-for x in x1 x2 x3 x4 x5 x6 x7; do expect_absent "$x"; done
+"$PY" -c 'import h5py, numpy as np; h5py.File("six.h5", "w")["train/images"] = np.zeros((64, 6, 6), np.uint8)'
+expect_fail_with 1 "needs H and W divisible by 8, but the data is 6x6; sizes that work: H in {8, 16, ...}" -- \
+    "$M" train --data six.h5 --model conv --hidden 4,8,16 --batch 16 --out x9
+for x in x1 x2 x3 x4 x5 x6 x7 x9; do expect_absent "$x"; done
 # A signal during the start-up (the data scan) ends the run promptly with 75.
 MPIVAE_TEST_SCAN_DELAY_MS=3000 "$M" train --data s.h5 "${TINY[@]}" --steps 4 --out x8 >sig.log 2>&1 &
 pid=$!
