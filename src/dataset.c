@@ -369,6 +369,10 @@ int vae_data_check(vae_data *d, int unit_range, MPI_Comm comm)
         for (int i = 0; i < n; i++) idx[i] = r + i;
         if (delay_ms > 0) {
             struct timespec ts = { delay_ms / 1000, (delay_ms % 1000) * 1000000L };
+            if (r == lo) {
+                fprintf(stderr, "[rank %d] test hook: the data scan sleeps %ld ms a block\n", rank, delay_ms);
+                fflush(stderr);
+            }
             nanosleep(&ts, NULL);
         }
         if (vae_stop_requested()) {

@@ -69,8 +69,9 @@ for x in x1 x2 x3 x4 x5 x6 x7 x9; do expect_absent "$x"; done
 # A signal during the start-up (the data scan) ends the run promptly with 75.
 MPIVAE_TEST_SCAN_DELAY_MS=3000 "$M" train --data s.h5 "${TINY[@]}" --steps 4 --out x8 >sig.log 2>&1 &
 pid=$!
-sleep 1 # the scan sleeps 3 s: the signal comes during it (the banner, printed after the scan, is not there yet)
-grep -q "^data: " sig.log && fail "SIGTERM during start-up: expected the run still scanning after 1 s, found its banner"
+# The signal comes while the scan sleeps (3 s), once the hook says it has begun.
+for _ in $(seq 1200); do grep -q "test hook: the data scan sleeps" sig.log && break; [ -d "/proc/$pid" ] || break; sleep 0.05; done
+grep -q "test hook: the data scan sleeps" sig.log || fail "SIGTERM during start-up: expected the scan to begin, found: $(cat sig.log)"
 kill -TERM "$pid"
 rc=0
 wait "$pid" || rc=$?
