@@ -543,7 +543,7 @@ static void check_read_back(const char *path, const vae_config *c, const vae_tra
         { "cfg.max_skips", 1, c->max_skips, 0 }, { "cfg.in_memory", 1, c->in_memory, 0 },
         { "cfg.max_steps", 1, c->max_steps, 0 }, { "beta", 0, 0, c->beta }, { "cfg.capacity_max", 0, 0, c->capacity_max },
         { "cfg.lr", 0, 0, c->lr }, { "cfg.beta1", 0, 0, c->beta1 }, { "cfg.beta2", 0, 0, c->beta2 },
-        { "cfg.adam_eps", 0, 0, c->adam_eps }, { "seed", 1, (long long)c->seed, 0 },
+        { "cfg.adam_eps", 0, 0, c->adam_eps }, { "seed", 0, 0, (double)c->seed },
         { "format_version", 1, VAE_CKPT_VERSION, 0 }, /* the one version read */
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
@@ -628,7 +628,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FILE *f = fopen(path, "wb");
     if (!f || fwrite(g_base[es.b].bytes, 1, g_base[es.b].len, f) != g_base[es.b].len) fz_fail("cannot write %s", path);
     fclose(f);
+    hsize_t ids[FZ_N_ID_TYPES];
+    fz_count_ids(ids);
     apply_edits(path, &in, &es);
+    fz_check_ids(ids, "the harness's edits");
     fz_note("base %d, file %s, max batch %d, damage %d", es.b, path, max_batch, es.file_damage);
 
     vae_config cfg;
@@ -644,6 +647,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (cells <= INT_MAX && model_floats(&cfg.arch, max_batch) > 4 * MODEL_PARAMS_LIMIT &&
             !(nolimit && nolimit[0] == '1')) {
             fz_note("model of about %.3g floats: not made (harness limit)", model_floats(&cfg.arch, max_batch));
+            fz_check_ids(ids, "vae_ckpt_read_meta");
             return 0;
         }
         if (vae_model_init(&m, &cfg.arch, max_batch) == 0) {
@@ -661,6 +665,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     char found_path[VAE_PATH_LEN + 64];
     int found = vae_ckpt_find_latest(run, found_path, sizeof found_path);
+    fz_check_ids(ids, "the checkpoint reader");
     if (found < 0 || (found == 1) != ok)
         fz_fail("vae_ckpt_find_latest on '%s' returned %d, but the file %s", run, found,
                 ok ? "verifies" : "does not verify");

@@ -137,6 +137,38 @@ static void fz_fail(const char *fmt, ...)
     abort();
 }
 
+#ifdef H5_VERS_MAJOR
+/*
+ * HDF5 identifiers open, by kind (files, groups, datatypes, dataspaces,
+ * datasets, attributes, property lists): a harness takes them before and
+ * after a case, and an identifier the case left open is a leak (STYLE.md:
+ * whoever opens a handle closes it on every path).
+ */
+#define FZ_N_ID_TYPES 7
+static const H5I_type_t fz_id_types[FZ_N_ID_TYPES] = { H5I_FILE, H5I_GROUP, H5I_DATATYPE, H5I_DATASPACE,
+                                                       H5I_DATASET, H5I_ATTR, H5I_GENPROP_LST };
+static const char *const fz_id_names[FZ_N_ID_TYPES] = { "file", "group", "datatype", "dataspace", "dataset",
+                                                        "attribute", "property list" };
+
+__attribute__((unused)) static void fz_count_ids(hsize_t *n)
+{
+    for (int i = 0; i < FZ_N_ID_TYPES; i++) {
+        n[i] = 0;
+        H5Inmembers(fz_id_types[i], &n[i]);
+    }
+}
+
+__attribute__((unused)) static void fz_check_ids(const hsize_t *before, const char *what)
+{
+    hsize_t after[FZ_N_ID_TYPES];
+    fz_count_ids(after);
+    for (int i = 0; i < FZ_N_ID_TYPES; i++)
+        if (after[i] > before[i])
+            fz_fail("%s left %llu HDF5 %s identifier(s) open", what, (unsigned long long)(after[i] - before[i]),
+                    fz_id_names[i]);
+}
+#endif
+
 /* Prints to the real stderr when MPIVAE_FUZZ_VERBOSE=1 (the decoded case). */
 static void fz_note(const char *fmt, ...) __attribute__((format(printf, 1, 2), unused));
 static void fz_note(const char *fmt, ...)

@@ -30,15 +30,20 @@
  * vae_data_close, on MPI_COMM_SELF. Nothing may crash, hang or allocate
  * absurdly (run with -rss_limit_mb=2048 -malloc_limit_mb=1024).
  *
- * Limits of the harness (what it declines, so that each run is short): it
- * never writes more than 64 MiB of storage (a huge chunked dataset gets only
- * the chunks written; contiguous and early-allocated layouts that would need
- * more are not written or not made), reads in memory only data of at most
- * 64 MiB, calls vae_data_check only when the rows hold at most 2^22 values
- * (the scan reads every row: its time grows with the declared size by
- * design), asks vae_data_rows for at most 2^24 values, and reads rows one per
- * call when together they span more than 2^20 chunks (H5Dread visits every
- * chunk between the first and the last row selected: seconds per call).
+ * Limits of the harness (what it declines, so that each run is short and
+ * small): it never writes more than 16 MiB of storage or into more than 4096
+ * chunks of at most 4 MiB (a huge chunked dataset gets only the chunks
+ * written; contiguous and early-allocated layouts that would need more are
+ * not written or not made), reads in memory only data of at most 16 MiB in
+ * at most 2^14 chunks, calls vae_data_check only when the rows hold at most
+ * 2^20 values in at most 2^14 chunks (the scan reads every row: its time
+ * grows with the declared size by design), asks vae_data_rows for at most
+ * 2^22 values, and reads rows one per call when together they span more than
+ * 2^14 chunks. The chunk limits are there because libhdf5 1.10 spends time
+ * and memory per chunk that one H5Dread or H5Dwrite touches (H5S_copy of the
+ * selection for each: about 6 KiB, so 2^18 chunks in one call take 1.4 GB
+ * and seconds), and because it visits every chunk between the first and the
+ * last row selected.
  */
 #define _XOPEN_SOURCE 700
 #include "mpivae/dataset.h"
@@ -57,11 +62,13 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define STORAGE_LIMIT ((uint64_t)64 << 20)
+#define STORAGE_LIMIT ((uint64_t)16 << 20)
 #define WRITE_ELEMS_LIMIT ((uint64_t)4 << 20)
-#define CHUNK_BYTES_LIMIT ((uint64_t)16 << 20)
-#define CHECK_VALUES_LIMIT ((uint64_t)1 << 22)
-#define ROWS_VALUES_LIMIT ((uint64_t)1 << 24)
+#define CHUNK_BYTES_LIMIT ((uint64_t)4 << 20)
+#define CHUNKS_LIMIT ((uint64_t)4096)
+#define CHECK_VALUES_LIMIT ((uint64_t)1 << 20)
+#define ROWS_VALUES_LIMIT ((uint64_t)1 << 22)
+#define READ_CHUNKS_LIMIT ((uint64_t)1 << 14)
 
 enum { OBJ_DATASET, OBJ_GROUP, OBJ_SOFT, OBJ_DANGLING, OBJ_EXTERNAL, OBJ_HARD, OBJ_VIRTUAL, OBJ_TYPE, OBJ_NONE, OBJ_N };
 enum { T_U8, T_I8, T_U16, T_I32BE, T_F16, T_F32, T_F64, T_F32BE, T_COMPOUND, T_STR, T_VSTR, T_ENUM, T_ARRAY,
@@ -330,7 +337,7 @@ static void make_dataset(desc *d, hid_t loc, const char *name, int is_virtual)
         if (H5Tconvert(H5T_NATIVE_DOUBLE, ftype, 1, fv, NULL, H5P_DEFAULT) >= 0) H5Pset_fill_value(dcpl, ftype, fv);
     } else if (d->fill == F_NEVER) {
         H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-    } else if (d->fill == F_EARLY && total <= STORAGE_LIMIT) {
+    } else if (d->fill == F_EARLY && total <= STORAGE_LIMIT && (!chunked || chunks_touched(d, d->dims) <= CHUNKS_LIMIT)) {
         H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
     }
     hid_t sp = d->rank ? H5Screate_simple(d->rank, d->dims, maxdims) : H5Screate(H5S_SCALAR);
@@ -348,7 +355,8 @@ static void make_dataset(desc *d, hid_t loc, const char *name, int is_virtual)
         int writable = n_elems(d->dims, d->rank) < (uint64_t)1 << 56;
         for (int k = 0; k < d->rank; k++)
             if (d->dims[k] >= (hsize_t)1 << 40) writable = 0;
-        if (w && writable && elems <= WRITE_ELEMS_LIMIT && need <= STORAGE_LIMIT) {
+        if (w && writable && elems <= WRITE_ELEMS_LIMIT && need <= STORAGE_LIMIT &&
+            (!chunked || chunks_touched(&dc, count) <= CHUNKS_LIMIT)) {
             write_values(&dc, ds, ftype, start, count);
             if (d->written == W_FIRST_LAST && d->rank && d->dims[0] > 1) {
                 start[0] = d->dims[0] - 1;
@@ -465,26 +473,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (unsigned long long)d.chunk[0], (unsigned long long)d.chunk[1], (unsigned long long)d.chunk[2],
             (unsigned long long)d.chunk[3], d.filters, d.fill, d.fillv, d.written, d.n_vals, d.vals[0],
             d.in_memory, d.max_rows);
+    hsize_t ids[FZ_N_ID_TYPES];
+    fz_count_ids(ids);
     if (make_file(&d, file)) return 0;
+    fz_check_ids(ids, "the harness's writer");
     if (d.path == 0) snprintf(spec, sizeof spec, "%s", file);
     else snprintf(spec, sizeof spec, "%s:%s", file, PATHS[d.path]);
 
     /* What the rows hold, from the description (the reader must agree or refuse). */
     uint64_t N = d.rank ? d.dims[0] : 0, D = d.rank > 1 ? n_elems(d.dims + 1, d.rank - 1) : 1;
     uint64_t values = mul_sat(N, D);
+    uint64_t chunks = 1; /* of the whole dataset */
+    for (int k = 0; d.chunk[0] && k < d.rank; k++) chunks = mul_sat(chunks, (d.dims[k] + d.chunk[k] - 1) / d.chunk[k]);
     int in_memory = d.in_memory == 0 ? 0 : d.in_memory == 1 ? 1 : -1;
-    if (mul_sat(values, 8) > STORAGE_LIMIT) in_memory = 0;
+    if (mul_sat(values, 8) > STORAGE_LIMIT || chunks > READ_CHUNKS_LIMIT) in_memory = 0;
     int max_rows = d.max_rows;
     if (D > 0 && (uint64_t)max_rows * D > ROWS_VALUES_LIMIT) max_rows = 1;
 
     vae_data v;
     int rc = vae_data_open(&v, spec, MPI_COMM_SELF, in_memory, max_rows);
     vae_defer_end(0);
-    if (rc) return 0;
+    if (rc) {
+        fz_check_ids(ids, "a failed vae_data_open");
+        return 0;
+    }
     if ((uint64_t)v.N != N || (uint64_t)v.D != D)
         fz_fail("'%s' opened as %lld rows of %d values, but it has %llu rows of %llu", spec, (long long)v.N, v.D,
                 (unsigned long long)N, (unsigned long long)D);
-    if (values <= CHECK_VALUES_LIMIT) {
+    if (values <= CHECK_VALUES_LIMIT && chunks <= READ_CHUNKS_LIMIT) {
         vae_data_check(&v, 0, MPI_COMM_SELF);
         vae_defer_end(0);
         vae_data_check(&v, 1, MPI_COMM_SELF);
@@ -505,7 +521,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         }
         /*
-         * Rows whose selection spans more than 2^20 chunks are read one per call: H5Dread visits every
+         * Rows whose selection spans more than 2^14 chunks are read one per call: H5Dread visits every
          * chunk between the first and the last row of a selection (seconds for rows 0 and 2^31 - 1).
          */
         int64_t lo = idx[0], hi = idx[0];
@@ -519,7 +535,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (int k = 1; k < d.rank; k++) span = mul_sat(span, (d.dims[k] + d.chunk[k] - 1) / d.chunk[k]);
         }
         float *out = malloc((size_t)n * (size_t)D * sizeof(float));
-        if (out && span <= (uint64_t)1 << 20) {
+        if (out && span <= READ_CHUNKS_LIMIT) {
             vae_data_rows(&v, idx, n, out);
         } else if (out) {
             for (int i = 0; i < n; i++) vae_data_rows(&v, idx + i, 1, out);
@@ -527,5 +543,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(out);
     }
     vae_data_close(&v);
+    fz_check_ids(ids, "vae_data_open .. vae_data_close");
     return 0;
 }
