@@ -256,5 +256,8 @@ int main(int argc, char **argv)
     }
     printf("replay: %d cases in %.1f s, %d failed\n", n, now() - t0, n_failed);
     for (int i = 0; i < n_failed; i++) printf("replay: failed: %s\n", failed[i]);
+    for (int i = 0; i < n; i++) free(files[i]);
+    free(files);
+    free(failed);
     return n_failed ? 1 : 0;
 }
