@@ -24,6 +24,26 @@
 #include <string.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define FZ_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FZ_ASAN 1
+#endif
+#endif
+#ifdef FZ_ASAN
+#include <sanitizer/common_interface_defs.h>
+#include <sanitizer/lsan_interface.h>
+#define FZ_LSAN_DISABLE() __lsan_disable()
+#define FZ_LSAN_ENABLE() __lsan_enable()
+#else
+#define FZ_LSAN_DISABLE() ((void)0)
+#define FZ_LSAN_ENABLE() ((void)0)
+#endif
+
+/* Defined only when libFuzzer is linked in. */
+extern size_t LLVMFuzzerMutate(uint8_t *data, size_t size, size_t max_size) __attribute__((weak));
+
 typedef struct fz_in {
     const uint8_t *p; /* [n] the rest of the input */
     size_t n;
@@ -82,6 +102,10 @@ __attribute__((unused)) static void fz_setup(const char *name)
         abort();
     }
     atexit(fz_cleanup);
+#ifdef FZ_ASAN
+    /* A sanitizer report skips atexit; under libFuzzer its own death callback (which saves the case) stays. */
+    if (!fz_verbose && !LLVMFuzzerMutate) __sanitizer_set_death_callback(fz_cleanup);
+#endif
     fz_null = fopen("/dev/null", "w");
     if (!fz_null) abort();
     if (!fz_verbose) {
@@ -90,21 +114,6 @@ __attribute__((unused)) static void fz_setup(const char *name)
     }
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define FZ_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FZ_ASAN 1
-#endif
-#endif
-#ifdef FZ_ASAN
-#include <sanitizer/lsan_interface.h>
-#define FZ_LSAN_DISABLE() __lsan_disable()
-#define FZ_LSAN_ENABLE() __lsan_enable()
-#else
-#define FZ_LSAN_DISABLE() ((void)0)
-#define FZ_LSAN_ENABLE() ((void)0)
-#endif
 
 /*
  * Starts MPI (once per process) for a harness. Open MPI's own handlers of
@@ -134,6 +143,7 @@ static void fz_fail(const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     dprintf(2, "fuzz oracle: %s\n", msg);
+    if (!fz_verbose) fz_cleanup(); /* abort() skips atexit; MPIVAE_FUZZ_VERBOSE=1 keeps the files */
     abort();
 }
 
