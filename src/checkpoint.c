@@ -110,10 +110,14 @@ static int get_str(hid_t loc, const char *path, const char *name, char *buf, siz
     if (H5Aexists(loc, name) <= 0)
         return vae_error(VAE_EDATA, "'%s' lacks the attribute '%s'", path, name);
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    hid_t ft = H5Aget_type(a);
+    hid_t ft = H5Aget_type(a), sp = H5Aget_space(a);
     int rc = VAE_OK;
     size_t sz = H5Tget_size(ft);
-    if (H5Tget_class(ft) != H5T_STRING || sz >= len) {
+    hssize_t np = H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    if (np != 1) {
+        rc = vae_error(VAE_EDATA, "'%s': attribute '%s' holds %lld values, expected one string", path, name, (long long)np);
+    } else if (H5Tget_class(ft) != H5T_STRING || H5Tis_variable_str(ft) > 0 || sz >= len) {
         rc = vae_error(VAE_EDATA, "'%s': attribute '%s' is not a string of fewer than %zu bytes", path, name, len);
     } else {
         hid_t t = H5Tcopy(H5T_C_S1);
@@ -394,7 +398,11 @@ int vae_ckpt_read_meta(const char *path, vae_config *c, vae_train_state *st)
     if (!rc) rc = get_double(fid, path, "cfg.beta1", &c->beta1);
     if (!rc) rc = get_double(fid, path, "cfg.beta2", &c->beta2);
     if (!rc) rc = get_double(fid, path, "cfg.adam_eps", &c->adam_eps);
-    if (!rc) rc = get_attr(fid, path, "seed", H5T_NATIVE_ULLONG, 1, &seed);
+    if (!rc) { /* the command line's range, 0..LONG_MAX, checked before HDF5's clamping conversion */
+        long long sll = 0;
+        rc = get_whole(fid, path, "seed", 0, 9.2e18, &sll);
+        seed = (unsigned long long)sll;
+    }
     c->seed = seed;
     if (!rc) rc = get_long(fid, path, "cfg.log_every", &c->log_every);
     if (!rc) rc = get_long(fid, path, "cfg.eval_every", &c->eval_every);

@@ -290,7 +290,7 @@ static int cmd_train(int argc, char **argv)
     optind = 1;
     opterr = 0;
     int c, rc = 0;
-    long seed;
+    long seed = 0;
     while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
@@ -340,7 +340,11 @@ static int cmd_train(int argc, char **argv)
         case '1': rc = parse_double("train", "--adam-beta1", optarg, 0, 0.999999, &cfg.beta1); break;
         case '2': rc = parse_double("train", "--adam-beta2", optarg, 0, 0.999999999, &cfg.beta2); break;
         case 'E': rc = parse_double("train", "--adam-eps", optarg, 0, 1, &cfg.adam_eps); break;
-        case 's': rc = parse_long("train", "--seed", optarg, 0, LONG_MAX, &seed); cfg.seed = (uint64_t)seed; mask |= VAE_SET_SEED; break;
+        case 's':
+            rc = parse_long("train", "--seed", optarg, 0, LONG_MAX, &seed);
+            if (!rc) cfg.seed = (uint64_t)seed;
+            mask |= VAE_SET_SEED;
+            break;
         case 'n': rc = parse_long("train", "--steps", optarg, 0, LONG_MAX, &cfg.max_steps); mask |= VAE_SET_STEPS; break;
         case 'K': rc = parse_int("train", "--max-skips", optarg, 0, 1000000, &cfg.max_skips); break;
         case 'o':
@@ -955,7 +959,7 @@ static int cmd_traverse(int argc, char **argv)
         char buf[1024];
         snprintf(buf, sizeof buf, "%s", dims_s);
         for (char *tok = strtok(buf, ","); tok && !rc; tok = strtok(NULL, ",")) {
-            long v;
+            long v = 0;
             rc = parse_long("traverse", "--dims", tok, 0, LONG_MAX, &v);
             if (!rc && v >= Z) rc = usage_error("traverse", "--dims %ld is out of range: the model in '%s' has %d latent dimensions (0..%d)", v, ckpt, Z, Z - 1);
             if (!rc && nd < Z) dims[nd++] = (int)v;
