@@ -398,10 +398,12 @@ int vae_ckpt_read_meta(const char *path, vae_config *c, vae_train_state *st)
     if (!rc) rc = get_double(fid, path, "cfg.beta1", &c->beta1);
     if (!rc) rc = get_double(fid, path, "cfg.beta2", &c->beta2);
     if (!rc) rc = get_double(fid, path, "cfg.adam_eps", &c->adam_eps);
-    if (!rc) { /* the command line's range, 0..LONG_MAX, checked before HDF5's clamping conversion */
-        long long sll = 0;
-        rc = get_whole(fid, path, "seed", 0, 9.2e18, &sll);
-        seed = (unsigned long long)sll;
+    if (!rc) { /* a whole number in 0..2^64-1, checked before HDF5's clamping conversion (-1 would read as 0) */
+        double x = 0.0;
+        rc = get_attr(fid, path, "seed", H5T_NATIVE_DOUBLE, 1, &x);
+        if (!rc && !(x >= 0.0 && x <= 18446744073709551615.0 && x == floor(x)))
+            rc = vae_error(VAE_EDATA, "'%s': attribute 'seed' is %g, not a whole number in 0..2^64-1", path, x);
+        if (!rc) rc = get_attr(fid, path, "seed", H5T_NATIVE_ULLONG, 1, &seed);
     }
     c->seed = seed;
     if (!rc) rc = get_long(fid, path, "cfg.log_every", &c->log_every);
