@@ -332,6 +332,12 @@ int vae_data_open(vae_data *d, const char *spec, MPI_Comm comm, int in_memory, i
              * selection per chunk (2.2 GB for a 2.7 MB file of 337,920 one-row chunks).
              */
             int64_t blk = d->D < (1 << 24) ? (1 << 26) / ((int64_t)d->D * (int64_t)elem_size(d)) : 1;
+            hid_t dcpl = H5Dget_create_plist(did);
+            hsize_t chunk[4] = { 0, 0, 0, 0 };
+            if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 4, chunk) > 0 &&
+                (int64_t)chunk[0] * 1024 < blk)
+                blk = (int64_t)chunk[0] * 1024; /* at most 1024 chunks of rows a read */
+            if (dcpl >= 0) H5Pclose(dcpl);
             if (blk < 1) blk = 1;
             for (int64_t r = lo; !rc && r < hi; r += blk)
                 rc = read_block(d, did, r, hi - r < blk ? hi - r : blk, d->mem + (size_t)r * d->D * elem_size(d));
