@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *const train_names[VAE_METRICS_TRAIN_FIELDS] = {
@@ -181,9 +182,20 @@ int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto)
         if (fid < 0) rc = VAE_EDATA;
         for (int g = 0; g < 2 && !rc; g++) rc = read_table(fid, &mt->t[g], keep_upto);
         if (fid >= 0) H5Fclose(fid);
-        if (rc && rc != VAE_ENOMEM)
-            vae_error(rc, "'%s' is damaged (cannot read its rows up to step %ld); move it away to start a new one",
-                      mt->path, keep_upto);
+        if (rc && rc != VAE_ENOMEM) {
+            /*
+             * A write cut short (a full disk) can leave it unreadable. That must not stop the run or
+             * its resume: the file is kept aside for the user, and the table starts again here.
+             */
+            char aside[sizeof mt->path + 32];
+            snprintf(aside, sizeof aside, "%s.damaged-%ld", mt->path, (long)time(NULL));
+            if (rename(mt->path, aside) != 0)
+                return vae_error(VAE_EIO, "'%s' is damaged and cannot be moved aside: %s", mt->path, strerror(errno));
+            vae_warn("'%s' is damaged (a write cut short?): kept as '%s'; its rows up to step %ld are not in the new "
+                     "metrics.h5", mt->path, aside, keep_upto);
+            for (int g = 0; g < 2; g++) mt->t[g].n = 0;
+            rc = VAE_OK;
+        }
     }
     if (!rc && rewrite(mt)) rc = vae_error(VAE_EIO, "cannot write '%s'", mt->path);
     if (rc) mt->path[0] = '\0'; /* closing writes nothing over the file */

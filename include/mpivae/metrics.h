@@ -17,6 +17,8 @@
  * a mirror of that table. An append that fails is a warning, and the next
  * flush writes the whole table again to a temporary file and renames it over
  * metrics.h5, so a failed write never costs a step, a checkpoint or a row.
+ * A failed append can leave the file unreadable until a flush succeeds; a run
+ * that finds it so keeps it aside (metrics.h5.damaged-TIME) and starts a new one.
  */
 #ifndef MPIVAE_METRICS_H
 #define MPIVAE_METRICS_H

@@ -158,6 +158,20 @@ expect_fail_with 1 "cannot write checkpoint" -- env MPIVAE_TEST_FILE_LIMIT_KB=10
 [ -z "$(ls -A fullrun/checkpoints | grep -v '^step-2.h5$')" ] ||
     fail "expected only step-2.h5 in fullrun/checkpoints after the failed save, found: $(ls -A fullrun/checkpoints)"
 run_ok "$M" eval --ckpt fullrun --data s.h5:/test/images
+# metrics.h5 outgrows the limit while the checkpoints fit: warnings, status 0; the resume keeps the damaged file aside.
+run_ok env MPIVAE_TEST_FILE_LIMIT_KB=110 "$M" train --data s.h5 --hidden 8 --latent 2 --batch 32 --epochs 1000 \
+    --steps 2000 --log-every 500 --out mfull
+grep -q "warning: cannot write metrics to 'mfull/metrics.h5'" last.err || fail "expected a warning about metrics.h5, found: $(cat last.err)"
+expect_file mfull/checkpoints/step-2000.h5
+run_ok "$M" train --resume auto --out mfull --steps 2010
+grep -q "is damaged (a write cut short?): kept as 'mfull/metrics.h5.damaged-" last.err ||
+    fail "expected the damaged metrics.h5 kept aside and named, found: $(cat last.err)"
+py_check "metrics.h5 after the damaged one was kept aside" <<'EOF'
+import h5py, numpy as np, sys
+s = h5py.File("mfull/metrics.h5", "r")["/train/step"][()]
+if not np.array_equal(s, np.arange(2001, 2011)):
+    sys.exit(f"expected /train/step 2001..2010 in the new metrics.h5, found {s}")
+EOF
 
 # ---------------------------------------------------------------- arguments
 expect_fail_with 2 "unexpected argument 'other.h5'" -- "$M" eval --ckpt ck.h5 other.h5
