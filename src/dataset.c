@@ -93,6 +93,26 @@ int vae_data_exists(const char *file, const char *dset)
     return ok;
 }
 
+int vae_data_unwritten_chunks(hid_t did, unsigned long long *have, double *want)
+{
+    hid_t dcpl = H5Dget_create_plist(did), sid = H5Dget_space(did);
+    H5D_fill_value_t fv = H5D_FILL_VALUE_DEFAULT;
+    hsize_t dims[H5S_MAX_RANK] = { 0 }, chunk[H5S_MAX_RANK] = { 0 }, n = 0;
+    int nd = sid >= 0 ? H5Sget_simple_extent_ndims(sid) : -1, sparse = 0;
+    *have = 0;
+    *want = 1.0;
+    if (dcpl >= 0 && nd > 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pfill_value_defined(dcpl, &fv) >= 0 &&
+        fv != H5D_FILL_VALUE_USER_DEFINED && H5Pget_chunk(dcpl, nd, chunk) == nd &&
+        H5Sget_simple_extent_dims(sid, dims, NULL) == nd && H5Dget_num_chunks(did, sid, &n) >= 0) {
+        for (int k = 0; k < nd; k++) *want *= (double)((dims[k] + chunk[k] - 1) / (chunk[k] ? chunk[k] : 1));
+        *have = (unsigned long long)n;
+        sparse = (double)n < *want;
+    }
+    if (sid >= 0) H5Sclose(sid);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    return sparse;
+}
+
 /*
  * Refuses a dataset whose declared rows the file does not hold: chunks never
  * written read as the fill value, so a tiny file can declare billions of rows
@@ -125,20 +145,18 @@ static int check_storage(const vae_data *d, hid_t did)
                 rc = vae_error(VAE_EDATA, "'%s:%s' is a virtual dataset whose source file '%s' is missing (its rows would "
                                "read as zeros)", d->file, d->dset, src);
         }
-    } else if (fv != H5D_FILL_VALUE_USER_DEFINED && layout == H5D_CHUNKED) {
-        hid_t sid = H5Dget_space(did);
-        int nd = H5Sget_simple_extent_ndims(sid);
-        hsize_t dims[8] = { 0 }, chunk[8] = { 0 }, have = 0;
-        H5Sget_simple_extent_dims(sid, dims, NULL);
-        double want = 1.0;
-        if (H5Pget_chunk(dcpl, nd, chunk) == nd)
-            for (int k = 0; k < nd; k++) want *= (double)((dims[k] + chunk[k] - 1) / (chunk[k] ? chunk[k] : 1));
-        herr_t got = H5Dget_num_chunks(did, sid, &have);
-        H5Sclose(sid);
-        if (got >= 0 && (double)have < want)
+    } else if (layout == H5D_CHUNKED) {
+        unsigned long long have = 0;
+        double want = 0;
+        if (vae_data_unwritten_chunks(did, &have, &want)) {
+            hid_t sid = H5Dget_space(did);
+            hsize_t dims[8] = { 0 };
+            H5Sget_simple_extent_dims(sid, dims, NULL);
+            H5Sclose(sid);
             rc = vae_error(VAE_EDATA, "'%s:%s' declares %llu rows, but only %llu of its %.0f chunks were ever written "
                            "(the rest would read as zeros); write every row, or set a fill value on purpose", d->file,
-                           d->dset, (unsigned long long)dims[0], (unsigned long long)have, want);
+                           d->dset, (unsigned long long)dims[0], have, want);
+        }
     } else if (fv != H5D_FILL_VALUE_USER_DEFINED && layout == H5D_CONTIGUOUS && H5Dget_storage_size(did) == 0) {
         rc = vae_error(VAE_EDATA, "'%s:%s' was never written (no storage allocated; it would read as zeros)", d->file, d->dset);
     }

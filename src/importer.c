@@ -12,6 +12,7 @@
 
 #include "mpivae/importer.h"
 #include "mpivae/rng.h"
+#include "mpivae/dataset.h"
 #include "mpivae/status.h"
 
 #include <errno.h>
@@ -733,25 +734,11 @@ static int print_stats(FILE *out, const char *fname, const char *name, hid_t dse
         fprintf(out, "  rows of %llu values: not scanned (mpivae takes at most 100000000 a row)\n", (unsigned long long)row);
         return 0;
     }
-    {
-        hid_t dcpl = H5Dget_create_plist(dset), sp = H5Dget_space(dset);
-        hsize_t chunk[H5S_MAX_RANK] = { 0 }, have = 0;
-        double want = 1.0;
-        H5D_fill_value_t fv = H5D_FILL_VALUE_DEFAULT;
-        int sparse = 0;
-        if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, rank, chunk) == rank &&
-            H5Pfill_value_defined(dcpl, &fv) >= 0 && fv != H5D_FILL_VALUE_USER_DEFINED &&
-            H5Dget_num_chunks(dset, sp, &have) >= 0) {
-            for (int d = 0; d < rank; d++) want *= (double)((dims[d] + chunk[d] - 1) / (chunk[d] ? chunk[d] : 1));
-            sparse = (double)have < want;
-        }
-        if (dcpl >= 0) H5Pclose(dcpl);
-        if (sp >= 0) H5Sclose(sp);
-        if (sparse) {
-            fprintf(out, "  only %llu of %.0f chunks were ever written: values not scanned (mpivae refuses it)\n",
-                    (unsigned long long)have, want);
-            return 0;
-        }
+    unsigned long long have = 0;
+    double want = 0;
+    if (vae_data_unwritten_chunks(dset, &have, &want)) {
+        fprintf(out, "  only %llu of %.0f chunks were ever written: values not scanned (mpivae refuses it)\n", have, want);
+        return 0;
     }
     hsize_t block = row >= (1u << 20) ? 1 : (1u << 20) / row; /* about 8 MB of doubles */
     if (block > nrows) block = nrows;

@@ -65,6 +65,13 @@ int vae_data_abs_spec(const char *spec, char *out, size_t len);
  */
 int vae_data_locate(const char *spec, const char *abs_spec, char *out, size_t len);
 
+/*
+ * True when a chunked dataset has chunks that were never written and no fill
+ * value set on purpose (they would read as zeros); *have and *want get the
+ * chunks written and declared. Shared by the reader and `data info`.
+ */
+int vae_data_unwritten_chunks(hid_t did, unsigned long long *have, double *want);
+
 /* True when FILE exists, is HDF5 and holds the dataset (no messages). */
 int vae_data_exists(const char *file, const char *dset);
 
