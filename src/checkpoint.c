@@ -4,6 +4,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "mpivae/checkpoint.h"
 
+#include "internal.h"
+#include "mpivae/family.h"
+#include "mpivae/reduce.h"
+#include "mpivae/rundir.h"
 #include "mpivae/status.h"
 
 #include <dirent.h>
@@ -163,91 +167,111 @@ static int write_group(hid_t fid, const char *gname, const vae_model *m, const f
     return rc;
 }
 
-static int write_config(hid_t fid, const vae_config *c)
+/* The model's group names, comma-separated: the /optimizer attribute 'groups'. */
+static void group_names(const vae_model *m, char *buf, size_t len)
 {
-    const vae_arch *a = &c->arch;
-    int rc = 0;
-    rc |= put_str(fid, "cfg.model", a->kind == VAE_MODEL_CONV ? "conv" : "mlp");
-    rc |= put_str(fid, "model", a->kind == VAE_MODEL_CONV ? "conv" : "mlp");
-    rc |= put_attr(fid, "hidden", H5T_NATIVE_INT, a->n_hidden, a->hidden);
-    rc |= put_long(fid, "latent", a->latent);
-    rc |= put_str(fid, "loss", a->loss == VAE_LOSS_MSE ? "mse" : "bce");
-    rc |= put_attr(fid, "input_shape", H5T_NATIVE_INT, 3, (int[]){ a->C, a->Hh, a->W });
-    rc |= put_str(fid, "cfg.data", c->data);
-    rc |= put_str(fid, "cfg.test_data", c->test_data);
-    rc |= put_str(fid, "cfg.data_abs", c->data_abs);
-    rc |= put_str(fid, "cfg.test_data_abs", c->test_data_abs);
-    rc |= put_str(fid, "cfg.out", c->out);
-    rc |= put_double(fid, "beta", c->beta);
-    rc |= put_long(fid, "cfg.warmup", c->warmup);
-    rc |= put_double(fid, "cfg.capacity_max", c->capacity_max);
-    rc |= put_long(fid, "cfg.capacity_steps", c->capacity_steps);
-    rc |= put_long(fid, "cfg.epochs", c->epochs);
-    rc |= put_long(fid, "cfg.batch", c->batch);
-    rc |= put_double(fid, "cfg.lr", c->lr);
-    rc |= put_double(fid, "cfg.beta1", c->beta1);
-    rc |= put_double(fid, "cfg.beta2", c->beta2);
-    rc |= put_double(fid, "cfg.adam_eps", c->adam_eps);
-    unsigned long long seed = c->seed;
-    rc |= put_attr(fid, "seed", H5T_NATIVE_ULLONG, 1, &seed);
-    rc |= put_long(fid, "cfg.log_every", c->log_every);
-    rc |= put_long(fid, "cfg.eval_every", c->eval_every);
-    rc |= put_long(fid, "cfg.sample_every", c->sample_every);
-    rc |= put_long(fid, "cfg.ckpt_every", c->ckpt_every);
-    rc |= put_long(fid, "cfg.keep", c->keep);
-    rc |= put_long(fid, "cfg.max_skips", c->max_skips);
-    rc |= put_long(fid, "cfg.in_memory", c->in_memory);
-    rc |= put_long(fid, "cfg.max_steps", c->max_steps);
+    buf[0] = '\0';
+    for (int g = 0; g < m->n_groups; g++) {
+        size_t n = strlen(buf);
+        snprintf(buf + n, len - n, "%s%s", g ? "," : "", m->groups[g].name);
+    }
+}
+
+/* Each parameter group's step count: attributes 'groups' and 't.<group>' of /optimizer. */
+static int write_group_steps(hid_t fid, const vae_model *m)
+{
+    char names[VAE_MAX_GROUPS * 33], an[64];
+    hid_t g = H5Gopen2(fid, "/optimizer", H5P_DEFAULT);
+    if (g < 0) return VAE_EIO;
+    group_names(m, names, sizeof names);
+    int rc = put_str(g, "groups", names);
+    for (int i = 0; i < m->n_groups; i++) {
+        snprintf(an, sizeof an, "t.%s", m->groups[i].name);
+        rc |= put_long(g, an, m->groups[i].t);
+    }
+    H5Gclose(g);
     return rc ? VAE_EIO : VAE_OK;
 }
 
-static int fsync_path(const char *path, int is_dir)
+/*
+ * Reads the groups' step counts (0 <= t <= adam_t). A checkpoint written
+ * before parameter groups has one count for its one group: adam_t.
+ */
+static int read_group_steps(hid_t fid, const char *path, vae_model *m)
 {
-    int fd = open(path, is_dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0) return vae_error(VAE_EIO, "cannot open '%s' to sync it: %s", path, strerror(errno));
-    int rc = fsync(fd) == 0 ? VAE_OK : vae_error(VAE_EIO, "cannot fsync '%s': %s", path, strerror(errno));
-    close(fd);
+    long adam_t = 0;
+    int rc = get_long(fid, path, "adam_t", &adam_t);
+    if (rc) return rc;
+    hid_t g = H5Lexists(fid, "/optimizer", H5P_DEFAULT) > 0 ? H5Gopen2(fid, "/optimizer", H5P_DEFAULT) : -1;
+    if (g < 0) return vae_error(VAE_EDATA, "checkpoint '%s' has no group '/optimizer'", path);
+    if (H5Aexists(g, "groups") <= 0) {
+        if (m->n_groups != 1)
+            rc = vae_error(VAE_EDATA, "checkpoint '%s' has no attribute 'groups' on /optimizer, and the model has %d "
+                           "parameter groups", path, m->n_groups);
+        else m->groups[0].t = adam_t;
+        H5Gclose(g);
+        return rc;
+    }
+    char want[VAE_MAX_GROUPS * 33], have[VAE_MAX_GROUPS * 33 + 64] = "", an[64], where[VAE_PATH_LEN + 16];
+    group_names(m, want, sizeof want);
+    snprintf(where, sizeof where, "%s:/optimizer", path);
+    rc = get_str(g, where, "groups", have, sizeof have);
+    if (!rc && strcmp(want, have))
+        rc = vae_error(VAE_EDATA, "'%s': attribute 'groups' is '%s', but the model has the parameter groups '%s'", where,
+                       have, want);
+    for (int i = 0; i < m->n_groups && !rc; i++) {
+        long long t = 0;
+        snprintf(an, sizeof an, "t.%s", m->groups[i].name);
+        rc = get_whole(g, where, an, 0, (double)adam_t, &t);
+        m->groups[i].t = (long)t;
+    }
+    H5Gclose(g);
     return rc;
 }
 
-static int mkdir_p(const char *path)
+/* The configuration: every field of the table with an attribute (config.h), and the input shape. */
+static int write_config(hid_t fid, const vae_config *c)
 {
-    char buf[VAE_PATH_LEN + 32];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return vae_error(VAE_EIO, "cannot create folder '%s': %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return vae_error(VAE_EIO, "cannot create folder '%s': %s", buf, strerror(errno));
-    return VAE_OK;
-}
-
-int vae__mkdir_p(const char *path) { return mkdir_p(path); }
-
-/* Lists step numbers of DIR/checkpoints/step-<N>.h5, newest first. Returns the count. */
-static int list_steps(const char *ckdir, long *steps, int max)
-{
-    DIR *dp = opendir(ckdir);
-    if (!dp) return 0;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(dp)) && n < max) {
-        long s;
-        char tail[8];
-        if (sscanf(e->d_name, "step-%ld.h%2s", &s, tail) == 2 && strcmp(tail, "5") == 0) steps[n++] = s;
-    }
-    closedir(dp);
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) {
-            long t = steps[j];
-            steps[j] = steps[j - 1];
-            steps[j - 1] = t;
+    const vae_arch *a = &c->arch;
+    int rc = put_attr(fid, "input_shape", H5T_NATIVE_INT, 3, (int[]){ a->C, a->Hh, a->W });
+    char text[2 * VAE_PATH_LEN];
+    for (int f = 0; f < vae_config_nfields; f++) {
+        const vae_field *F = &vae_config_fields[f];
+        const char *at = (const char *)c + F->off;
+        if (!F->attr) continue;
+        switch (F->type) {
+        case VAE_FT_INT: rc |= put_long(fid, F->attr, *(const int *)at); break;
+        case VAE_FT_LONG: rc |= put_long(fid, F->attr, *(const long *)at); break;
+        case VAE_FT_DOUBLE: rc |= put_double(fid, F->attr, *(const double *)at); break;
+        case VAE_FT_SEED: {
+            unsigned long long seed = c->seed;
+            rc |= put_attr(fid, F->attr, H5T_NATIVE_ULLONG, 1, &seed);
+            break;
         }
-    return n;
+        case VAE_FT_CHOICE:
+            if (F->numeric) {
+                rc |= put_long(fid, F->attr, *(const int *)at);
+                break;
+            }
+            vae_config_format(c, f, text, sizeof text);
+            rc |= put_str(fid, F->attr, text);
+            break;
+        case VAE_FT_FAMILY:
+            vae_config_format(c, f, text, sizeof text);
+            rc |= put_str(fid, F->attr, text);
+            rc |= put_str(fid, "cfg.model", text);
+            break;
+        case VAE_FT_HIDDEN: rc |= put_attr(fid, F->attr, H5T_NATIVE_INT, a->n_hidden, a->hidden); break;
+        case VAE_FT_CAPACITY:
+            rc |= put_double(fid, "cfg.capacity_max", c->capacity_max);
+            rc |= put_long(fid, "cfg.capacity_steps", c->capacity_steps);
+            break;
+        default: rc |= put_str(fid, F->attr, at); break;
+        }
+    }
+    rc |= put_str(fid, "cfg.data_abs", c->data_abs);
+    rc |= put_str(fid, "cfg.test_data_abs", c->test_data_abs);
+    return rc ? VAE_EIO : VAE_OK;
 }
 
 int vae_ckpt_save(const char *dir, const vae_model *m, const vae_config *cfg,
@@ -255,16 +279,17 @@ int vae_ckpt_save(const char *dir, const vae_model *m, const vae_config *cfg,
 {
     char ckdir[VAE_PATH_LEN + 32], tmp[VAE_PATH_LEN + 64], fin[VAE_PATH_LEN + 64];
     snprintf(ckdir, sizeof ckdir, "%s/checkpoints", dir);
-    int rc = mkdir_p(ckdir);
+    int rc = vae__mkdir_p(ckdir);
     if (rc) return rc;
-    snprintf(tmp, sizeof tmp, "%s/.step-%ld.h5.tmp", ckdir, st->step);
-    snprintf(fin, sizeof fin, "%s/step-%ld.h5", ckdir, st->step);
+    vae_rundir_ckpt_tmp(dir, st->step, tmp, sizeof tmp);
+    vae_rundir_ckpt_path(dir, st->step, fin, sizeof fin);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t fid = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (fid < 0) return vae_error(VAE_EIO, "cannot create checkpoint '%s'", tmp);
     rc = write_group(fid, "/params", m, m->params);
     if (!rc) rc = write_group(fid, "/optimizer/m", m, m->m);
     if (!rc) rc = write_group(fid, "/optimizer/v", m, m->v);
+    if (!rc) rc = write_group_steps(fid, m);
     if (!rc) {
         int e = 0;
         e |= put_str(fid, "format", VAE_CKPT_FORMAT);
@@ -286,7 +311,7 @@ int vae_ckpt_save(const char *dir, const vae_model *m, const vae_config *cfg,
         unlink(tmp);
         return vae_error(rc, "cannot write checkpoint '%s' (disk full?)", tmp);
     }
-    rc = fsync_path(tmp, 0);
+    rc = vae__fsync_path(tmp, 0);
     if (rc) {
         unlink(tmp);
         return rc;
@@ -301,15 +326,15 @@ int vae_ckpt_save(const char *dir, const vae_model *m, const vae_config *cfg,
         unlink(tmp);
         return rc;
     }
-    rc = fsync_path(ckdir, 1);
+    rc = vae__fsync_path(ckdir, 1);
     if (rc) return rc;
     if (path_out) snprintf(path_out, path_len, "%s", fin);
     /* Keep the newest `keep`. */
     long steps[4096];
-    int n = list_steps(ckdir, steps, 4096);
+    int n = vae_rundir_list_checkpoints(dir, steps, 4096);
     for (int i = keep > 0 ? keep : 1; i < n; i++) {
         char old[VAE_PATH_LEN + 64];
-        snprintf(old, sizeof old, "%s/step-%ld.h5", ckdir, steps[i]);
+        vae_rundir_ckpt_path(dir, steps[i], old, sizeof old);
         unlink(old);
     }
     return VAE_OK;
@@ -334,11 +359,105 @@ static hid_t open_ckpt(const char *path)
     return fid;
 }
 
+/* A string attribute naming a choice of field f (or a family); sets the field. */
+static int get_choice(hid_t fid, const char *path, vae_config *c, int f)
+{
+    const vae_field *F = &vae_config_fields[f];
+    char text[64] = "", why[256];
+    int rc = get_str(fid, path, F->attr, text, sizeof text);
+    if (rc) return rc;
+    if (vae_config_set(c, f, text, why, sizeof why) == VAE_OK) return VAE_OK;
+    if (F->type == VAE_FT_FAMILY)
+        return vae_error(VAE_EDATA, "'%s': attribute '%s' is '%s', not a model this build knows (%s)", path, F->attr, text,
+                         vae_family_names());
+    char names[128] = "";
+    for (int k = 0; F->choices[k]; k++) {
+        size_t l = strlen(names);
+        snprintf(names + l, sizeof names - l, "%s%s", k ? (F->choices[k + 1] ? ", " : " or ") : "", F->choices[k]);
+    }
+    return vae_error(VAE_EDATA, "'%s': attribute '%s' is '%s', not %s", path, F->attr, text, names);
+}
+
+/* The hidden sizes: an int array attribute of 1..VAE_MAX_HIDDEN values. */
+static int get_hidden(hid_t fid, const char *path, vae_arch *a)
+{
+    a->n_hidden = 0;
+    if (H5Aexists(fid, "hidden") > 0) {
+        hid_t at = H5Aopen(fid, "hidden", H5P_DEFAULT);
+        hid_t sp = H5Aget_space(at);
+        a->n_hidden = (int)H5Sget_simple_extent_npoints(sp);
+        H5Sclose(sp);
+        H5Aclose(at);
+    }
+    if (a->n_hidden < 1 || a->n_hidden > VAE_MAX_HIDDEN)
+        return vae_error(VAE_EDATA, "'%s': attribute 'hidden' is missing or has %d values", path, a->n_hidden);
+    return get_attr(fid, path, "hidden", H5T_NATIVE_INT, a->n_hidden, a->hidden);
+}
+
+/* The seed: a whole number in 0..2^64-1, checked before HDF5's clamping conversion (-1 would read as 0). */
+static int get_seed(hid_t fid, const char *path, uint64_t *seed)
+{
+    double x = 0.0;
+    unsigned long long v = 0;
+    int rc = get_attr(fid, path, "seed", H5T_NATIVE_DOUBLE, 1, &x);
+    if (!rc && !(x >= 0.0 && x <= 18446744073709551615.0 && x == floor(x)))
+        rc = vae_error(VAE_EDATA, "'%s': attribute 'seed' is %g, not a whole number in 0..2^64-1", path, x);
+    if (!rc) rc = get_attr(fid, path, "seed", H5T_NATIVE_ULLONG, 1, &v);
+    *seed = v;
+    return rc;
+}
+
+/*
+ * The configuration from the table's attributes. Shims for checkpoints of
+ * earlier versions: without cfg.data_abs (before absolute paths) a test-data
+ * FILE alone meant FILE:/test/images; a data FILE alone is FILE:/train/images.
+ */
+static int read_config(hid_t fid, const char *path, vae_config *c)
+{
+    int rc = VAE_OK, shape[3] = { 0, 0, 0 };
+    for (int f = 0; f < vae_config_nfields && !rc; f++) {
+        const vae_field *F = &vae_config_fields[f];
+        char *at = (char *)c + F->off;
+        if (!F->attr) continue;
+        switch (F->type) {
+        case VAE_FT_INT: rc = get_int(fid, path, F->attr, (int *)at); break;
+        case VAE_FT_LONG: rc = get_long(fid, path, F->attr, (long *)at); break;
+        case VAE_FT_DOUBLE: rc = get_double(fid, path, F->attr, (double *)at); break;
+        case VAE_FT_SEED: rc = get_seed(fid, path, &c->seed); break;
+        case VAE_FT_CHOICE:
+            if (F->numeric) rc = get_int(fid, path, F->attr, (int *)at);
+            else rc = get_choice(fid, path, c, f);
+            break;
+        case VAE_FT_FAMILY: rc = get_choice(fid, path, c, f); break;
+        case VAE_FT_HIDDEN: rc = get_hidden(fid, path, &c->arch); break;
+        case VAE_FT_CAPACITY:
+            rc = get_double(fid, path, "cfg.capacity_max", &c->capacity_max);
+            if (!rc) rc = get_long(fid, path, "cfg.capacity_steps", &c->capacity_steps);
+            break;
+        default: rc = get_str(fid, path, F->attr, at, VAE_PATH_LEN); break;
+        }
+    }
+    if (!rc) rc = get_attr(fid, path, "input_shape", H5T_NATIVE_INT, 3, shape);
+    c->arch.C = shape[0];
+    c->arch.Hh = shape[1];
+    c->arch.W = shape[2];
+    if (!rc && H5Aexists(fid, "cfg.data_abs") > 0) {
+        rc = get_str(fid, path, "cfg.data_abs", c->data_abs, sizeof c->data_abs);
+        if (!rc) rc = get_str(fid, path, "cfg.test_data_abs", c->test_data_abs, sizeof c->test_data_abs);
+    } else if (!rc && c->test_data[0] && !strstr(c->test_data, ":/")) {
+        strncat(c->test_data, ":/test/images", sizeof c->test_data - strlen(c->test_data) - 1);
+    }
+    if (!rc && c->data[0] && !strstr(c->data, ":/")) /* FILE alone: the same rows then as now */
+        strncat(c->data, ":" VAE_DATA_DEFAULT_DSET, sizeof c->data - strlen(c->data) - 1);
+    c->allreduce = VAE_AR_SHM; /* of each command, not stored */
+    return rc;
+}
+
 int vae_ckpt_read_meta(const char *path, vae_config *c, vae_train_state *st)
 {
     hid_t fid = open_ckpt(path);
     if (fid < 0) return VAE_EDATA;
-    char fmt[64] = "", model[16] = "", loss[16] = "";
+    char fmt[64] = "";
     int rc = get_str(fid, path, "format", fmt, sizeof fmt);
     if (!rc && strcmp(fmt, VAE_CKPT_FORMAT) != 0)
         rc = vae_error(VAE_EDATA, "'%s' is not an mpivae checkpoint (format '%s')", path, fmt);
@@ -348,72 +467,7 @@ int vae_ckpt_read_meta(const char *path, vae_config *c, vae_train_state *st)
         rc = vae_error(VAE_EDATA, "'%s' has checkpoint format version %ld; this build reads %d", path, ver, VAE_CKPT_VERSION);
     memset(c, 0, sizeof *c);
     memset(st, 0, sizeof *st);
-    vae_arch *a = &c->arch;
-    if (!rc) rc = get_str(fid, path, "model", model, sizeof model);
-    if (!rc) rc = get_str(fid, path, "loss", loss, sizeof loss);
-    if (!rc) {
-        a->kind = !strcmp(model, "conv") ? VAE_MODEL_CONV : !strcmp(model, "mlp") ? VAE_MODEL_MLP : -1;
-        a->loss = !strcmp(loss, "mse") ? VAE_LOSS_MSE : !strcmp(loss, "bce") ? VAE_LOSS_BCE : -1;
-        if (a->kind < 0) rc = vae_error(VAE_EDATA, "'%s': attribute 'model' is '%s', not a model this build knows (mlp, conv)", path, model);
-        else if (a->loss < 0) rc = vae_error(VAE_EDATA, "'%s': attribute 'loss' is '%s', not bce or mse", path, loss);
-    }
-    if (!rc) {
-        if (H5Aexists(fid, "hidden") > 0) {
-            hid_t at = H5Aopen(fid, "hidden", H5P_DEFAULT);
-            hid_t sp = H5Aget_space(at);
-            a->n_hidden = (int)H5Sget_simple_extent_npoints(sp);
-            H5Sclose(sp);
-            H5Aclose(at);
-        }
-        if (a->n_hidden < 1 || a->n_hidden > VAE_MAX_HIDDEN)
-            rc = vae_error(VAE_EDATA, "'%s': attribute 'hidden' is missing or has %d values", path, a->n_hidden);
-    }
-    int shape[3] = { 0, 0, 0 };
-    unsigned long long seed = 0;
-    if (!rc) rc = get_attr(fid, path, "hidden", H5T_NATIVE_INT, a->n_hidden, a->hidden);
-    if (!rc) rc = get_int(fid, path, "latent", &a->latent);
-    if (!rc) rc = get_attr(fid, path, "input_shape", H5T_NATIVE_INT, 3, shape);
-    a->C = shape[0];
-    a->Hh = shape[1];
-    a->W = shape[2];
-    if (!rc) rc = get_str(fid, path, "cfg.data", c->data, sizeof c->data);
-    if (!rc) rc = get_str(fid, path, "cfg.test_data", c->test_data, sizeof c->test_data);
-    /* Written since the absolute paths were added; before, a test-data FILE alone meant FILE:/test/images. */
-    if (!rc && H5Aexists(fid, "cfg.data_abs") > 0) {
-        rc = get_str(fid, path, "cfg.data_abs", c->data_abs, sizeof c->data_abs);
-        if (!rc) rc = get_str(fid, path, "cfg.test_data_abs", c->test_data_abs, sizeof c->test_data_abs);
-    } else if (!rc && c->test_data[0] && !strstr(c->test_data, ":/")) {
-        strncat(c->test_data, ":/test/images", sizeof c->test_data - strlen(c->test_data) - 1);
-    }
-    if (!rc && c->data[0] && !strstr(c->data, ":/")) /* FILE alone: the same rows then as now */
-        strncat(c->data, ":" VAE_DATA_DEFAULT_DSET, sizeof c->data - strlen(c->data) - 1);
-    if (!rc) rc = get_str(fid, path, "cfg.out", c->out, sizeof c->out);
-    if (!rc) rc = get_double(fid, path, "beta", &c->beta);
-    if (!rc) rc = get_long(fid, path, "cfg.warmup", &c->warmup);
-    if (!rc) rc = get_double(fid, path, "cfg.capacity_max", &c->capacity_max);
-    if (!rc) rc = get_long(fid, path, "cfg.capacity_steps", &c->capacity_steps);
-    if (!rc) rc = get_int(fid, path, "cfg.epochs", &c->epochs);
-    if (!rc) rc = get_int(fid, path, "cfg.batch", &c->batch);
-    if (!rc) rc = get_double(fid, path, "cfg.lr", &c->lr);
-    if (!rc) rc = get_double(fid, path, "cfg.beta1", &c->beta1);
-    if (!rc) rc = get_double(fid, path, "cfg.beta2", &c->beta2);
-    if (!rc) rc = get_double(fid, path, "cfg.adam_eps", &c->adam_eps);
-    if (!rc) { /* a whole number in 0..2^64-1, checked before HDF5's clamping conversion (-1 would read as 0) */
-        double x = 0.0;
-        rc = get_attr(fid, path, "seed", H5T_NATIVE_DOUBLE, 1, &x);
-        if (!rc && !(x >= 0.0 && x <= 18446744073709551615.0 && x == floor(x)))
-            rc = vae_error(VAE_EDATA, "'%s': attribute 'seed' is %g, not a whole number in 0..2^64-1", path, x);
-        if (!rc) rc = get_attr(fid, path, "seed", H5T_NATIVE_ULLONG, 1, &seed);
-    }
-    c->seed = seed;
-    if (!rc) rc = get_long(fid, path, "cfg.log_every", &c->log_every);
-    if (!rc) rc = get_long(fid, path, "cfg.eval_every", &c->eval_every);
-    if (!rc) rc = get_long(fid, path, "cfg.sample_every", &c->sample_every);
-    if (!rc) rc = get_long(fid, path, "cfg.ckpt_every", &c->ckpt_every);
-    if (!rc) rc = get_int(fid, path, "cfg.keep", &c->keep);
-    if (!rc) rc = get_int(fid, path, "cfg.max_skips", &c->max_skips);
-    if (!rc) rc = get_int(fid, path, "cfg.in_memory", &c->in_memory);
-    if (!rc) rc = get_long(fid, path, "cfg.max_steps", &c->max_steps);
+    if (!rc) rc = read_config(fid, path, c);
     if (!rc) rc = get_long(fid, path, "step", &st->step);
     if (!rc) rc = get_long(fid, path, "epoch", &st->epoch);
     if (!rc) rc = get_long(fid, path, "epoch_step", &st->epoch_step);
@@ -494,6 +548,7 @@ int vae_ckpt_read_tensors(const char *path, vae_model *m, int with_optimizer)
     int rc = read_group(fid, path, "/params", m, m->params);
     if (!rc && with_optimizer) rc = read_group(fid, path, "/optimizer/m", m, m->m);
     if (!rc && with_optimizer) rc = read_group(fid, path, "/optimizer/v", m, m->v);
+    if (!rc && with_optimizer) rc = read_group_steps(fid, path, m);
     H5Fclose(fid);
     return rc;
 }
@@ -512,13 +567,11 @@ int vae_ckpt_check_tensors(const char *path, const vae_model *plan, int with_opt
 
 int vae_ckpt_find_latest(const char *dir, char *path, size_t path_len)
 {
-    char ckdir[VAE_PATH_LEN + 32];
-    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", dir);
     long steps[4096];
-    int n = list_steps(ckdir, steps, 4096);
+    int n = vae_rundir_list_checkpoints(dir, steps, 4096);
     for (int i = 0; i < n; i++) {
         char p[VAE_PATH_LEN + 64];
-        snprintf(p, sizeof p, "%s/step-%ld.h5", ckdir, steps[i]);
+        vae_rundir_ckpt_path(dir, steps[i], p, sizeof p);
         vae_config c;
         vae_train_state st;
         vae_model m;
@@ -543,13 +596,6 @@ int vae_ckpt_find_latest(const char *dir, char *path, size_t path_len)
         vae_warn("skipping checkpoint '%s': %s; trying an older one", p, why);
     }
     return 0;
-}
-
-int vae_ckpt_list(const char *dir, long *steps, int max)
-{
-    char ckdir[VAE_PATH_LEN + 32];
-    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", dir);
-    return list_steps(ckdir, steps, max);
 }
 
 int vae_ckpt_resolve(const char *given, char *path, size_t path_len)

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "mpivae/latent.h"
 
+#include "mpivae/shard.h"
 #include "mpivae/status.h"
 
 #include <hdf5.h>
@@ -13,14 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-void vae_latent_share(int64_t n, int P, int r, int64_t *lo, int64_t *hi)
-{
-    int64_t nc = (n + VAE_LATENT_CHUNK - 1) / VAE_LATENT_CHUNK;
-    int64_t c0 = nc * r / P, c1 = nc * (r + 1) / P;
-    *lo = c0 * VAE_LATENT_CHUNK;
-    *hi = c1 * VAE_LATENT_CHUNK < n ? c1 * VAE_LATENT_CHUNK : n;
-    if (*lo > n) *lo = n;
-}
+void vae_latent_share(int64_t n, int P, int r, int64_t *lo, int64_t *hi) { vae_shard(n, P, r, VAE_LATENT_CHUNK, lo, hi); }
 
 /* Loads the chunk of rows starting at r (at most VAE_LATENT_CHUNK, not past hi) into the model input. */
 static int load_chunk(vae_model *m, vae_data *d, int64_t r, int64_t hi, int *b)
@@ -37,21 +31,21 @@ int vae_latent_encode(vae_model *m, vae_data *d, int64_t lo, int64_t hi, float *
     for (int64_t r = lo; r < hi; r += VAE_LATENT_CHUNK) {
         int b, rc = load_chunk(m, d, r, hi, &b);
         if (rc) return rc;
-        const float *mulv = vae_model_encode(m, b);
-        for (int i = 0; i < b; i++) {
-            memcpy(mu + (size_t)(r - lo + i) * Z, mulv + (size_t)i * 2 * Z, (size_t)Z * sizeof(float));
-            memcpy(logvar + (size_t)(r - lo + i) * Z, mulv + (size_t)i * 2 * Z + Z, (size_t)Z * sizeof(float));
-        }
+        vae_model_encode(m, b, mu + (size_t)(r - lo) * Z, logvar + (size_t)(r - lo) * Z);
     }
     return VAE_OK;
 }
 
-int vae_latent_score(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *recon, double *kl)
+int vae_latent_score(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *terms)
 {
+    const int nt = m->fam->n_terms;
+    double rows[VAE_MAX_TERMS * VAE_LATENT_CHUNK];
     for (int64_t r = lo; r < hi; r += VAE_LATENT_CHUNK) {
         int b, rc = load_chunk(m, d, r, hi, &b);
         if (rc) return rc;
-        vae_model_forward_backward(m, NULL, b, 1.0f, 1.0f, 0, NULL, recon + (r - lo), kl + (r - lo));
+        vae_pass p = { NULL, b, 1.0f, -1.0f, 1.0f, 0, NULL, rows };
+        vae_model_pass(m, &p);
+        for (int t = 0; t < nt; t++) memcpy(terms + (size_t)t * (hi - lo) + (r - lo), rows + (size_t)t * b, (size_t)b * sizeof(double));
     }
     return VAE_OK;
 }
@@ -59,16 +53,22 @@ int vae_latent_score(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *
 int vae_latent_kl_per_dim(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *kl_dim)
 {
     const int Z = m->Z;
+    float *mus = malloc((size_t)VAE_LATENT_CHUNK * 2 * Z * sizeof(float));
+    if (!mus) return vae_error(VAE_ENOMEM, "cannot allocate the means of %d rows", VAE_LATENT_CHUNK);
     for (int64_t r = lo; r < hi; r += VAE_LATENT_CHUNK) {
         int b, rc = load_chunk(m, d, r, hi, &b);
-        if (rc) return rc;
-        const float *mulv = vae_model_encode(m, b);
+        if (rc) {
+            free(mus);
+            return rc;
+        }
+        vae_model_encode(m, b, mus, mus + (size_t)VAE_LATENT_CHUNK * Z);
         for (int i = 0; i < b; i++) {
-            const float *mu = mulv + (size_t)i * 2 * Z, *lv = mu + Z;
+            const float *mu = mus + (size_t)i * Z, *lv = mus + (size_t)VAE_LATENT_CHUNK * Z + (size_t)i * Z;
             for (int j = 0; j < Z; j++)
                 kl_dim[j] += -0.5 * (1.0 + lv[j] - (double)mu[j] * mu[j] - exp((double)lv[j]));
         }
     }
+    free(mus);
     return VAE_OK;
 }
 

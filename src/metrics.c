@@ -16,10 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *const train_names[VAE_METRICS_TRAIN_FIELDS] = {
-    "step", "epoch", "loss", "recon", "kl", "beta", "lr", "grad_norm", "samples_per_s", "time"
-};
-static const char *const eval_names[VAE_METRICS_EVAL_FIELDS] = { "step", "epoch", "loss", "recon", "kl", "time" };
+/* The columns around the family's terms. */
+static const char *const train_head[] = { "step", "epoch", "loss" };
+static const char *const train_tail[] = { "beta", "lr", "grad_norm", "samples_per_s", "time" };
+static const char *const eval_head[] = { "step", "epoch", "loss" };
+static const char *const eval_tail[] = { "time" };
 
 static int is_int_field(const char *name) { return !strcmp(name, "step") || !strcmp(name, "epoch"); }
 
@@ -163,17 +164,23 @@ static int rewrite(vae_metrics *mt)
     return rc;
 }
 
-static void init_tables(vae_metrics *mt)
+/* A table's columns: head, the terms' names, tail. */
+static void set_columns(vae_metrics_table *t, const char *group, const char *const *head, int nh,
+                        const vae_family *f, const char *const *tail, int nt)
 {
-    mt->t[0] = (vae_metrics_table){ "/train", train_names, VAE_METRICS_TRAIN_FIELDS, NULL, 0, 0, 0 };
-    mt->t[1] = (vae_metrics_table){ "/eval", eval_names, VAE_METRICS_EVAL_FIELDS, NULL, 0, 0, 0 };
+    t->group = group;
+    t->nf = 0;
+    for (int i = 0; i < nh; i++) t->names[t->nf++] = head[i];
+    for (int i = 0; i < f->n_terms; i++) t->names[t->nf++] = f->terms[i].name;
+    for (int i = 0; i < nt; i++) t->names[t->nf++] = tail[i];
 }
 
-int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto)
+int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae_family *f)
 {
     memset(mt, 0, sizeof *mt);
     mt->fid = -1;
-    init_tables(mt);
+    set_columns(&mt->t[0], "/train", train_head, 3, f, train_tail, 5);
+    set_columns(&mt->t[1], "/eval", eval_head, 3, f, eval_tail, 1);
     snprintf(mt->path, sizeof mt->path, "%s/metrics.h5", dir);
     struct stat sb;
     int rc = VAE_OK;
@@ -267,9 +274,9 @@ static int add_row(vae_metrics_table *t, const double *row)
     return VAE_OK;
 }
 
-int vae_metrics_add_train(vae_metrics *mt, const double row[VAE_METRICS_TRAIN_FIELDS]) { return add_row(&mt->t[0], row); }
+int vae_metrics_add_train(vae_metrics *mt, const double *row) { return add_row(&mt->t[0], row); }
 
-int vae_metrics_add_eval(vae_metrics *mt, const double row[VAE_METRICS_EVAL_FIELDS]) { return add_row(&mt->t[1], row); }
+int vae_metrics_add_eval(vae_metrics *mt, const double *row) { return add_row(&mt->t[1], row); }
 
 void vae_metrics_close(vae_metrics *mt)
 {

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "mpivae/tools.h"
 
+#include "internal.h"
 #include "mpivae/image.h"
 #include "mpivae/ops.h"
 #include "mpivae/rng.h"
@@ -19,15 +20,11 @@
 void vae_sample_prior(vae_model *m, uint64_t seed, uint64_t call, float temperature, int n,
                       float *images)
 {
-    const int Z = m->Z, D = m->D;
+    const int K = m->prior_dim, D = m->D;
     for (int lo = 0; lo < n; lo += m->max_batch) {
         int b = n - lo < m->max_batch ? n - lo : m->max_batch;
-        for (int i = 0; i < b; i++) {
-            float *z = m->eps + (size_t)i * Z;
-            vae_rng_normal(seed, VAE_RNG_PRIOR, call, (uint64_t)(lo + i), z, Z);
-            for (int j = 0; j < Z; j++) z[j] *= temperature;
-        }
-        vae_model_decode(m, m->eps, b, images + (size_t)lo * D);
+        for (int i = 0; i < b; i++) vae_rng_normal(seed, VAE_RNG_PRIOR, call, (uint64_t)(lo + i), m->eps + (size_t)i * K, K);
+        vae_model_generate(m, m->eps, temperature, b, images + (size_t)lo * D);
     }
 }
 
@@ -44,9 +41,9 @@ int vae_reconstruct_grid(vae_model *m, vae_data *d, int64_t first, int n, int co
         int rc = vae_data_rows(d, idx, 1, vae_model_input(m));
         if (rc) return rc;
         memcpy(orig, vae_model_input(m), (size_t)D * sizeof(float));
-        const float *mulv = vae_model_encode(m, 1);
         float z[4096];
-        memcpy(z, mulv, (size_t)Z * sizeof(float));
+        if (Z > 4096) return vae_error(VAE_EINVAL, "reconstructions need at most 4096 latent values, the model has %d", Z);
+        vae_model_encode(m, 1, z, NULL);
         vae_model_decode(m, z, 1, rec);
     }
     return VAE_OK;

@@ -23,9 +23,51 @@
 
 /* ---------------------------------------------------------------------- helpers */
 
+/*
+ * The two terms of the layer-stack families (mlp, conv: "recon" and "kl",
+ * family.h) as one struct, and one pass through vae_model_pass with them.
+ */
+typedef struct vae_loss_stats {
+    double recon, kl;
+    int rows;
+} vae_loss_stats;
+
+static void vae_model_forward_backward(vae_model *m, const float *eps, int B, float beta, float grad_scale,
+                                       int backward, vae_loss_stats *st, double *row_recon, double *row_kl)
+{
+    double terms[VAE_MAX_TERMS] = { 0 };
+    double *rows = row_recon || row_kl ? malloc((size_t)B * 2 * sizeof(double)) : NULL;
+    vae_pass p = { eps, B, beta, -1.0f, grad_scale, backward, terms, rows };
+    vae_model_pass(m, &p);
+    if (rows && row_recon) memcpy(row_recon, rows, (size_t)B * sizeof(double));
+    if (rows && row_kl) memcpy(row_kl, rows + B, (size_t)B * sizeof(double));
+    free(rows);
+    if (st) {
+        st->recon = terms[0];
+        st->kl = terms[1];
+        st->rows = B;
+    }
+}
+
+/* mu and logvar of the B rows in the input, as the encoder's [B, 2Z] output (mu | logvar). */
+static float *encode_mulv(vae_model *m, int B)
+{
+    const int Z = m->Z;
+    float *mu = malloc((size_t)B * Z * sizeof(float)), *lv = malloc((size_t)B * Z * sizeof(float));
+    float *mulv = malloc((size_t)B * 2 * Z * sizeof(float));
+    vae_model_encode(m, B, mu, lv);
+    for (int r = 0; r < B; r++) {
+        memcpy(mulv + (size_t)r * 2 * Z, mu + (size_t)r * Z, (size_t)Z * sizeof(float));
+        memcpy(mulv + (size_t)r * 2 * Z + Z, lv + (size_t)r * Z, (size_t)Z * sizeof(float));
+    }
+    free(mu);
+    free(lv);
+    return mulv;
+}
+
 static void zero_grads(vae_model *m)
 {
-    memset(m->grads, 0, (m->n_params + VAE_GRAD_EXTRA) * sizeof(float));
+    memset(m->grads, 0, (m->n_params + m->grad_extra) * sizeof(float));
 }
 
 static double total_loss(const vae_loss_stats *st, float beta)
@@ -112,8 +154,8 @@ static void fd_check_model(const char *name, const vae_arch *arch, int max_batch
     /* The loss does not depend on whether the backward pass runs. */
     CHECK_CMP_DBL(eval_loss(&m, e, B, beta), ==, L0);
 
-    float *g = malloc((m.n_params + VAE_GRAD_EXTRA) * sizeof(float));
-    memcpy(g, m.grads, (m.n_params + VAE_GRAD_EXTRA) * sizeof(float));
+    float *g = malloc((m.n_params + m.grad_extra) * sizeof(float));
+    memcpy(g, m.grads, (m.n_params + m.grad_extra) * sizeof(float));
 
     /* Steps tried in turn when a larger one crosses a ReLU kink. */
     static const double hs[3] = { 1e-2, 3e-3, 1e-3 };

@@ -12,7 +12,7 @@
 #define MPIVAE_CHECKPOINT_H
 
 #include "mpivae/model.h"
-#include "mpivae/train.h"
+#include "mpivae/config.h"
 
 #define VAE_CKPT_FORMAT "mpivae-checkpoint"
 #define VAE_CKPT_VERSION 1

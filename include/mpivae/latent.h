@@ -18,14 +18,14 @@
 
 #define VAE_LATENT_CHUNK 256
 
-/* Rows [lo, hi) of n that rank r of P handles (whole chunks). */
+/* Rows [lo, hi) of n that rank r of P handles: whole chunks (shard.h). */
 void vae_latent_share(int64_t n, int P, int r, int64_t *lo, int64_t *hi);
 
 /* mu[hi-lo, Z] and logvar[hi-lo, Z] of rows [lo, hi) (lo chunk-aligned). m->max_batch >= VAE_LATENT_CHUNK. */
 int vae_latent_encode(vae_model *m, vae_data *d, int64_t lo, int64_t hi, float *mu, float *logvar);
 
-/* Per-row reconstruction and KL terms with z = mu, rows [lo, hi). */
-int vae_latent_score(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *recon, double *kl);
+/* Per-row terms of the model's family with every latent at its mean, rows [lo, hi): terms[n_terms][hi - lo]. */
+int vae_latent_score(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *terms);
 
 /* kl_dim[Z] += the KL of each latent dimension summed over rows [lo, hi). */
 int vae_latent_kl_per_dim(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *kl_dim);

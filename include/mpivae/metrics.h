@@ -1,10 +1,12 @@
 /*
  * metrics.h: DIR/metrics.h5, extendible 1-D datasets appended while training.
  *
- * /train/{step, epoch} int64 and /train/{loss, recon, kl, beta, lr, grad_norm,
+ * /train/{step, epoch} int64 and /train/{loss, <terms>, beta, lr, grad_norm,
  * samples_per_s, time} float64, one row per optimizer step; /eval/{step,
- * epoch} int64 and /eval/{loss, recon, kl, time} float64, one row per
- * evaluation.
+ * epoch} int64 and /eval/{loss, <terms>, time} float64, one row per
+ * evaluation. <terms> are the model family's named loss terms (family.h),
+ * in its order: recon, kl for mlp and conv. lr is the first parameter
+ * group's.
  *
  * Readers never stop training. The file is held open for the whole run in
  * HDF5's single-writer/multiple-reader mode (SWMR) without HDF5's file locks,
@@ -23,15 +25,17 @@
 #ifndef MPIVAE_METRICS_H
 #define MPIVAE_METRICS_H
 
+#include "mpivae/family.h"
+
 #include <stdint.h>
 
-#define VAE_METRICS_TRAIN_FIELDS 10
-#define VAE_METRICS_EVAL_FIELDS 6
+/* Columns at most: 8 around the terms, and the terms. */
+#define VAE_METRICS_MAX_FIELDS (8 + VAE_MAX_TERMS)
 
 /* One group of metrics.h5: its columns and every row of the run. */
 typedef struct vae_metrics_table {
     const char *group;        /* "/train" or "/eval" */
-    const char *const *names; /* column names; "step" and "epoch" are int64, the rest float64 */
+    const char *names[VAE_METRICS_MAX_FIELDS]; /* column names; "step" and "epoch" are int64, the rest float64 */
     int nf;                   /* columns */
     double *rows;             /* [n, nf], row-major */
     long n, cap;              /* rows held, rows allocated */
@@ -51,13 +55,13 @@ typedef struct vae_metrics {
  * 0 for a new run), later ones dropped; the file is written anew through a
  * temporary name and rename, then held open in SWMR mode.
  */
-int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto);
+int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae_family *f);
 
-/* Adds a row: step, epoch, loss, recon, kl, beta, lr, grad_norm, samples_per_s, time. */
-int vae_metrics_add_train(vae_metrics *mt, const double row[VAE_METRICS_TRAIN_FIELDS]);
+/* Adds a row: step, epoch, loss, the terms, beta, lr, grad_norm, samples_per_s, time. */
+int vae_metrics_add_train(vae_metrics *mt, const double *row);
 
-/* Adds a row: step, epoch, loss, recon, kl, time. */
-int vae_metrics_add_eval(vae_metrics *mt, const double row[VAE_METRICS_EVAL_FIELDS]);
+/* Adds a row: step, epoch, loss, the terms, time. */
+int vae_metrics_add_eval(vae_metrics *mt, const double *row);
 
 /*
  * Appends the rows not yet in the file and flushes it. A failure is reported

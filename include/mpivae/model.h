@@ -1,13 +1,16 @@
 /*
- * model.h: a VAE as a list of layers over four flat parameter blocks.
+ * model.h: a model as named views over four flat parameter blocks; what the
+ * model computes is its family's (family.h).
  *
  * All parameters live in ONE 64-byte aligned float block; gradients and the
  * two Adam moments are parallel blocks of the same size, so zero-grad is one
- * memset, the gradient allreduce is one call, Adam is one loop and a
- * checkpoint is one dataset per named view. Activations live in an arena
- * sized once for the largest local batch: nothing is allocated per step.
+ * memset, the gradient allreduce is one call, Adam is one loop per parameter
+ * group and a checkpoint is one dataset per named view. Activations live in
+ * an arena sized once for the largest local batch: nothing is allocated per
+ * step.
  *
- * Data flow (B = local batch, D = C*Hh*W, Z = latent):
+ * Data flow of the two layer-stack families, mlp and conv (B = local batch,
+ * D = C*Hh*W, Z = latent):
  *   x[B,D] -> encoder layers -> mulv[B,2Z] (mu | logvar)
  *   z[B,Z] = mu + exp(logvar/2) * eps
  *   z -> decoder layers -> logits[B,D]
@@ -16,6 +19,9 @@
 #ifndef MPIVAE_MODEL_H
 #define MPIVAE_MODEL_H
 
+#include "mpivae/family.h"
+#include "mpivae/optim.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,7 +29,11 @@
 #define VAE_MAX_TENSORS 64
 #define VAE_MAX_LAYERS 24
 #define VAE_NAME_LEN 64
+#define VAE_MAX_GROUPS 8
+#define VAE_MAX_LATENTS 16
+#define VAE_MAX_READY 64
 
+/* The built-in families' indices in the registry (family.h): vae_arch.kind. */
 enum vae_model_kind { VAE_MODEL_MLP = 0, VAE_MODEL_CONV = 1 };
 enum vae_loss_kind { VAE_LOSS_BCE = 0, VAE_LOSS_MSE = 1 };
 
@@ -40,7 +50,7 @@ static inline const char *vae_loss_unit(int loss)
 
 /* Everything that fixes the architecture (stored in every checkpoint). */
 typedef struct vae_arch {
-    int kind;                     /* enum vae_model_kind */
+    int kind;                     /* the family's index in the registry (family.h; enum vae_model_kind) */
     int C, Hh, W;                 /* input image shape; D = C*Hh*W */
     int n_hidden;                 /* mlp: number of hidden layers; conv: number of conv layers */
     int hidden[VAE_MAX_HIDDEN];   /* mlp: hidden sizes; conv: channels per conv layer */
@@ -89,20 +99,50 @@ typedef struct vae_layer {
     float *wperm, *gperm; /* [out*in + out] each: weight, then bias */
 } vae_layer;
 
+/*
+ * A named range [lo, hi) of the flat block, updated by its own Adam with its
+ * own settings and step count t (updates taken; a skipped step takes none).
+ */
+typedef struct vae_param_group {
+    char name[32];
+    size_t lo, hi;
+    vae_adam adam;
+    long t;
+} vae_param_group;
+
+/* A latent group: shape [C, H, W] (a vector: [dim, 1, 1]) and its offset in a row of all latents. */
+typedef struct vae_latent_group {
+    char name[32];
+    int C, H, W, dim;
+    int offset;
+} vae_latent_group;
+
 typedef struct vae_model {
     vae_arch arch;
-    int D, Z;
+    const vae_family *fam;
+    int D;
+    int Z;          /* every latent value of a row: the sum of the latent groups' dims */
+    int noise_dim;  /* noise floats per row in a training or evaluation pass */
+    int prior_dim;  /* noise floats per row of vae_model_generate */
+    int n_latents;
+    vae_latent_group latents[VAE_MAX_LATENTS];
+    int n_groups;
+    vae_param_group groups[VAE_MAX_GROUPS];
     int n_tensors;
     vae_tensor tensors[VAE_MAX_TENSORS];
     size_t n_params;
     float *params; /* [n_params] */
-    float *grads;  /* [n_params + VAE_GRAD_EXTRA]: tail slots carry step statistics */
+    float *grads;  /* [n_params + grad_extra]: the tail carries the step's statistics (below) */
+    size_t grad_extra;
     float *m, *v;  /* [n_params] Adam moments */
     int n_enc, n_dec;
     vae_layer layers[VAE_MAX_LAYERS]; /* encoder layers, then decoder layers */
-    /* Arena, sized for max_batch rows. */
+    /* Arena, sized for max_batch rows (by the family's init). */
     int max_batch;
     float *arena;
+    float *input; /* [max_batch, D] */
+    void *priv;   /* a family's own state, freed by vae_model_free (free()) */
+    /* The layer-stack families' state (mlp, conv): */
     float *act[VAE_MAX_LAYERS + 1]; /* act[0] = x[B,D]; act[i+1] = output of layer i */
     float *eps;   /* [B,Z] */
     float *z;     /* [B,Z] */
@@ -112,42 +152,50 @@ typedef struct vae_model {
     float *scratch; /* convolution lowering buffer */
     size_t scratch_len;
     /*
-     * Called during backward as soon as a layer's parameter gradients are
-     * final, with their range [lo, hi) in the gradient block (ranges come in
-     * descending order), so communication can start while backward goes on.
+     * Called during backward as soon as a range of parameter gradients is
+     * final, [lo, hi) in the gradient block, so communication can start
+     * while backward goes on. The family's plan lists the starts of those
+     * ranges in the order backward reports them (ready_lo, descending; the
+     * first range ends at n_params, each next one where the last began, the
+     * last begins at 0); a family that lists none gets one call for the
+     * whole block after its backward.
      */
+    int n_ready;
+    size_t ready_lo[VAE_MAX_READY];
     void (*grad_ready)(void *ctx, size_t lo, size_t hi);
     void *grad_ctx;
-    /* KL capacity C (>= 0: the KL term is beta * |KL - C| per row; < 0: beta * KL). */
-    float capacity;
 } vae_model;
 
-/* Extra float slots at the end of the gradient block, summed with the gradients. */
+/*
+ * Checks an architecture (its family, sizes and input shape); on error
+ * reports why (naming valid sizes) and returns VAE_EINVAL.
+ */
+int vae_arch_check(const vae_arch *a);
+
+/*
+ * The same checks for an architecture read from a checkpoint: returns 0, or
+ * VAE_EINVAL with why[] naming the attribute (prints nothing).
+ */
+int vae_arch_check_attrs(const vae_arch *a, char *why, size_t len);
+
+/*
+ * The tail of the gradient block, summed with the gradients in the step's
+ * one reduction: four flags, then one slot per loss term, padded to a
+ * multiple of 8 floats (grad_extra).
+ */
 enum {
-    VAE_GX_RECON = 0, /* sum of reconstruction terms over local rows */
-    VAE_GX_KL,        /* sum of KL terms */
-    VAE_GX_COUNT,     /* local rows */
+    VAE_GX_COUNT = 0, /* local rows */
     VAE_GX_STOP,      /* stop request (signal) on this rank */
     VAE_GX_BAD,       /* non-finite loss on this rank */
     VAE_GX_FAIL,      /* a read or write failed on this rank */
-    VAE_GRAD_EXTRA = 8
+    VAE_GX_TERMS      /* the family's terms, summed over local rows, from here */
 };
 
-/* Per-call loss sums over the rows given. */
-typedef struct vae_loss_stats {
-    double recon; /* sum over rows */
-    double kl;    /* sum over rows */
-    int rows;
-} vae_loss_stats;
-
-/* Checks an architecture; on error reports why (naming valid sizes) and returns VAE_EINVAL. */
-int vae_arch_check(const vae_arch *a);
-
-/* Builds the layer list and tensors, allocates the four blocks and the arena. */
+/* Builds the tensors and groups, allocates the four blocks and the family's arena. */
 int vae_model_init(vae_model *m, const vae_arch *arch, int max_batch);
 
 /*
- * The model's layers and named tensors (shapes, offsets, n_params) without
+ * The model's tensors (shapes, offsets, n_params) and groups without
  * allocating anything: what a checkpoint's datasets are checked against
  * before a model of that size is allocated. Free with vae_model_free.
  */
@@ -156,32 +204,46 @@ int vae_model_plan(vae_model *m, const vae_arch *arch);
 /* Frees everything; safe on a zeroed or half-built model. */
 void vae_model_free(vae_model *m);
 
-/* PyTorch's default init (U(-1/sqrt(fan_in), 1/sqrt(fan_in))) from the keyed RNG. */
+/* PyTorch's default init (U(-bound, bound) per tensor) from the keyed RNG; zero moments and step counts. */
 void vae_model_init_params(vae_model *m, uint64_t seed);
+
+/* Every group's Adam settings. */
+void vae_model_set_adam(vae_model *m, const vae_adam *h);
 
 /* Finds a tensor by name (NULL when absent). */
 const vae_tensor *vae_model_find(const vae_model *m, const char *name);
 
 /* Input buffer x[max_batch, D] in the arena, for the loader to fill. */
-static inline float *vae_model_input(vae_model *m) { return m->act[0]; }
+static inline float *vae_model_input(vae_model *m) { return m->input; }
 
-/*
- * Forward pass and loss on the B rows in vae_model_input(m); eps[B,Z] is the
- * noise (NULL: z = mu). With backward != 0, adds grad_scale * d(loss)/d(params)
- * into m->grads, where loss = sum over rows of recon + beta * KL. row_recon and
- * row_kl (B each, may be NULL) receive per-row terms.
- */
-void vae_model_forward_backward(vae_model *m, const float *eps, int B, float beta,
-                                float grad_scale, int backward, vae_loss_stats *st,
-                                double *row_recon, double *row_kl);
+/* The family's named terms. */
+static inline int vae_model_n_terms(const vae_model *m) { return m->fam->n_terms; }
 
-/* Encoder only: mulv of the B rows in the input buffer; returns a pointer to [B,2Z] in the arena. */
-const float *vae_model_encode(vae_model *m, int B);
+/* Forward pass (and backward) on the B rows in vae_model_input(m): family.h's vae_pass. */
+void vae_model_pass(vae_model *m, const vae_pass *p);
+
+/* mu[B, Z] and logvar[B, Z] (either may be NULL) of the B rows in the input buffer. */
+void vae_model_encode(vae_model *m, int B, float *mu, float *logvar);
 
 /* Decoder only: images[B,D] (sigmoid of logits for BCE, the output itself for MSE) from z[B,Z]. */
 void vae_model_decode(vae_model *m, const float *z, int B, float *images);
 
+/* images[B,D] from the prior, with noise[B, prior_dim] of N(0, 1) (overwritten) and a temperature. */
+void vae_model_generate(vae_model *m, float *noise, float temperature, int B, float *images);
+
 /* Multiply-adds x2 of one training step's dense products (forward + backward) per sample. */
 double vae_model_flops_per_sample(const vae_model *m);
+
+/*
+ * For families (model.c): appends a tensor view to a model being planned and
+ * returns its offset; adds a parameter group over [lo, hi); adds a latent
+ * group of shape [C, H, W].
+ */
+size_t vae_model_add_tensor(vae_model *m, const char *name, int ndim, const int *shape, float bound);
+void vae_model_add_group(vae_model *m, const char *name, size_t lo, size_t hi);
+void vae_model_add_latent(vae_model *m, const char *name, int C, int H, int W);
+
+/* 64-byte aligned, zeroed floats (free()), or NULL. */
+float *vae_model_alloc(size_t n);
 
 #endif

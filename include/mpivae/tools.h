@@ -33,7 +33,5 @@ int vae_write_run_samples(vae_model *m, vae_data *d, const char *dir, long step,
 int vae_h5_write_images(const char *path, const char *dset, const float *images, int n, int C,
                         int Hh, int W);
 
-/* Creates a folder and its parents. */
-int vae__mkdir_p(const char *path);
 
 #endif

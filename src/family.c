@@ -1,0 +1,61 @@
+/*
+ * family.c: the registry of model families (see family.h).
+ */
+#include "mpivae/family.h"
+
+#include "mpivae/status.h"
+
+#include <stdio.h>
+#include <string.h>
+
+extern const vae_family vae_family_mlp, vae_family_conv;
+
+enum { MAX_FAMILIES = 16 };
+
+/* The built-in families, in the order of enum vae_model_kind; registered ones follow. */
+static const vae_family *g_families[MAX_FAMILIES] = { &vae_family_mlp, &vae_family_conv };
+static int g_n = 2;
+static char g_names[256];
+
+const vae_family *vae_family_get(int kind) { return kind >= 0 && kind < g_n ? g_families[kind] : NULL; }
+
+int vae_family_find(const char *name)
+{
+    for (int i = 0; i < g_n; i++)
+        if (!strcmp(g_families[i]->name, name)) return i;
+    return -1;
+}
+
+const char *vae_family_names(void)
+{
+    g_names[0] = '\0';
+    for (int i = 0; i < g_n; i++) {
+        size_t l = strlen(g_names);
+        snprintf(g_names + l, sizeof g_names - l, "%s%s", i ? ", " : "", g_families[i]->name);
+    }
+    return g_names;
+}
+
+int vae_family_register(const vae_family *f)
+{
+    if (!f || !f->name || vae_family_find(f->name) >= 0 || g_n == MAX_FAMILIES || f->n_terms < 1 ||
+        f->n_terms > VAE_MAX_TERMS)
+        return VAE_EINVAL;
+    g_families[g_n] = f;
+    return g_n++;
+}
+
+int vae_family_term(const vae_family *f, const char *name)
+{
+    for (int i = 0; i < f->n_terms; i++)
+        if (!strcmp(f->terms[i].name, name)) return i;
+    return -1;
+}
+
+double vae_family_loss(const vae_family *f, const double *terms, double beta)
+{
+    double loss = 0.0;
+    for (int i = 0; i < f->n_terms; i++)
+        loss += f->terms[i].kind == VAE_TERM_ONE ? terms[i] : f->terms[i].kind == VAE_TERM_BETA ? beta * terms[i] : 0.0;
+    return loss;
+}

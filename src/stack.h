@@ -1,0 +1,39 @@
+/*
+ * stack.h (internal): the layer stack that the mlp and conv families share:
+ * an encoder stack ending in the mu and logvar heads, one Gaussian latent,
+ * and a decoder stack giving the logits; the loss per row is recon + beta *
+ * KL (terms "recon" and "kl"). A family builds its layers with the
+ * vae__stack_add_* calls in its plan and points its table at the
+ * vae__stack_* functions below.
+ */
+#ifndef MPIVAE_STACK_H
+#define MPIVAE_STACK_H
+
+#include "mpivae/model.h"
+
+/* The two terms of a stack family: recon (weight 1) and kl (weight beta). */
+extern const vae_term vae__stack_terms[2];
+
+/* A Linear layer named `name` (weight [out,in], bias [out]) after the layers so far. */
+vae_layer *vae__stack_add_linear(vae_model *m, const char *name, int in, int out, int act);
+
+/* The mu and logvar heads as one Linear(in, 2Z) (adjacent weights, then biases); ends the encoder. */
+void vae__stack_add_heads(vae_model *m, const char *mu_name, const char *lv_name, int in, int Z);
+
+/*
+ * A Conv2d (transposed = 0: weight [cout, cin, 4, 4]) or ConvTranspose2d
+ * (transposed = 1: weight [cin, cout, 4, 4]) with stride 2 and padding 1.
+ */
+void vae__stack_add_conv(vae_model *m, const char *name, int transposed, int cin, int cout, int h, int w, int act);
+
+/* Declares the one latent group "z" of Z values and the noise (Z per row) after the layers are built. */
+void vae__stack_finish_plan(vae_model *m);
+
+int vae__stack_init(vae_model *m, int max_batch);
+void vae__stack_pass(vae_model *m, const vae_pass *p);
+void vae__stack_encode(vae_model *m, int B, float *mu, float *logvar);
+void vae__stack_decode(vae_model *m, const float *z, int B, float *images);
+void vae__stack_generate(vae_model *m, float *noise, float temperature, int B, float *images);
+double vae__stack_flops(const vae_model *m);
+
+#endif
