@@ -59,3 +59,18 @@ double vae_family_loss(const vae_family *f, const double *terms, double beta)
         loss += f->terms[i].kind == VAE_TERM_ONE ? terms[i] : f->terms[i].kind == VAE_TERM_BETA ? beta * terms[i] : 0.0;
     return loss;
 }
+
+static const char *const tool_names[] = { "eval", "sample", "reconstruct", "interpolate", "traverse", "anomaly", "encode" };
+
+int vae_family_serves(const vae_family *f, unsigned tool, const char *cmd, const char *ckpt)
+{
+    if (!f || (f->tools & tool)) return VAE_OK;
+    char list[160] = "";
+    for (int i = 0; i < (int)(sizeof tool_names / sizeof tool_names[0]); i++)
+        if (f->tools & (1u << i)) {
+            size_t l = strlen(list);
+            snprintf(list + l, sizeof list - l, "%s%s", l ? ", " : "", tool_names[i]);
+        }
+    return vae_error(VAE_EINVAL, "mpivae %s does not work on model family '%s' (checkpoint '%s'); the tools that do: %s",
+                     cmd, f->name, ckpt, list[0] ? list : "none");
+}

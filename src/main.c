@@ -262,7 +262,7 @@ static int cmd_train(int argc, char **argv)
  * batches of max_batch. *ckpt may name a run directory: rank 0 picks its
  * newest good checkpoint, and *ckpt then points to that file's path.
  */
-static int load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_batch)
+static int load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_batch, unsigned tool, const char *cmd)
 {
     static char path[VAE_PATH_LEN + 64];
     vae_train_state st;
@@ -275,6 +275,7 @@ static int load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_
     vae_defer_begin();
     rc = vae_ckpt_read_meta(path, cfg, &st);
     /* The file's tensors must match the attributes before a model of their size is allocated. */
+    if (!rc) rc = vae_family_serves(vae_family_get(cfg->arch.kind), tool, cmd, path);
     if (!rc) rc = vae_model_plan(m, &cfg->arch);
     if (!rc) rc = vae_ckpt_check_tensors(path, m, 0);
     if (!rc) rc = vae_model_init(m, &cfg->arch, max_batch);
@@ -367,7 +368,7 @@ static int cmd_eval(int argc, char **argv)
     vae_data d;
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
-    rc = load_model(&ckpt, &cfg, &m, batch);
+    rc = load_model(&ckpt, &cfg, &m, batch, VAE_TOOL_EVAL, "eval");
     if (!rc) rc = open_data(&d, data, &cfg, ckpt, -1, batch);
     if (!rc) rc = check_shape(&d, &cfg, ckpt);
     if (!rc) rc = vae_data_check(&d, cfg.arch.loss == VAE_LOSS_BCE, MPI_COMM_WORLD);
@@ -523,7 +524,7 @@ static int cmd_sample(int argc, char **argv)
     vae_config cfg;
     vae_model m;
     memset(&m, 0, sizeof m);
-    rc = load_model(&ckpt, &cfg, &m, 256);
+    rc = load_model(&ckpt, &cfg, &m, 256, VAE_TOOL_SAMPLE, "sample");
     float *img = NULL;
     outputs o = { 0 };
     char h5[VAE_PATH_LEN + 8];
@@ -593,7 +594,7 @@ static int cmd_reconstruct(int argc, char **argv)
     vae_data d;
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
-    rc = load_model(&ckpt, &cfg, &m, 1);
+    rc = load_model(&ckpt, &cfg, &m, 1, VAE_TOOL_RECONSTRUCT, "reconstruct");
     if (!rc) rc = open_data(&d, data, &cfg, ckpt, 0, 1);
     if (!rc) rc = check_shape(&d, &cfg, ckpt);
     if (!rc && first > d.N - n) { /* not first + n: --first may be near LONG_MAX */
@@ -702,7 +703,7 @@ static int cmd_interpolate(int argc, char **argv)
     vae_data d;
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
-    rc = load_model(&ckpt, &cfg, &m, K + 2);
+    rc = load_model(&ckpt, &cfg, &m, K + 2, VAE_TOOL_INTERPOLATE, "interpolate");
     if (!rc) rc = open_tool_data(&d, data, &cfg, ckpt, 1);
     if (!rc) rc = check_index("interpolate", "--from", from, &d);
     if (!rc) rc = check_index("interpolate", "--to", to, &d);
@@ -809,7 +810,7 @@ static int cmd_traverse(int argc, char **argv)
     vae_data d;
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
-    rc = load_model(&ckpt, &cfg, &m, VAE_LATENT_CHUNK);
+    rc = load_model(&ckpt, &cfg, &m, VAE_LATENT_CHUNK, VAE_TOOL_TRAVERSE, "traverse");
     if (rc) return finish(rc);
     const int Z = m.Z, D = m.D;
     int auto_dims = !strcmp(dims_s, "auto");
@@ -1098,7 +1099,7 @@ static int cmd_anomaly(int argc, char **argv)
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
     double t0 = MPI_Wtime();
-    rc = load_model(&ckpt, &cfg, &m, VAE_LATENT_CHUNK);
+    rc = load_model(&ckpt, &cfg, &m, VAE_LATENT_CHUNK, VAE_TOOL_ANOMALY, "anomaly");
     if (!rc) rc = open_tool_data(&d, data, &cfg, ckpt, VAE_LATENT_CHUNK);
     if (!rc) rc = vae_data_check(&d, cfg.arch.loss == VAE_LOSS_BCE, MPI_COMM_WORLD);
     if (rc) {
@@ -1269,7 +1270,7 @@ static int cmd_encode(int argc, char **argv)
     vae_data d;
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
-    rc = load_model(&ckpt, &cfg, &m, VAE_LATENT_CHUNK);
+    rc = load_model(&ckpt, &cfg, &m, VAE_LATENT_CHUNK, VAE_TOOL_ENCODE, "encode");
     if (!rc) rc = open_tool_data(&d, data, &cfg, ckpt, VAE_LATENT_CHUNK);
     if (rc) {
         vae_model_free(&m);

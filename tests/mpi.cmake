@@ -15,6 +15,7 @@
 #   mpi_conv               --model conv: P = 1, 2, 4 agree, exact resume, PyTorch load, tools
 #   mpi_run_dir            metrics.h5 readers never stop a run, rows 1..N after a stop and resume,
 #                          no silent restart over a run, a finished run's lock names no holder
+#   mpi_family_plugin      a family defined in tests/ trains, resumes bit for bit, evaluates, samples
 #   mpi_mpirun_signals     SIGUSR1, Ctrl-C, SIGTERM to a bare mpirun: the statuses and checkpoints the README gives
 set(MPIVAE_MPI_TESTS mpi_rank_independence mpi_resume_exact mpi_checkpoint_faults mpi_kill_rank mpi_bad_input
     mpi_nonfinite mpi_conv mpi_run_dir mpi_mpirun_signals)
@@ -36,3 +37,9 @@ foreach(t IN LISTS MPIVAE_MPI_TESTS)
   set_tests_properties(${t} PROPERTIES ENVIRONMENT "${MPIVAE_TEST_ENV}" LABELS mpi TIMEOUT 240
                                        PROCESSORS 4 RESOURCE_LOCK mpivae_mpi_ranks)
 endforeach()
+# The test family's program instead of mpivae (tests/family_lingauss.c).
+add_test(NAME mpi_family_plugin
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/mpi/mpi_family_plugin.sh $<TARGET_FILE:mpivae_lingauss> ${CMAKE_SOURCE_DIR}
+                 ${MPIVAE_MPI_LAUNCHER} ${MPIVAE_MPI_NPFLAG} ${MPIEXEC_PREFLAGS})
+set_tests_properties(mpi_family_plugin PROPERTIES ENVIRONMENT "${MPIVAE_TEST_ENV}" LABELS mpi TIMEOUT 240
+                                       PROCESSORS 4 RESOURCE_LOCK mpivae_mpi_ranks)

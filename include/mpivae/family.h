@@ -143,6 +143,13 @@ const char *vae_family_names(void);
  */
 int vae_family_register(const vae_family *f);
 
+/*
+ * 0 when family f serves tool (enum vae_tool bit); else VAE_EINVAL, reported:
+ * "mpivae CMD does not work on model family 'F' (checkpoint 'CKPT'); the
+ * tools that do: ...".
+ */
+int vae_family_serves(const vae_family *f, unsigned tool, const char *cmd, const char *ckpt);
+
 /* Index of the term named name in the family's list, or -1. */
 int vae_family_term(const vae_family *f, const char *name);
 
