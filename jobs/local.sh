@@ -25,16 +25,15 @@
 # its message); anything else mpirun failed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
+# shellcheck source=jobs/common.sh
+. jobs/common.sh local.sh || exit 2
 # (nproc obeys OMP_NUM_THREADS, which is often 1 here: ask without it)
 RANKS=${RANKS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}
 MPIVAE=${MPIVAE:-build/mpivae}
 RUN_DIR=${RUN_DIR:-runs/local}
 TRAIN_ARGS=${TRAIN_ARGS:-}
+LAUNCHER=mpirun # (for the log lines)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
-if [ "$(id -u)" = 0 ]; then
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-log() { printf '[local.sh %(%F %T)T] %s\n' -1 "$*"; }
 extra=()
 if [ "$RANKS" -gt "$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)" ]; then extra+=(--oversubscribe); fi
 
@@ -45,21 +44,7 @@ if [ "$RANKS" -gt "$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)" ]; then 
 # jobs/mpirun-stderr-filter.sh, which removes Open MPI's two notes on a
 # status-75 stop (they read like a crash) and nothing else; `$!` is still
 # mpirun's pid.
-got=""
-child=""
-on_signal() {
-    if [ -n "$got" ] && [ "$1" = INT ] && [ -n "$child" ]; then
-        log "second SIGINT: stopping mpirun at once"
-        kill -TERM "$child" 2>/dev/null
-        return
-    fi
-    got=$1
-    log "got SIG$1: asking the ranks to checkpoint and stop (SIGUSR1 to mpirun${child:+ pid $child})"
-    if [ -n "$child" ]; then kill -USR1 "$child" 2>/dev/null; fi
-}
-trap 'on_signal INT' INT
-trap 'on_signal USR1' USR1
-trap 'on_signal TERM' TERM
+catch_signals INT USR1 TERM
 
 rc=75
 if [ -z "$got" ]; then
@@ -69,17 +54,7 @@ if [ -z "$got" ]; then
         2> >(bash jobs/mpirun-stderr-filter.sh >&2) &
     child=$!
     set +m
-    while :; do
-        wait "$child"
-        rc=$?
-        kill -0 "$child" 2>/dev/null || break
-    done
-    if [ "$rc" -gt 128 ] && [ -n "$got" ]; then
-        # the signal may have cut short the last wait just as mpirun ended
-        wait "$child"
-        r=$?
-        if [ "$r" != 127 ]; then rc=$r; fi
-    fi
+    wait_launcher
 fi
 case $rc in
 0) log "training finished; run directory $RUN_DIR" ;;

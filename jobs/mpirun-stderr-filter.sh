@@ -21,7 +21,8 @@
 # noticed that process rank 1 ... exited on signal 9 (Killed)" after the first
 # note). Lines are held back only while they still match the pair.
 #
-# Used by jobs/local.sh, jobs/train.sbatch and jobs/train-multinode.sbatch:
+# Used by jobs/local.sh and, through jobs/common.sh, by jobs/train.sbatch and
+# jobs/train-multinode.sbatch:
 #   mpirun ... 2> >(bash jobs/mpirun-stderr-filter.sh >&2) &
 # It ignores SIGINT, SIGTERM and SIGUSR1: the signals meant for the launcher
 # (Ctrl-C, Slurm's) must not end it before it has passed on mpirun's last lines.

@@ -19,42 +19,12 @@
  *   row block. The weights are permuted to (tap, channel) order once per
  *   call (and their gradient back).
  *
- * Measured with one thread (OPENBLAS_NUM_THREADS=1), OpenBLAS 0.3.21, gcc
- * -O3 -march=native, on a 2-vCPU AMD EPYC (Zen 1, KVM); ms per forward +
- * backward at batch 128, median of 21 runs, variants interleaved. "rows":
- * the first lowering with per-pixel gathers (an index computation and a
- * padding test per element); "phases": the same through the stride phases;
- * "this file": phases below 8 channels, patch-major from 8 (as first
- * written: chunks of 768 rows, every tensor NCHW):
- *
- *   layer of the default model            rows   phases  this file
- *   Conv2d(1,32,4,2,1) 28->14, dx NULL     3.17    3.11     3.13
- *   Conv2d(32,64,4,2,1) 14->7             55.50   50.88    42.56
- *   ConvTranspose2d(64,32,4,2,1) 7->14    51.33   48.43    42.73
- *   ConvTranspose2d(32,1,4,2,1) 14->28     4.64    4.49     4.57
- *   the four                             114.64  106.90    92.98
- *
- * In the training step the difference is larger than in this isolated
- * loop: between the sgemms the short-run loops of the channel-major
- * lowering ran about 3x slower than alone (10.9 ms of im2col per step for
- * the two middle layers, against 3.5 ms measured alone), so the whole
- * conv model went from 1,090 to 1,265 samples/s (batch 128, interleaved
- * runs). The patch-major lowering for the one-channel layers was 8% slower
- * overall. Chunk size, in interleaved training runs: 588 rows (12 samples
- * of the 7x7 grid) beat 768 in each of 4 pairs (about 5%, where OpenBLAS
- * alone ran the products 5 to 7% faster at 588 or 735 rows than at 784);
- * 256 and 1536 rows were 2 to 5% slower than 768. Keeping the activation
- * between two conv layers channels last (the model's layout flags) saves
- * the transposes on both sides, about 3% of the step. Leaving the padding
- * kernel rows out of the products (bands, 7% of the middle layers' work)
- * took the conv model from about 1,282 to 1,334 samples/s (4 interleaved
- * pairs, batch 128); OpenBLAS alone ran the three band products of a chunk
- * 3 to 17% faster than the one product they replace. With bands, 588 rows
- * still beat 392, 882 and 1,176. Applying the ReLU (forward) and its
- * derivative on dx (backward) to each chunk as it is written, instead of
- * in passes of their own over whole activations (VAE_CONV_RELU,
- * VAE_CONV_DX_RELU): bands and this together, 1,303 -> 1,380 samples/s
- * (means of 3 interleaved pairs against the code before both).
+ * Why two: with many channels the channel-major rows are short runs, slow
+ * to gather between the products, and the patch-major lowering (with its
+ * chunk size, the bands, channels-last activations and the ReLU applied as
+ * chunks are written) made the default conv model faster; with one channel
+ * it was slower. The measurements, and the variants tried, are in
+ * docs/performance-notes.md.
  *
  * Scratch: the column matrix of one sample (channel-major) or one chunk
  * (patch-major), plus the phase planes and one sample's NCHW copies, or
@@ -229,7 +199,11 @@ static void col2im(const lowering *g, const float *col, size_t ldc, int C, const
  * transposed conv's input) are copied to and from this row order.
  */
 
-/* Rows of the column matrix per chunk: the chunk is ceil(PM_ROWS / grid) samples. */
+/*
+ * Rows of the column matrix per chunk: the chunk is ceil(PM_ROWS / grid)
+ * samples. 588 (12 samples of a 7x7 grid) was the fastest size tried in
+ * training runs (docs/performance-notes.md).
+ */
 #define PM_ROWS 588
 
 static int pm_chunk(int B, int grid)

@@ -15,12 +15,12 @@
  * zero (those of dead ReLU units, or of pixels that are 0 in every image)
  * decay into the subnormal range and stay there (0.9 times a few units in the
  * last place rounds back to itself), and every step then pays the CPU's slow
- * path for each of them: on the default model, about half of the first
- * layer's moments, which made the update about 3.5 times slower by step 3000
- * (a third of rank 0's cycles at 2 ranks, an eighth after). The values lost
- * are below 1.2e-38: the step a subnormal moment gives is below a normal
- * parameter's last place, and only a parameter that is itself subnormal is
- * read as 0 (and so moves by its own size, below 1.2e-38, at most).
+ * path for each of them: on the default model about half of the first
+ * layer's moments, a slowdown of the update measured in
+ * docs/performance-notes.md. The values lost are below 1.2e-38: the step a
+ * subnormal moment gives is below a normal parameter's last place, and only a
+ * parameter that is itself subnormal is read as 0 (and so moves by its own
+ * size, below 1.2e-38, at most).
  */
 #if VAE_ADAM_FTZ
 #define FTZ_BEGIN()                                                                                                    \
@@ -37,11 +37,10 @@
  * shares one copy, train.c), so the lines a rank updates are usually held by
  * the other cores too, and each store has to take its line from them first.
  * The loop asks for those lines for writing (prefetchw where the target has
- * it, as with the default -march=native on x86; a read prefetch elsewhere,
- * where the gain measured below may not hold) 4 KiB ahead, in
- * blocks of 256 floats (16 lines), so that the transfers overlap instead of
- * stalling the stores one line at a time: with 2 ranks, the update of the
- * first layer's half of the default MLP went from 0.35 to 0.20 ms.
+ * it, as with the default -march=native on x86; a read prefetch elsewhere)
+ * 4 KiB ahead, in blocks of 256 floats (16 lines), so that the transfers
+ * overlap instead of stalling the stores one line at a time (the gain at 2
+ * ranks, measured with prefetchw only: docs/performance-notes.md).
  */
 enum { ADAM_BLOCK = 256, ADAM_AHEAD = 1024 };
 

@@ -19,8 +19,9 @@
  *
  * Lowering: im2col / col2im around cblas_sgemm, per sample when the image
  * that im2col reads has fewer than 8 channels, else in chunks of samples
- * with the channels last (see conv.c for the measurements that chose it). Every function takes a caller-owned
- * scratch buffer of at least the _scratch function's count of floats; its
+ * with the channels last (docs/performance-notes.md has the measurements
+ * that chose it). Every function takes a caller-owned scratch buffer of at
+ * least the _scratch function's count of floats; its
  * contents are not kept between calls, so one buffer, sized for the largest
  * layer, can serve every layer of a model. Nothing is allocated inside.
  * Buffers must not overlap each other or the scratch.

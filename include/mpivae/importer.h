@@ -1,7 +1,8 @@
 /*
  * importer.h: the `mpivae data` tools: importing Fashion-MNIST from Debian's
  * dataset-fashion-mnist package, writing a synthetic image set, and
- * describing an HDF5 file.
+ * describing an HDF5 file. Implemented in src/import_idx.c, src/synth.c and
+ * src/data_info.c.
  */
 #ifndef MPIVAE_IMPORTER_H
 #define MPIVAE_IMPORTER_H

@@ -140,7 +140,9 @@ state_is_not() { ! state_is "$@" && [ -n "$(field "$1" JobState)" ]; }
 ended() { state_is "$1" COMPLETED FAILED CANCELLED TIMEOUT OUT_OF_MEMORY NODE_FAIL BOOT_FAIL DEADLINE PREEMPTED; }
 
 # has_line FILE REGEX [AFTER_LINE]: a line matching REGEX (grep -E) after line AFTER_LINE.
-has_line() { [ -f "$1" ] && tail -n +"$((${3:-0} + 1))" "$1" | grep -qE -- "$2"; }
+# (Not grep -q: it would stop reading at the first match, and tail, killed by
+# SIGPIPE, would fail the pipeline under pipefail.)
+has_line() { [ -f "$1" ] && tail -n +"$((${3:-0} + 1))" "$1" | grep -E -- "$2" >/dev/null; }
 # line_no FILE REGEX: the number of the first line matching REGEX (0 when none).
 line_no() {
     local n
