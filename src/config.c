@@ -269,6 +269,7 @@ int vae_config_set(vae_config *c, int f, const char *text, char *why, size_t len
 /* The shortest %g form that reads back as v. */
 static void shortest(double v, char *buf, size_t len)
 {
+    if (!buf || len == 0) return;
     for (int p = 6; p <= 17; p++) {
         snprintf(buf, len, "%.*g", p, v);
         if (strtod(buf, NULL) == v) return;
