@@ -55,28 +55,14 @@ static void plan(vae_model *m)
     vae__stack_finish_plan(m);
 }
 
-static void describe(const vae_arch *a, char *buf, size_t len)
-{
-    size_t n = (size_t)snprintf(buf, len, " %s", "hidden");
-    for (int i = 0; i < a->n_hidden && n < len; i++) n += (size_t)snprintf(buf + n, len - n, "%s%d", i ? "," : " ", a->hidden[i]);
-}
+static void describe(const vae_arch *a, char *buf, size_t len) { vae__stack_describe(a, "hidden", buf, len); }
 
 const vae_family vae_family_mlp = {
     .name = "mlp",
     .help = "Linear layers with ReLU (--hidden sizes), as PyTorch's VAE example",
-    .hidden_help = "hidden layer sizes",
-    .n_terms = 2,
-    .terms = vae__stack_terms,
-    .tools = VAE_TOOL_EVAL | VAE_TOOL_SAMPLE | VAE_TOOL_RECONSTRUCT | VAE_TOOL_INTERPOLATE | VAE_TOOL_TRAVERSE |
-             VAE_TOOL_ANOMALY | VAE_TOOL_ENCODE,
+    VAE__STACK_FAMILY,
     .defaults = defaults,
     .check = check,
     .plan = plan,
-    .init = vae__stack_init,
-    .pass = vae__stack_pass,
-    .encode = vae__stack_encode,
-    .decode = vae__stack_decode,
-    .generate = vae__stack_generate,
-    .flops = vae__stack_flops,
     .describe = describe,
 };

@@ -375,3 +375,9 @@ double vae__stack_flops(const vae_model *m)
     }
     return f;
 }
+
+void vae__stack_describe(const vae_arch *a, const char *word, char *buf, size_t len)
+{
+    size_t n = (size_t)snprintf(buf, len, " %s", word);
+    for (int i = 0; i < a->n_hidden && n < len; i++) n += (size_t)snprintf(buf + n, len - n, "%s%d", i ? "," : " ", a->hidden[i]);
+}

@@ -179,7 +179,6 @@ static void describe(const vae_arch *a, char *buf, size_t len)
 static const vae_family lingauss = {
     .name = "lingauss",
     .help = "a linear Gaussian VAE (a test's family)",
-    .hidden_help = "none",
     .n_terms = 3,
     .terms = terms,
     .tools = VAE_TOOL_EVAL | VAE_TOOL_SAMPLE | VAE_TOOL_RECONSTRUCT | VAE_TOOL_ENCODE,

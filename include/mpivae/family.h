@@ -97,7 +97,6 @@ typedef struct vae_pass {
 typedef struct vae_family {
     const char *name;
     const char *help;  /* one line for --help */
-    const char *hidden_help; /* what --hidden means for it ("hidden sizes", "channels per conv layer") */
     int n_terms;
     const vae_term *terms;
     unsigned tools;    /* enum vae_tool bits it serves */
