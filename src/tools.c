@@ -85,12 +85,14 @@ int vae_write_run_samples(vae_model *m, vae_data *d, const char *dir, long step,
     if (!img) return vae_error(VAE_ENOMEM, "cannot allocate sample images");
     snprintf(h5, sizeof h5, "%s/samples.h5", dir);
     /* The same prior draws at every step, so the grids show the model changing. */
-    vae_sample_prior(m, seed, 0, 1.0f, n, img);
-    snprintf(name, sizeof name, "/prior/step-%ld", step);
-    rc = vae_h5_write_images(h5, name, img, n, a->C, a->Hh, a->W);
-    snprintf(png, sizeof png, "%s/prior-step-%06ld.png", sdir, step);
-    if (!rc) rc = vae_image_write_grid(png, img, n, a->C, a->Hh, a->W, cols, 2);
-    if (!rc && d) {
+    if (m->fam->tools & VAE_TOOL_SAMPLE) {
+        vae_sample_prior(m, seed, 0, 1.0f, n, img);
+        snprintf(name, sizeof name, "/prior/step-%ld", step);
+        rc = vae_h5_write_images(h5, name, img, n, a->C, a->Hh, a->W);
+        snprintf(png, sizeof png, "%s/prior-step-%06ld.png", sdir, step);
+        if (!rc) rc = vae_image_write_grid(png, img, n, a->C, a->Hh, a->W, cols, 2);
+    }
+    if (!rc && d && (m->fam->tools & VAE_TOOL_RECONSTRUCT)) {
         rc = vae_reconstruct_grid(m, d, 0, nrec, cols, img);
         snprintf(name, sizeof name, "/recon/step-%ld", step);
         if (!rc) rc = vae_h5_write_images(h5, name, img, 2 * nrec, a->C, a->Hh, a->W);

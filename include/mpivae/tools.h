@@ -25,7 +25,8 @@ int vae_reconstruct_grid(vae_model *m, vae_data *d, int64_t first, int n, int co
  * Writes DIR/samples.h5 datasets /prior/step-<N> and /recon/step-<N>
  * [n, C, H, W] and the PNGs DIR/samples/prior-step-<N>.png and
  * DIR/samples/recon-step-<N>.png (rank 0 only). d may be NULL (no
- * reconstructions).
+ * reconstructions); a family that does not serve sample (reconstruct) gets
+ * no prior (reconstruction) grids.
  */
 int vae_write_run_samples(vae_model *m, vae_data *d, const char *dir, long step, uint64_t seed);
 
