@@ -588,10 +588,9 @@ static int train_step(run *R, step_result *s)
     for (int i = 0; i < nt; i++) s->terms[i] = gx[VAE_GX_TERMS + i] / Bt;
     s->skipped = gx[VAE_GX_BAD] > 0.0f || !isfinite(s->gnorm);
     unsigned char apply[VAE_MAX_GROUPS];
-    for (int g = 0; g < m->n_groups; g++) {
-        apply[g] = !s->skipped;
-        if (apply[g]) m->groups[g].t++;
-    }
+    for (int g = 0; g < m->n_groups; g++) apply[g] = !s->skipped;
+    if (!s->skipped && m->fam->select_groups) m->fam->select_groups(m, s->terms, apply);
+    for (int g = 0; g < m->n_groups; g++) m->groups[g].t += apply[g];
     int rc = VAE_OK;
     if (s->skipped) rc = skip_step(R, s);
     else {

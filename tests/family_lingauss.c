@@ -13,6 +13,9 @@
  * Terms: recon (weight 1), kl (weight beta), and zvar, the posterior's mean
  * variance (reported only: a STAT term). Two parameter groups, "enc" (the
  * encoder's three tensors) and "dec", each with its own Adam step count.
+ * The encoder's group sits out the steps whose reconstruction term per sample is above 45
+ * (select_groups: a rule on the summed terms, the same on every rank), so
+ * the two groups' step counts differ.
  * Tools: eval, sample, reconstruct and encode; interpolate, traverse and
  * anomaly are left out, so that their refusal can be tested.
  */
@@ -168,6 +171,12 @@ static void generate(vae_model *m, float *noise, float temperature, int B, float
     decode(m, noise, B, images);
 }
 
+static void select_groups(const vae_model *m, const double *t, unsigned char *apply)
+{
+    (void)m;
+    if (t[0] > 45.0) apply[0] = 0; /* "enc" */
+}
+
 static double flops(const vae_model *m) { return 2.0 * 2.0 * m->D * m->Z * 2.0; }
 
 static void describe(const vae_arch *a, char *buf, size_t len)
@@ -191,6 +200,7 @@ static const vae_family lingauss = {
     .decode = decode,
     .generate = generate,
     .flops = flops,
+    .select_groups = select_groups,
     .describe = describe,
 };
 

@@ -46,8 +46,9 @@
  *     per network ("enc", "dec", "disc"), each with its own Adam settings and
  *     step count; pass adds each term's gradient into the group it updates
  *     (the block is one array, so one reduction per step still carries all
- *     of them), and skip_group lets a family leave a group's update out of a
- *     step (an equilibrium rule) on every rank alike, from the summed terms.
+ *     of them), and select_groups lets a family leave a group's update out of
+ *     a step (an equilibrium rule) on every rank alike, from the summed terms
+ *     (STAT terms can carry what the rule needs, such as a mean of D(x)).
  */
 #ifndef MPIVAE_FAMILY_H
 #define MPIVAE_FAMILY_H
@@ -122,6 +123,12 @@ typedef struct vae_family {
     void (*generate)(vae_model *m, float *noise, float temperature, int B, float *images);
     /* Multiply-adds x2 of one training step per row. */
     double (*flops)(const vae_model *m);
+    /*
+     * Optional: which parameter groups this step updates, from the step's
+     * terms per sample summed over every rank (so every rank decides alike);
+     * apply[n_groups] comes set to 1. NULL: every group, every step.
+     */
+    void (*select_groups)(const vae_model *m, const double *terms, unsigned char *apply);
     /* The model line of the banner after "model: NAME" (e.g. " hidden 400 latent 20"). */
     void (*describe)(const vae_arch *a, char *buf, size_t len);
 } vae_family;
