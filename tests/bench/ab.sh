@@ -3,7 +3,8 @@
 # builds in interleaved rounds (old, new, old, new, ...), so that a slow spell
 # of a shared machine hits both alike. One rank, one thread, batch 128 on
 # data/fashion-mnist.h5; 100 warm-up steps, then 500 timed steps (the log
-# lines after the first). Prints each run and the median of each build.
+# lines after the first; WARMUP and STEPS change those counts). Prints each
+# run and the median of each build.
 #
 #   bash tests/bench/ab.sh /work/baseline/mpivae build/mpivae 5 mlp conv
 set -eu
@@ -15,7 +16,8 @@ DATA=${DATA:-data/fashion-mnist.h5}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 rate() { # exe model: samples/s over the timed steps
     local out; out=$(mktemp -d)
-    "$1" train --data "$DATA" --model "$2" --batch 128 --steps 600 --log-every 100 --test-data none \
+    "$1" train --data "$DATA" --model "$2" --batch 128 --steps $((${WARMUP:-100} + ${STEPS:-500})) \
+        --log-every "${WARMUP:-100}" --test-data none \
         --sample-every 0 --out "$out/run" | awk '/^step [0-9]+\// { n++; if (n > 1) { for (i = 1; i <= NF; i++) if ($(i+1) == "samples/s") { s += $i; k++ } } }
         END { printf "%.0f", s / k }'
     rm -rf "$out"
