@@ -1,7 +1,7 @@
 # Fuzzing (tests/fuzz/), label `fuzz`. Three harnesses, each for a parser of
 # untrusted input: fuzz_data (the data-set reader, dataset.h), fuzz_ckpt (the
-# checkpoint reader, checkpoint.h) and fuzz_cli (the command line, src/main.c
-# compiled in with -Dmain=mpivae_cli_main). Each file says what its inputs
+# checkpoint reader, checkpoint.h) and fuzz_cli (the command line, src/cli/
+# compiled in, main.c with -Dmain=mpivae_cli_main). Each file says what its inputs
 # mean and which oracles it checks.
 #
 # Always built: a replay driver per harness (the harness with
@@ -18,28 +18,36 @@
 set(MPIVAE_FUZZ_DIR ${CMAKE_CURRENT_SOURCE_DIR}/fuzz)
 option(MPIVAE_FUZZ "Build the libFuzzer programs (needs clang)" OFF)
 
-# fuzz_cli needs main.c's test hook MPIVAE_TEST_PARSE_ONLY (every subcommand
-# returns after checking its arguments); without it the harness would run
-# the commands themselves.
-file(READ ${PROJECT_SOURCE_DIR}/src/main.c MPIVAE_MAIN_SOURCE)
-string(FIND "${MPIVAE_MAIN_SOURCE}" "MPIVAE_TEST_PARSE_ONLY" MPIVAE_MAIN_HOOK)
+# fuzz_cli needs the command line's test hook MPIVAE_TEST_PARSE_ONLY (every
+# subcommand returns after checking its arguments); without it the harness
+# would run the commands themselves.
+get_target_property(MPIVAE_CLI_SOURCES mpivae SOURCES)
+list(TRANSFORM MPIVAE_CLI_SOURCES PREPEND ${PROJECT_SOURCE_DIR}/)
+set(MPIVAE_MAIN_HOOK -1)
+foreach(f IN LISTS MPIVAE_CLI_SOURCES)
+  file(READ ${f} text)
+  string(FIND "${text}" "MPIVAE_TEST_PARSE_ONLY" at)
+  if(at GREATER -1)
+    set(MPIVAE_MAIN_HOOK ${at})
+  endif()
+endforeach()
 set(MPIVAE_FUZZ_HARNESSES data ckpt)
 if(MPIVAE_MAIN_HOOK GREATER -1)
   list(APPEND MPIVAE_FUZZ_HARNESSES cli)
 else()
-  message(WARNING "src/main.c has no MPIVAE_TEST_PARSE_ONLY hook: fuzz_cli is not built and the test "
+  message(WARNING "src/cli/ has no MPIVAE_TEST_PARSE_ONLY hook: fuzz_cli is not built and the test "
                   "fuzz_cli_replay fails")
   add_test(NAME fuzz_cli_replay
-           COMMAND sh -c "echo 'src/main.c has no MPIVAE_TEST_PARSE_ONLY hook: fuzz_cli is not built' >&2; exit 1")
+           COMMAND sh -c "echo 'src/cli/ has no MPIVAE_TEST_PARSE_ONLY hook: fuzz_cli is not built' >&2; exit 1")
   set_tests_properties(fuzz_cli_replay PROPERTIES LABELS fuzz)
 endif()
-# main.c inside a harness: its main() becomes mpivae_cli_main (this folder's targets only).
-set_source_files_properties(${PROJECT_SOURCE_DIR}/src/main.c PROPERTIES COMPILE_DEFINITIONS main=mpivae_cli_main)
+# The command line inside a harness: its main() becomes mpivae_cli_main (this folder's targets only).
+set_source_files_properties(${PROJECT_SOURCE_DIR}/src/cli/main.c PROPERTIES COMPILE_DEFINITIONS main=mpivae_cli_main)
 
 function(mpivae_fuzz_sources out t)
   set(srcs ${MPIVAE_FUZZ_DIR}/fuzz_${t}.c)
   if(t STREQUAL "cli")
-    list(APPEND srcs ${PROJECT_SOURCE_DIR}/src/main.c)
+    list(APPEND srcs ${MPIVAE_CLI_SOURCES})
   endif()
   set(${out} ${srcs} PARENT_SCOPE)
 endfunction()

@@ -1,7 +1,7 @@
 #!/bin/bash
 # cli_bad_input.sh MPIVAE SOURCE_DIR [MPIEXEC]: promise 5 of DESIGN.md. Each
 # malformed input makes mpivae exit non-zero (1 for bad data, 2 for usage
-# errors, as main.c documents), never by a hang or a signal, with exactly one
+# errors, as src/cli/main.c documents), never by a hang or a signal, with exactly one
 # 'error:' line on stderr that names the file / dataset / flag at fault, and
 # a failed training run leaves no checkpoint behind.
 source "$(dirname "$0")/lib.sh"

@@ -160,7 +160,7 @@ expect_fail_with 1 "cannot write checkpoint" -- env MPIVAE_TEST_FILE_LIMIT_KB=10
 run_ok "$M" eval --ckpt fullrun --data s.h5:/test/images
 # metrics.h5 outgrows the limit while the checkpoints fit: warnings, status 0; the resume keeps the damaged file aside.
 # The file whose close failed is left to the operating system at exit (HDF5's clean-up would crash on it, see
-# main.c), so under LeakSanitizer this one run would report HDF5's memory for it: leak detection is off for it.
+# src/cli/main.c), so under LeakSanitizer this one run would report HDF5's memory for it: leak detection is off for it.
 run_ok env MPIVAE_TEST_FILE_LIMIT_KB=110 ASAN_OPTIONS=detect_leaks=0 "$M" train --data s.h5 --hidden 8 --latent 2 --batch 32 --epochs 1000 \
     --steps 2000 --log-every 500 --out mfull
 grep -q "warning: cannot write metrics to 'mfull/metrics.h5'" last.err || fail "expected a warning about metrics.h5, found: $(cat last.err)"

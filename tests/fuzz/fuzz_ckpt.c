@@ -493,7 +493,7 @@ static void check_range(const char *path, const char *what, double v, double lo,
                 what, v, lo, hi);
 }
 
-/* An accepted configuration is one the command line could have made (main.c's ranges). */
+/* An accepted configuration is one the command line could have made (the ranges of src/cli/train.c). */
 static void check_config(const char *path, const vae_config *c, const vae_train_state *st, const edit_state *es)
 {
     int mi = name_index("model"), li = name_index("loss");

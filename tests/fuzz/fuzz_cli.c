@@ -1,6 +1,6 @@
 /*
- * fuzz_cli.c: fuzz target of the command line (src/main.c, compiled into this
- * program with -Dmain=mpivae_cli_main).
+ * fuzz_cli.c: fuzz target of the command line (src/cli/, compiled into this
+ * program, main.c with -Dmain=mpivae_cli_main).
  *
  * The input is an argument list: split at every NUL or newline (a final
  * separator ends the last argument), argv[0] = "mpivae", at most 64
@@ -51,7 +51,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* The long options of a subcommand, as main.c declares them (all but help take a value). */
+/* The long options of a subcommand, as src/cli/ declares them (all but help take a value). */
 static const char *const *options_of(const char *cmd)
 {
     static const char *const train[] = { "data", "test-data", "data-in-memory", "model", "hidden", "latent", "loss",

@@ -1,0 +1,139 @@
+/*
+ * cli.h: internal header of the command line (src/cli/). main.c holds the
+ * one main() and dispatches to the subcommands, which live by theme in
+ * data.c, train.c, eval.c, images.c (sample, reconstruct), latent.c
+ * (interpolate, traverse, encode) and anomaly.c. What they share: the
+ * option parsing and usage errors (opts.c), the loading of a checkpoint and
+ * its data for a tool (tool.c), and the all-or-nothing publishing of a
+ * tool's output files (outputs.c).
+ *
+ * Exit status: 0 success, 1 failure (after one message), 2 usage error,
+ * 75 (VAE_EXIT_REQUEUE) training stopped by a signal after a checkpoint.
+ */
+#ifndef MPIVAE_CLI_H
+#define MPIVAE_CLI_H
+
+#include "mpivae/dataset.h"
+#include "mpivae/model.h"
+#include "mpivae/train.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define EXIT_USAGE 2
+
+/* This process's rank in MPI_COMM_WORLD (0 until MPI is up); usage errors and help print on rank 0 only. */
+extern int cli_rank;
+
+/* The exit status of a command's final status: 0, 1, or VAE_EXIT_REQUEUE for VAE_ESTOP (main.c). */
+int cli_finish(int rc);
+
+/* ---- subcommands: each takes its own name as argv[0] ---- */
+
+int cli_cmd_data(int argc, char **argv);
+int cli_cmd_train(int argc, char **argv);
+int cli_cmd_eval(int argc, char **argv);
+int cli_cmd_sample(int argc, char **argv);
+int cli_cmd_reconstruct(int argc, char **argv);
+int cli_cmd_interpolate(int argc, char **argv);
+int cli_cmd_traverse(int argc, char **argv);
+int cli_cmd_anomaly(int argc, char **argv);
+int cli_cmd_encode(int argc, char **argv);
+
+/* ---- option parsing and usage errors (opts.c) ---- */
+
+/*
+ * Prints "[rank 0] error: <fmt...> (see 'mpivae CMD --help')" once (rank 0) and
+ * returns EXIT_USAGE.
+ */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Strict numbers: all of s is the number, within lo..hi, else a usage error
+ * naming flag ("--batch 0 is out of range 1..4096"). Return 0 or EXIT_USAGE.
+ */
+int cli_parse_long(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out);
+int cli_parse_int(const char *cmd, const char *flag, const char *s, long lo, long hi, int *out);
+int cli_parse_double(const char *cmd, const char *flag, const char *s, double lo, double hi, double *out);
+
+/*
+ * Test hook of the command-line fuzzer (tests/fuzz): with MPIVAE_TEST_PARSE_ONLY=1
+ * every command returns after checking its arguments, before it reads or writes a file.
+ */
+int cli_parse_only(void);
+
+/* A stray argument left after getopt (a second checkpoint, a file name): a usage error. */
+int cli_no_stray(const char *cmd, int argc, char **argv);
+
+/* Handles getopt's '?' and ':' results with one clear message. */
+int cli_bad_option(const char *cmd, int c, char **argv);
+
+/* ---- a checkpoint and its data, for the tools (tool.c) ---- */
+
+/*
+ * Loads the configuration and parameters of a checkpoint into a model for
+ * batches of max_batch. *ckpt may name a run directory: rank 0 picks its
+ * newest good checkpoint, and *ckpt then points to that file's path. A
+ * checkpoint whose model family does not serve tool (a VAE_TOOL_* bit) is
+ * refused, naming the command cmd and the family.
+ */
+int cli_load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_batch, unsigned tool, const char *cmd);
+
+/*
+ * Opens the tool's data on every rank: --data as given (given; FILE alone is
+ * FILE:/train/images), else the checkpoint's held-out data.
+ */
+int cli_open_data(vae_data *d, const char *given, const vae_config *cfg, const char *ckpt, int in_memory, int max_rows);
+
+/* Refuses data whose rows are not the model's input shape. */
+int cli_check_shape(const vae_data *d, const vae_config *cfg, const char *ckpt);
+
+/* cli_open_data (in memory when it fits) and cli_check_shape. */
+int cli_open_tool_data(vae_data *d, const char *given, const vae_config *cfg, const char *ckpt, int max_rows);
+
+/* Refuses a row index flag (--from, --index) past the rows of d. */
+int cli_check_index(const char *cmd, const char *flag, long i, const vae_data *d);
+
+/* Rank 0 encodes one row to its mean: mu[Z]. */
+int cli_encode_one(vae_model *m, vae_data *d, int64_t row, float *mu);
+
+/* ---- a tool's output files (outputs.c) ---- */
+
+/*
+ * A tool's output files. Rank 0 writes each under a temporary name beside its
+ * final one (".NAME.tmp-PID") and renames them into place, after fsync, only
+ * when all are complete: a failure (a full disk, a bad value found late)
+ * leaves no partial output, and an earlier file of the same name is replaced
+ * only by a complete one.
+ */
+typedef struct cli_outputs {
+    int n;
+    char fin[4][VAE_PATH_LEN + 40];
+    char tmp[4][VAE_PATH_LEN + 80];
+} cli_outputs;
+
+/* Adds an output; returns the temporary name to write it under. */
+const char *cli_out_add(cli_outputs *o, const char *final);
+
+/* Refuses an output that is, or derives to, one of the command's input files (NULL or "": none). */
+int cli_out_refuse(const char *cmd, const cli_outputs *o, const char *ckpt, const char *data_file, const char *labels_file);
+
+/* cli_out_refuse on rank 0, agreed by every rank. */
+int cli_out_check(const char *cmd, const cli_outputs *o, const char *ckpt, const char *data_file, const char *labels_file);
+
+/* Publishes every output (fsync, rename) when rc is 0, else removes them; returns rc or the publishing failure. */
+int cli_out_finish(cli_outputs *o, int rc);
+
+/* OUT.png -> OUT.h5 beside it. */
+void cli_h5_beside(const char *png, char *h5, size_t len);
+
+/*
+ * Refuses an --out that is empty or does not end in ext (".png" for the image tools, ".h5" for
+ * anomaly and encode); writes says what the tool writes. Returns 0 or the usage exit status.
+ */
+int cli_check_out(const char *cmd, const char *out, const char *ext, const char *writes);
+
+/* What the image tools write, for cli_check_out's messages. */
+#define WRITES_PNG(cmd) cmd " writes a PNG (OUT.png) and OUT.h5 beside it"
+
+#endif

@@ -1,0 +1,106 @@
+/*
+ * main.c: the program's one main(): MPI start-up, the table of subcommands
+ * (data, train, eval, sample, reconstruct, interpolate, traverse, anomaly,
+ * encode, each with --help) and the fatal path, cli_finish, that turns a
+ * command's status into the exit status.
+ *
+ * Exit status: 0 success, 1 failure (after one message), 2 usage error,
+ * 75 (VAE_EXIT_REQUEUE) training stopped by a signal after a checkpoint.
+ *
+ * The command-line fuzzer (tests/fuzz/fuzz_cli.c) compiles this file with
+ * -Dmain=mpivae_cli_main and calls it with MPI already started.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+
+#include "mpivae/blas.h"
+#include "mpivae/status.h"
+
+#include <hdf5.h>
+#include <mpi.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+int cli_rank = 0;
+
+int cli_finish(int rc)
+{
+    if (rc == VAE_ESTOP) return VAE_EXIT_REQUEUE;
+    return rc == 0 ? 0 : 1;
+}
+
+static const char *main_help =
+    "usage: mpivae <command> [options]    (mpivae <command> --help for each)\n"
+    "\n"
+    "  data         import Fashion-MNIST, write a synthetic set, describe an HDF5 file\n"
+    "  train        train a VAE data-parallel over MPI ranks (mpirun -np P mpivae train ...)\n"
+    "  eval         held-out loss of a checkpoint in nats per sample\n"
+    "  sample       decode prior samples of a checkpoint into a PNG grid and HDF5\n"
+    "  reconstruct  inputs over their reconstructions, PNG grid and HDF5\n"
+    "  interpolate  decode a path between the codes of two inputs\n"
+    "  traverse     vary single latent dimensions (the most active ones by default)\n"
+    "  anomaly      score rows by negative ELBO, histogram, most anomalous rows, ROC AUC\n"
+    "  encode       mu and logvar of every row into HDF5\n"
+    "  --version    print the version\n";
+
+int main(int argc, char **argv)
+{
+    /*
+     * HDF5's own clean-up at exit crashes on a file whose close failed (a full
+     * disk): mpivae closes what it opened on every path and ends HDF5 itself,
+     * only when no file is left half-closed.
+     */
+    H5dont_atexit();
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        fputs(main_help, stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("mpivae %s\n", MPIVAE_VERSION);
+        return 0;
+    }
+    /* A caller that started MPI itself (the command-line fuzzer, tests/fuzz) keeps it running. */
+    int mpi_up = 0;
+    MPI_Initialized(&mpi_up);
+    if (!mpi_up) {
+        vae_blas_tune(argv); /* may start the program again, with OpenBLAS's kernels for this CPU */
+        MPI_Init(&argc, &argv);
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    /*
+     * Test hook: MPIVAE_TEST_FILE_LIMIT_KB=K limits the size of every file written
+     * from here on (writes past it fail with EFBIG, as on a full disk), set after
+     * MPI_Init so that Open MPI's own shared-memory files are not limited.
+     */
+    const char *fl = getenv("MPIVAE_TEST_FILE_LIMIT_KB");
+    if (fl && atol(fl) > 0) {
+        struct rlimit rl = { (rlim_t)atol(fl) * 1024, (rlim_t)atol(fl) * 1024 };
+        signal(SIGXFSZ, SIG_IGN);
+        setrlimit(RLIMIT_FSIZE, &rl);
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &cli_rank);
+    vae_set_rank(cli_rank);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    const char *cmd = argv[1];
+    int rc;
+    if (!strcmp(cmd, "data")) rc = cli_cmd_data(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "train")) rc = cli_cmd_train(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "eval")) rc = cli_cmd_eval(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "sample")) rc = cli_cmd_sample(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "reconstruct")) rc = cli_cmd_reconstruct(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "interpolate")) rc = cli_cmd_interpolate(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "traverse")) rc = cli_cmd_traverse(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "anomaly")) rc = cli_cmd_anomaly(argc - 1, argv + 1);
+    else if (!strcmp(cmd, "encode")) rc = cli_cmd_encode(argc - 1, argv + 1);
+    else {
+        if (cli_rank == 0) fprintf(stderr, "[rank 0] error: unknown command '%s' (see 'mpivae --help')\n", cmd);
+        rc = EXIT_USAGE;
+    }
+    fflush(stdout);
+    if (H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) == 0) H5close();
+    if (!mpi_up) MPI_Finalize();
+    return rc;
+}
