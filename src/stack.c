@@ -381,3 +381,28 @@ void vae__stack_describe(const vae_arch *a, const char *word, char *buf, size_t 
     size_t n = (size_t)snprintf(buf, len, " %s", word);
     for (int i = 0; i < a->n_hidden && n < len; i++) n += (size_t)snprintf(buf + n, len - n, "%s%d", i ? "," : " ", a->hidden[i]);
 }
+
+/*
+ * log w = log p(x|z) + log p(z) - log q(z|x), z = mu + exp(logvar/2) eps:
+ * log p(z) - log q(z|x) = sum_j -(z_j^2 - eps_j^2 - logvar_j) / 2 (the
+ * log 2 pi of both cancel); log p(x|z) is minus the reconstruction term under
+ * bce (a normalised Bernoulli likelihood for binary x), and under mse that of
+ * a Gaussian decoder with variance 1/2: -sum (x - a)^2 - (D/2) ln(pi).
+ */
+void vae__stack_log_weights(vae_model *m, const float *eps, int B, double *logw)
+{
+    const int nl = m->n_enc + m->n_dec, Z = m->Z, D = m->D;
+    const float *mulv = encode_mulv(m, B);
+    vae_reparam_forward(mulv, eps, m->z, B, Z);
+    for (int i = m->n_enc; i < nl; i++) layer_forward(m, i, B);
+    memset(logw, 0, (size_t)B * sizeof(double));
+    if (m->arch.loss == VAE_LOSS_BCE) vae_bce_logits_loss(m->act[nl], m->act[0], NULL, B, D, 1.0f, logw);
+    else vae_mse_loss(m->act[nl], m->act[0], NULL, B, D, 1.0f, logw);
+    const double c = m->arch.loss == VAE_LOSS_MSE ? 0.5 * D * 1.1447298858494002 : 0.0; /* (D/2) ln(pi) */
+    for (int r = 0; r < B; r++) {
+        const float *lv = mulv + (size_t)r * 2 * Z + Z, *z = m->z + (size_t)r * Z, *e = eps + (size_t)r * Z;
+        double prior_minus_q = 0.0;
+        for (int j = 0; j < Z; j++) prior_minus_q += -0.5 * ((double)z[j] * z[j] - (double)e[j] * e[j] - lv[j]);
+        logw[r] = -logw[r] - c + prior_minus_q;
+    }
+}

@@ -35,6 +35,7 @@ void vae__stack_encode(vae_model *m, int B, float *mu, float *logvar);
 void vae__stack_decode(vae_model *m, const float *z, int B, float *images);
 void vae__stack_generate(vae_model *m, float *noise, float temperature, int B, float *images);
 double vae__stack_flops(const vae_model *m);
+void vae__stack_log_weights(vae_model *m, const float *eps, int B, double *logw);
 
 /* " WORD H1,H2,..." (the banner's model line after the family's name). */
 void vae__stack_describe(const vae_arch *a, const char *word, char *buf, size_t len);
@@ -45,6 +46,6 @@ void vae__stack_describe(const vae_arch *a, const char *word, char *buf, size_t 
     .tools = VAE_TOOL_EVAL | VAE_TOOL_SAMPLE | VAE_TOOL_RECONSTRUCT | VAE_TOOL_INTERPOLATE | VAE_TOOL_TRAVERSE |       \
              VAE_TOOL_ANOMALY | VAE_TOOL_ENCODE,                                                                       \
     .init = vae__stack_init, .pass = vae__stack_pass, .encode = vae__stack_encode, .decode = vae__stack_decode,       \
-    .generate = vae__stack_generate, .flops = vae__stack_flops
+    .generate = vae__stack_generate, .flops = vae__stack_flops, .log_weights = vae__stack_log_weights
 
 #endif

@@ -121,6 +121,12 @@ typedef struct vae_family {
     void (*decode)(vae_model *m, const float *z, int B, float *images);
     /* images[B, D] from the prior with noise[B, prior_dim] of N(0, 1), scaled by temperature. */
     void (*generate)(vae_model *m, float *noise, float temperature, int B, float *images);
+    /*
+     * Optional: the log importance weight of each row, log p(x, z) - log q(z | x)
+     * in nats (double), for z drawn from q with noise eps[B, noise_dim]: the
+     * terms of the importance-weighted bound (iw.h). NULL: the family has none.
+     */
+    void (*log_weights)(vae_model *m, const float *eps, int B, double *logw);
     /* Multiply-adds x2 of one training step per row. */
     double (*flops)(const vae_model *m);
     /*
