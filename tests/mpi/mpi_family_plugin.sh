@@ -16,7 +16,8 @@
 #  - 2 ranks agree with 1 within 1e-4 of each tensor's largest magnitude;
 #  - a run stopped at step 13 (test hook) and resumed ends bit-identical to
 #    an uninterrupted one, at 2 ranks; a resume with --model mlp is refused;
-#  - eval, sample, reconstruct and encode work on its checkpoint; interpolate,
+#  - eval, sample, reconstruct and encode work on its checkpoint (eval --iw
+#    is refused: the family has no importance weights); interpolate,
 #    traverse and anomaly, which it does not serve, are refused with a
 #    message naming the tool and the family.
 source "$(dirname "$0")/mpilib.sh"
@@ -84,6 +85,7 @@ f = h5py.File(sys.argv[1], "r")
 if f["mu"].shape != (100, 3) or f["logvar"].shape != (100, 3):
     sys.exit(f"expected /mu and /logvar (100, 3), found {f['mu'].shape}, {f['logvar'].shape}")
 PY
+expect_fail_with 1 "model family 'lingauss' has no importance weights" -- "$M" eval --ckpt "$CK" --data s.h5:/test/images --iw 4
 expect_fail_with 1 "mpivae interpolate does not work on model family 'lingauss'" -- \
     "$M" interpolate --ckpt "$CK" --data s.h5:/test/images --from 0 --to 1 --out i.png
 expect_fail_with 1 "mpivae traverse does not work on model family 'lingauss'" -- \
