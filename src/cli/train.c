@@ -87,6 +87,14 @@ static const char *train_help =
     "(OpenBLAS's kernels: when unset and OpenBLAS falls back to generic ones on a CPU with\n"
     "AVX, AVX2 or AVX-512, mpivae sets it and starts again; the banner names the kernels).\n";
 
+/* The values of the enumerated options. */
+static const char *const in_memory_names[] = { "yes", "no", "auto", NULL };
+static const int in_memory_values[] = { 1, 0, -1 };
+static const char *const loss_names[] = { "bce", "mse", NULL };
+static const int loss_values[] = { VAE_LOSS_BCE, VAE_LOSS_MSE };
+static const char *const allreduce_names[] = { "shm", "blocking", "overlap", NULL };
+static const int allreduce_values[] = { VAE_AR_SHM, VAE_AR_BLOCKING, VAE_AR_OVERLAP };
+
 int cli_cmd_train(int argc, char **argv)
 {
     vae_config cfg;
@@ -123,12 +131,7 @@ int cli_cmd_train(int argc, char **argv)
             mask |= VAE_SET_DATA;
             break;
         case 'T': test = optarg; mask |= VAE_SET_TEST; break;
-        case 'M':
-            if (!strcmp(optarg, "yes")) cfg.in_memory = 1;
-            else if (!strcmp(optarg, "no")) cfg.in_memory = 0;
-            else if (!strcmp(optarg, "auto")) cfg.in_memory = -1;
-            else rc = cli_usage_error("train", "--data-in-memory '%s' is not yes, no or auto", optarg);
-            break;
+        case 'M': rc = cli_parse_enum("train", "--data-in-memory", optarg, in_memory_names, in_memory_values, &cfg.in_memory); break;
         case 'm':
             if (!strcmp(optarg, "mlp")) cfg.arch.kind = VAE_MODEL_MLP;
             else if (!strcmp(optarg, "conv")) cfg.arch.kind = VAE_MODEL_CONV;
@@ -137,12 +140,7 @@ int cli_cmd_train(int argc, char **argv)
             break;
         case 'H': rc = parse_hidden("train", optarg, &cfg.arch); mask |= VAE_SET_HIDDEN; break;
         case 'z': rc = cli_parse_int("train", "--latent", optarg, 1, 4096, &cfg.arch.latent); mask |= VAE_SET_LATENT; break;
-        case 'L':
-            if (!strcmp(optarg, "bce")) cfg.arch.loss = VAE_LOSS_BCE;
-            else if (!strcmp(optarg, "mse")) cfg.arch.loss = VAE_LOSS_MSE;
-            else rc = cli_usage_error("train", "--loss '%s' is not bce or mse", optarg);
-            mask |= VAE_SET_LOSS;
-            break;
+        case 'L': rc = cli_parse_enum("train", "--loss", optarg, loss_names, loss_values, &cfg.arch.loss); mask |= VAE_SET_LOSS; break;
         case 'b': rc = cli_parse_double("train", "--beta", optarg, 0, 1e6, &cfg.beta); mask |= VAE_SET_BETA; break;
         case 'w': rc = cli_parse_long("train", "--warmup", optarg, 0, LONG_MAX, &cfg.warmup); break;
         case 'C': {
@@ -184,12 +182,7 @@ int cli_cmd_train(int argc, char **argv)
         case 'c': rc = cli_parse_long("train", "--ckpt-every", optarg, 0, LONG_MAX, &cfg.ckpt_every); mask |= VAE_SET_INTERVALS; break;
         case 'k': rc = cli_parse_int("train", "--keep", optarg, 1, 1000000, &cfg.keep); mask |= VAE_SET_INTERVALS; break;
         case 'r': resume = optarg; break;
-        case 'A':
-            if (!strcmp(optarg, "shm")) cfg.allreduce = VAE_AR_SHM;
-            else if (!strcmp(optarg, "blocking")) cfg.allreduce = VAE_AR_BLOCKING;
-            else if (!strcmp(optarg, "overlap")) cfg.allreduce = VAE_AR_OVERLAP;
-            else rc = cli_usage_error("train", "--allreduce '%s' is not shm, blocking or overlap", optarg);
-            break;
+        case 'A': rc = cli_parse_enum("train", "--allreduce", optarg, allreduce_names, allreduce_values, &cfg.allreduce); break;
         case 'h': if (cli_rank == 0) fputs(train_help, stdout); return 0;
         default: return cli_bad_option("train", c, argv);
         }
