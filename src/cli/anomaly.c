@@ -13,7 +13,6 @@
 #include "mpivae/tools.h"
 
 #include <ctype.h>
-#include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <mpi.h>
@@ -25,12 +24,21 @@
 /* The largest class --normal-classes takes. */
 #define MAX_CLASS 1023
 
+/* --normal-classes as given, and the classes it names. */
+typedef struct normal_classes {
+    const char *given;                       /* NULL: not given */
+    unsigned char is_normal[MAX_CLASS + 1];
+} normal_classes;
+
 /*
- * Parses --normal-classes "0,1,2" into is_normal[MAX_CLASS + 1]: integers 0..MAX_CLASS separated by
+ * Parses --normal-classes "0,1,2" into a normal_classes: integers 0..MAX_CLASS separated by
  * single commas, at least one. Returns 0 or the usage exit status (after the message).
  */
-static int parse_classes(const char *cmd, const char *s, unsigned char *is_normal)
+static int parse_classes(const char *cmd, const char *s, void *target)
 {
+    normal_classes *nc = target;
+    unsigned char *is_normal = nc->is_normal;
+    nc->given = s;
     memset(is_normal, 0, MAX_CLASS + 1);
     if (!*s) return cli_usage_error(cmd, "--normal-classes is empty: it takes classes C1,C2,... (integers 0..%d)", MAX_CLASS);
     for (const char *p = s;;) {
@@ -219,33 +227,23 @@ static const char *anomaly_help =
 
 int cli_cmd_anomaly(int argc, char **argv)
 {
-    const char *ckpt = NULL, *out = NULL, *data = NULL, *labels_s = NULL, *normal_s = NULL;
-    unsigned char normal[MAX_CLASS + 1] = { 0 };
+    const char *ckpt = NULL, *out = NULL, *data = NULL, *labels_s = NULL;
+    normal_classes nc = { 0 };
     int top = 32;
-    static struct option opts[] = {
-        { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
-        { "data", required_argument, 0, 'd' }, { "labels", required_argument, 0, 'l' },
-        { "normal-classes", required_argument, 0, 'n' }, { "top", required_argument, 0, 'k' },
-        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    cli_opt opts[] = {
+        { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        { "out", CLI_STRING, .target = &out, .metavar = "SCORES.h5", .required = 1 },
+        { "data", CLI_STRING, .target = &data },
+        { "labels", CLI_STRING, .target = &labels_s },
+        { "normal-classes", CLI_CUSTOM, .target = &nc, .parse = parse_classes },
+        { "top", CLI_INT, .target = &top, .lo = 1, .hi = 10000 },
+        { 0 }
     };
-    optind = 1;
-    opterr = 0;
-    int c, rc = 0;
-    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': ckpt = optarg; break;
-        case 'o': out = optarg; break;
-        case 'd': data = optarg; break;
-        case 'l': labels_s = optarg; break;
-        case 'n': normal_s = optarg; rc = parse_classes("anomaly", optarg, normal); break;
-        case 'k': rc = cli_parse_int("anomaly", "--top", optarg, 1, 10000, &top); break;
-        case 'h': if (cli_rank == 0) fputs(anomaly_help, stdout); return 0;
-        default: return cli_bad_option("anomaly", c, argv);
-        }
-    }
-    if (rc) return rc;
-    if (cli_no_stray("anomaly", argc, argv)) return EXIT_USAGE;
-    if (!ckpt || !out) return cli_usage_error("anomaly", "--ckpt FILE and --out SCORES.h5 are required");
+    const cli_cmd cmd = { .name = "anomaly", .help = anomaly_help, .opts = opts };
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc) return cli_stop(rc);
+    const char *normal_s = nc.given;
+    const unsigned char *normal = nc.is_normal;
     rc = cli_check_out("anomaly", out, ".h5", "anomaly writes HDF5 (SCORES.h5) with SCORES-hist.png and SCORES-top.png beside it");
     if (rc) return rc;
     if (labels_s && !normal_s) return cli_usage_error("anomaly", "--labels needs --normal-classes");

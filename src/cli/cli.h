@@ -43,18 +43,88 @@ int cli_cmd_encode(int argc, char **argv);
 /* ---- option parsing and usage errors (opts.c) ---- */
 
 /*
+ * A subcommand declares its options in a table of cli_opt, ended by an entry
+ * whose name is NULL, and cli_parse reads its command line from it: getopt_long
+ * with the table's long options (no short ones) and --help, the values checked
+ * as they come, the first problem a usage error. The text of --help stays the
+ * command's own (cli_cmd.help): its usage lines group and nest options and its
+ * prose explains them together, which a line per option would not say.
+ */
+
+/* What an option's value is, and what the parser stores through its target. */
+typedef enum cli_kind {
+    CLI_STRING, /* const char **target: the value as given (it points into argv) */
+    CLI_INT,    /* int *target: a decimal integer in lo..hi */
+    CLI_LONG,   /* long *target: a decimal integer in lo..hi */
+    CLI_DOUBLE, /* double *target: a finite number in [dlo, dhi] */
+    CLI_ENUM,   /* int *target: values[i] (or i without values) for the value names[i] */
+    CLI_FLAG,   /* int *target: 1; the option takes no value */
+    CLI_CUSTOM  /* parse(cmd, value, target) checks and stores the value */
+} cli_kind;
+
+typedef struct cli_opt {
+    const char *name;  /* without "--" */
+    cli_kind kind;
+    void *target;
+    long lo, hi;                /* CLI_INT, CLI_LONG: the accepted range */
+    double dlo, dhi;            /* CLI_DOUBLE: the accepted range */
+    const char *const *names;   /* CLI_ENUM: the accepted values, NULL-terminated */
+    const int *values;          /* CLI_ENUM: what each of names stores (NULL: its index) */
+    int (*parse)(const char *cmd, const char *value, void *target); /* CLI_CUSTOM: 0 or EXIT_USAGE after the message */
+    const char *metavar;        /* the value as --help names it ("FILE", "OUT.png"), for the message below */
+    int required;               /* a usage error when missing: "--ckpt FILE and --out OUT.png are required" */
+    int set;                    /* written by cli_parse: given, with a value that was accepted */
+} cli_opt;
+
+/* A subcommand as cli_parse sees it. */
+typedef struct cli_cmd {
+    const char *name; /* "sample": messages say "(see 'mpivae sample --help')" */
+    const char *help; /* printed by --help */
+    cli_opt *opts;
+    int operands;     /* arguments after the options are the command's (data info FILE), not stray ones */
+} cli_cmd;
+
+/* cli_parse's result after printing the help. */
+#define CLI_HELP (-1)
+
+/* The most options a table may hold. */
+#define CLI_MAX_OPTS 64
+
+/*
+ * Parses the command line argv[0..argc) of command c (argv[0] is the command's name)
+ * against its table, in order, and stops at the first of these:
+ *   --help                   prints c->help (rank 0), returns CLI_HELP;
+ *   an unknown option, one without its value, a value its option refuses (range,
+ *   syntax), then a stray argument (unless c->operands), then a missing required
+ *   option: one usage error, returns EXIT_USAGE.
+ * Returns 0 when the command goes on; optind is then the index of the first operand.
+ * Every option's set is written. The order of a table only orders the list of
+ * required options in that message: getopt_long takes an option by its full name
+ * or by a prefix that no other option shares.
+ */
+int cli_parse(const cli_cmd *c, int argc, char **argv);
+
+/* The exit status of a command that stops at cli_parse's result rc (0 after --help). */
+static inline int cli_stop(int rc) { return rc == CLI_HELP ? 0 : rc; }
+
+/*
  * Prints "[rank 0] error: <fmt...> (see 'mpivae CMD --help')" once (rank 0) and
  * returns EXIT_USAGE.
  */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*
- * Strict numbers: all of s is the number, within lo..hi, else a usage error
- * naming flag ("--batch 0 is out of range 1..4096"). Return 0 or EXIT_USAGE.
+ * The value checks of the table's kinds, for custom values (lists, ranges) and
+ * commands that parse by hand (train): all of s is the value, within range, else a usage error naming flag:
+ *   "--batch 'x' is not an integer", "--batch 0 is out of range 1..4096",
+ *   "--lr 'x' is not a number", "--lr 20 is out of range [0, 10]",
+ *   "--loss 'x' is not bce or mse".
+ * Return 0 or EXIT_USAGE; *out is written only on success.
  */
 int cli_parse_long(const char *cmd, const char *flag, const char *s, long lo, long hi, long *out);
 int cli_parse_int(const char *cmd, const char *flag, const char *s, long lo, long hi, int *out);
 int cli_parse_double(const char *cmd, const char *flag, const char *s, double lo, double hi, double *out);
+int cli_parse_enum(const char *cmd, const char *flag, const char *s, const char *const *names, const int *values, int *out);
 
 /*
  * Test hook of the command-line fuzzer (tests/fuzz): with MPIVAE_TEST_PARSE_ONLY=1
@@ -62,10 +132,7 @@ int cli_parse_double(const char *cmd, const char *flag, const char *s, double lo
  */
 int cli_parse_only(void);
 
-/* A stray argument left after getopt (a second checkpoint, a file name): a usage error. */
-int cli_no_stray(const char *cmd, int argc, char **argv);
-
-/* Handles getopt's '?' and ':' results with one clear message. */
+/* Handles getopt's '?' and ':' results with one clear message (commands that parse by hand). */
 int cli_bad_option(const char *cmd, int c, char **argv);
 
 /* ---- a checkpoint and its data, for the tools (tool.c) ---- */

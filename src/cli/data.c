@@ -8,7 +8,7 @@
 #include "mpivae/importer.h"
 #include "mpivae/tools.h"
 
-#include <getopt.h>
+#include <getopt.h> /* optind */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,32 +36,22 @@ int cli_cmd_data(int argc, char **argv)
     const char *out = NULL, *src = VAE_FASHION_MNIST_DIR;
     int ntr = 2000, nte = 500, C = 1, Hh = 16, W = 16, K = 4;
     long seed = 1;
-    static struct option opts[] = {
-        { "out", required_argument, 0, 'o' }, { "src", required_argument, 0, 's' },
-        { "n-train", required_argument, 0, 'n' }, { "n-test", required_argument, 0, 't' },
-        { "channels", required_argument, 0, 'c' }, { "height", required_argument, 0, 'H' },
-        { "width", required_argument, 0, 'W' }, { "classes", required_argument, 0, 'k' },
-        { "seed", required_argument, 0, 'S' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    cli_opt opts[] = {
+        { "out", CLI_STRING, .target = &out },
+        { "src", CLI_STRING, .target = &src },
+        { "n-train", CLI_INT, .target = &ntr, .lo = 1, .hi = 100000000 },
+        { "n-test", CLI_INT, .target = &nte, .lo = 1, .hi = 100000000 },
+        { "channels", CLI_INT, .target = &C, .lo = 1, .hi = 64 },
+        { "height", CLI_INT, .target = &Hh, .lo = 4, .hi = 4096 },
+        { "width", CLI_INT, .target = &W, .lo = 4, .hi = 4096 },
+        { "classes", CLI_INT, .target = &K, .lo = 1, .hi = 10 },
+        { "seed", CLI_LONG, .target = &seed, .lo = 0, .hi = LONG_MAX },
+        { 0 }
     };
-    optind = 1;
-    opterr = 0;
-    int c, rc = 0;
-    while ((c = getopt_long(argc - 1, argv + 1, ":", opts, NULL)) != -1 && !rc) {
-        switch (c) {
-        case 'o': out = optarg; break;
-        case 's': src = optarg; break;
-        case 'n': rc = cli_parse_int("data", "--n-train", optarg, 1, 100000000, &ntr); break;
-        case 't': rc = cli_parse_int("data", "--n-test", optarg, 1, 100000000, &nte); break;
-        case 'c': rc = cli_parse_int("data", "--channels", optarg, 1, 64, &C); break;
-        case 'H': rc = cli_parse_int("data", "--height", optarg, 4, 4096, &Hh); break;
-        case 'W': rc = cli_parse_int("data", "--width", optarg, 4, 4096, &W); break;
-        case 'k': rc = cli_parse_int("data", "--classes", optarg, 1, 10, &K); break;
-        case 'S': rc = cli_parse_long("data", "--seed", optarg, 0, LONG_MAX, &seed); break;
-        case 'h': if (cli_rank == 0) fputs(data_help, stdout); return 0;
-        default: return cli_bad_option("data", c, argv + 1);
-        }
-    }
-    if (rc) return rc;
+    /* argv[1] is the data tool: the options follow it, and FILE of 'data info' after them. */
+    const cli_cmd cmd = { .name = "data", .help = data_help, .opts = opts, .operands = 1 };
+    int rc = cli_parse(&cmd, argc - 1, argv + 1);
+    if (rc) return cli_stop(rc);
     if (cli_parse_only()) return 0;
     if (cli_rank != 0) return 0; /* the data tools are serial */
     if (!strcmp(sub, "info")) {

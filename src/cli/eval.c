@@ -8,7 +8,6 @@
 #include "mpivae/iw.h"
 #include "mpivae/tools.h"
 
-#include <getopt.h>
 #include <limits.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -37,31 +36,19 @@ int cli_cmd_eval(int argc, char **argv)
     int use_mean = 0, batch = 256;
     long limit = 0, seed = 1;
     int iw = 0;
-    static struct option opts[] = {
-        { "ckpt", required_argument, 0, 'c' }, { "data", required_argument, 0, 'd' },
-        { "mean", no_argument, 0, 'm' }, { "limit", required_argument, 0, 'n' },
-        { "batch", required_argument, 0, 'B' }, { "seed", required_argument, 0, 's' },
-        { "iw", required_argument, 0, 'k' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    cli_opt opts[] = {
+        { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        { "data", CLI_STRING, .target = &data },
+        { "mean", CLI_FLAG, .target = &use_mean },
+        { "limit", CLI_LONG, .target = &limit, .lo = 0, .hi = LONG_MAX },
+        { "batch", CLI_INT, .target = &batch, .lo = 1, .hi = 4096 },
+        { "seed", CLI_LONG, .target = &seed, .lo = 0, .hi = LONG_MAX },
+        { "iw", CLI_INT, .target = &iw, .lo = 1, .hi = 1000000 },
+        { 0 }
     };
-    optind = 1;
-    opterr = 0;
-    int c, rc = 0;
-    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': ckpt = optarg; break;
-        case 'd': data = optarg; break;
-        case 'm': use_mean = 1; break;
-        case 'n': rc = cli_parse_long("eval", "--limit", optarg, 0, LONG_MAX, &limit); break;
-        case 'B': rc = cli_parse_int("eval", "--batch", optarg, 1, 4096, &batch); break;
-        case 's': rc = cli_parse_long("eval", "--seed", optarg, 0, LONG_MAX, &seed); break;
-        case 'k': rc = cli_parse_int("eval", "--iw", optarg, 1, 1000000, &iw); break;
-        case 'h': if (cli_rank == 0) fputs(eval_help, stdout); return 0;
-        default: return cli_bad_option("eval", c, argv);
-        }
-    }
-    if (rc) return rc;
-    if (cli_no_stray("eval", argc, argv)) return EXIT_USAGE;
-    if (!ckpt) return cli_usage_error("eval", "--ckpt FILE is required");
+    const cli_cmd cmd = { .name = "eval", .help = eval_help, .opts = opts };
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc) return cli_stop(rc);
     if (cli_parse_only()) return 0;
     vae_config cfg;
     vae_model m;

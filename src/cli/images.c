@@ -10,7 +10,6 @@
 #include "mpivae/status.h"
 #include "mpivae/tools.h"
 
-#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,30 +28,18 @@ int cli_cmd_sample(int argc, char **argv)
     int n = 64, cols = 8;
     long seed = 1;
     double temp = 1.0;
-    static struct option opts[] = {
-        { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
-        { "n", required_argument, 0, 'n' }, { "temperature", required_argument, 0, 't' },
-        { "seed", required_argument, 0, 's' }, { "cols", required_argument, 0, 'k' },
-        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    cli_opt opts[] = {
+        { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        { "out", CLI_STRING, .target = &out, .metavar = "OUT.png", .required = 1 },
+        { "n", CLI_INT, .target = &n, .lo = 1, .hi = 100000 },
+        { "temperature", CLI_DOUBLE, .target = &temp, .dlo = 0, .dhi = 100 },
+        { "seed", CLI_LONG, .target = &seed, .lo = 0, .hi = LONG_MAX },
+        { "cols", CLI_INT, .target = &cols, .lo = 1, .hi = 1000 },
+        { 0 }
     };
-    optind = 1;
-    opterr = 0;
-    int c, rc = 0;
-    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': ckpt = optarg; break;
-        case 'o': out = optarg; break;
-        case 'n': rc = cli_parse_int("sample", "--n", optarg, 1, 100000, &n); break;
-        case 't': rc = cli_parse_double("sample", "--temperature", optarg, 0, 100, &temp); break;
-        case 's': rc = cli_parse_long("sample", "--seed", optarg, 0, LONG_MAX, &seed); break;
-        case 'k': rc = cli_parse_int("sample", "--cols", optarg, 1, 1000, &cols); break;
-        case 'h': if (cli_rank == 0) fputs(sample_help, stdout); return 0;
-        default: return cli_bad_option("sample", c, argv);
-        }
-    }
-    if (rc) return rc;
-    if (cli_no_stray("sample", argc, argv)) return EXIT_USAGE;
-    if (!ckpt || !out) return cli_usage_error("sample", "--ckpt FILE and --out OUT.png are required");
+    const cli_cmd cmd = { .name = "sample", .help = sample_help, .opts = opts };
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc) return cli_stop(rc);
     rc = cli_check_out("sample", out, ".png", WRITES_PNG("sample"));
     if (rc) return rc;
     if (cli_parse_only()) return 0;
@@ -97,30 +84,18 @@ int cli_cmd_reconstruct(int argc, char **argv)
     const char *ckpt = NULL, *out = NULL, *data = NULL;
     int n = 32, cols = 8;
     long first = 0;
-    static struct option opts[] = {
-        { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
-        { "data", required_argument, 0, 'd' }, { "n", required_argument, 0, 'n' },
-        { "first", required_argument, 0, 'f' }, { "cols", required_argument, 0, 'k' },
-        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    cli_opt opts[] = {
+        { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        { "out", CLI_STRING, .target = &out, .metavar = "OUT.png", .required = 1 },
+        { "data", CLI_STRING, .target = &data },
+        { "n", CLI_INT, .target = &n, .lo = 1, .hi = 100000 },
+        { "first", CLI_LONG, .target = &first, .lo = 0, .hi = LONG_MAX },
+        { "cols", CLI_INT, .target = &cols, .lo = 1, .hi = 1000 },
+        { 0 }
     };
-    optind = 1;
-    opterr = 0;
-    int c, rc = 0;
-    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': ckpt = optarg; break;
-        case 'o': out = optarg; break;
-        case 'd': data = optarg; break;
-        case 'n': rc = cli_parse_int("reconstruct", "--n", optarg, 1, 100000, &n); break;
-        case 'f': rc = cli_parse_long("reconstruct", "--first", optarg, 0, LONG_MAX, &first); break;
-        case 'k': rc = cli_parse_int("reconstruct", "--cols", optarg, 1, 1000, &cols); break;
-        case 'h': if (cli_rank == 0) fputs(recon_help, stdout); return 0;
-        default: return cli_bad_option("reconstruct", c, argv);
-        }
-    }
-    if (rc) return rc;
-    if (cli_no_stray("reconstruct", argc, argv)) return EXIT_USAGE;
-    if (!ckpt || !out) return cli_usage_error("reconstruct", "--ckpt FILE and --out OUT.png are required");
+    const cli_cmd cmd = { .name = "reconstruct", .help = recon_help, .opts = opts };
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc) return cli_stop(rc);
     rc = cli_check_out("reconstruct", out, ".png", WRITES_PNG("reconstruct"));
     if (rc) return rc;
     if (cli_parse_only()) return 0;

@@ -13,7 +13,6 @@
 #include "mpivae/status.h"
 #include "mpivae/tools.h"
 
-#include <getopt.h>
 #include <limits.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -35,32 +34,20 @@ int cli_cmd_interpolate(int argc, char **argv)
     const char *ckpt = NULL, *out = NULL, *data = NULL;
     long from = -1, to = -1;
     int K = 10, spherical = 0;
-    static struct option opts[] = {
-        { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
-        { "data", required_argument, 0, 'd' }, { "from", required_argument, 0, 'f' },
-        { "to", required_argument, 0, 't' }, { "steps", required_argument, 0, 'k' },
-        { "spherical", no_argument, 0, 's' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    /* In the order of the message when one of the required ones is missing. */
+    cli_opt opts[] = {
+        { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        { "from", CLI_LONG, .target = &from, .lo = 0, .hi = LONG_MAX, .metavar = "I", .required = 1 },
+        { "to", CLI_LONG, .target = &to, .lo = 0, .hi = LONG_MAX, .metavar = "J", .required = 1 },
+        { "out", CLI_STRING, .target = &out, .metavar = "OUT.png", .required = 1 },
+        { "data", CLI_STRING, .target = &data },
+        { "steps", CLI_INT, .target = &K, .lo = 2, .hi = 1000 },
+        { "spherical", CLI_FLAG, .target = &spherical },
+        { 0 }
     };
-    optind = 1;
-    opterr = 0;
-    int c, rc = 0;
-    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': ckpt = optarg; break;
-        case 'o': out = optarg; break;
-        case 'd': data = optarg; break;
-        case 'f': rc = cli_parse_long("interpolate", "--from", optarg, 0, LONG_MAX, &from); break;
-        case 't': rc = cli_parse_long("interpolate", "--to", optarg, 0, LONG_MAX, &to); break;
-        case 'k': rc = cli_parse_int("interpolate", "--steps", optarg, 2, 1000, &K); break;
-        case 's': spherical = 1; break;
-        case 'h': if (cli_rank == 0) fputs(interp_help, stdout); return 0;
-        default: return cli_bad_option("interpolate", c, argv);
-        }
-    }
-    if (rc) return rc;
-    if (cli_no_stray("interpolate", argc, argv)) return EXIT_USAGE;
-    if (!ckpt || !out || from < 0 || to < 0)
-        return cli_usage_error("interpolate", "--ckpt FILE, --from I, --to J and --out OUT.png are required");
+    const cli_cmd cmd = { .name = "interpolate", .help = interp_help, .opts = opts };
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc) return cli_stop(rc);
     rc = cli_check_out("interpolate", out, ".png", WRITES_PNG("interpolate"));
     if (rc) return rc;
     if (cli_parse_only()) return 0;
@@ -110,9 +97,10 @@ int cli_cmd_interpolate(int argc, char **argv)
     return cli_finish(rc);
 }
 
-/* Parses "lo:hi" into two numbers. */
-static int parse_range(const char *cmd, const char *s, double *lo, double *hi)
+/* Parses --range "lo:hi" into range[2]. */
+static int parse_range(const char *cmd, const char *s, void *range)
 {
+    double *lo = range, *hi = lo + 1;
     char buf[64];
     snprintf(buf, sizeof buf, "%s", s);
     char *colon = strchr(buf + (buf[0] == '-' ? 1 : 0), ':');
@@ -140,34 +128,22 @@ int cli_cmd_traverse(int argc, char **argv)
     const char *ckpt = NULL, *out = NULL, *data = NULL, *dims_s = "auto";
     long index = -1;
     int K = 9, top = 8;
-    double lo = -3, hi = 3;
-    static struct option opts[] = {
-        { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
-        { "data", required_argument, 0, 'd' }, { "index", required_argument, 0, 'i' },
-        { "dims", required_argument, 0, 'D' }, { "top", required_argument, 0, 'n' },
-        { "range", required_argument, 0, 'r' }, { "steps", required_argument, 0, 'k' },
-        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    double range[2] = { -3, 3 };
+    cli_opt opts[] = {
+        { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        { "out", CLI_STRING, .target = &out, .metavar = "OUT.png", .required = 1 },
+        { "data", CLI_STRING, .target = &data },
+        { "index", CLI_LONG, .target = &index, .lo = 0, .hi = LONG_MAX },
+        { "dims", CLI_STRING, .target = &dims_s },
+        { "top", CLI_INT, .target = &top, .lo = 1, .hi = 4096 },
+        { "range", CLI_CUSTOM, .target = range, .parse = parse_range },
+        { "steps", CLI_INT, .target = &K, .lo = 1, .hi = 1000 },
+        { 0 }
     };
-    optind = 1;
-    opterr = 0;
-    int c, rc = 0;
-    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': ckpt = optarg; break;
-        case 'o': out = optarg; break;
-        case 'd': data = optarg; break;
-        case 'i': rc = cli_parse_long("traverse", "--index", optarg, 0, LONG_MAX, &index); break;
-        case 'D': dims_s = optarg; break;
-        case 'n': rc = cli_parse_int("traverse", "--top", optarg, 1, 4096, &top); break;
-        case 'r': rc = parse_range("traverse", optarg, &lo, &hi); break;
-        case 'k': rc = cli_parse_int("traverse", "--steps", optarg, 1, 1000, &K); break;
-        case 'h': if (cli_rank == 0) fputs(traverse_help, stdout); return 0;
-        default: return cli_bad_option("traverse", c, argv);
-        }
-    }
-    if (rc) return rc;
-    if (cli_no_stray("traverse", argc, argv)) return EXIT_USAGE;
-    if (!ckpt || !out) return cli_usage_error("traverse", "--ckpt FILE and --out OUT.png are required");
+    const cli_cmd cmd = { .name = "traverse", .help = traverse_help, .opts = opts };
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc) return cli_stop(rc);
+    const double lo = range[0], hi = range[1];
     rc = cli_check_out("traverse", out, ".png", WRITES_PNG("traverse"));
     if (rc) return rc;
     if (cli_parse_only()) return 0;
@@ -284,25 +260,15 @@ static const char *encode_help =
 int cli_cmd_encode(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL, *data = NULL;
-    static struct option opts[] = {
-        { "ckpt", required_argument, 0, 'c' }, { "out", required_argument, 0, 'o' },
-        { "data", required_argument, 0, 'd' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 }
+    cli_opt opts[] = {
+        { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        { "out", CLI_STRING, .target = &out, .metavar = "Z.h5", .required = 1 },
+        { "data", CLI_STRING, .target = &data },
+        { 0 }
     };
-    optind = 1;
-    opterr = 0;
-    int c, rc = 0;
-    while (!rc && (c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': ckpt = optarg; break;
-        case 'o': out = optarg; break;
-        case 'd': data = optarg; break;
-        case 'h': if (cli_rank == 0) fputs(encode_help, stdout); return 0;
-        default: return cli_bad_option("encode", c, argv);
-        }
-    }
-    if (rc) return rc;
-    if (cli_no_stray("encode", argc, argv)) return EXIT_USAGE;
-    if (!ckpt || !out) return cli_usage_error("encode", "--ckpt FILE and --out Z.h5 are required");
+    const cli_cmd cmd = { .name = "encode", .help = encode_help, .opts = opts };
+    int rc = cli_parse(&cmd, argc, argv);
+    if (rc) return cli_stop(rc);
     rc = cli_check_out("encode", out, ".h5", "encode writes HDF5 (Z.h5)");
     if (rc) return rc;
     if (cli_parse_only()) return 0;

@@ -26,25 +26,37 @@
 
 int cli_rank = 0;
 
+/* The fatal path: a command's final status becomes the exit status, after the one message already printed. */
 int cli_finish(int rc)
 {
     if (rc == VAE_ESTOP) return VAE_EXIT_REQUEUE;
     return rc == 0 ? 0 : 1;
 }
 
-static const char *main_help =
-    "usage: mpivae <command> [options]    (mpivae <command> --help for each)\n"
-    "\n"
-    "  data         import Fashion-MNIST, write a synthetic set, describe an HDF5 file\n"
-    "  train        train a VAE data-parallel over MPI ranks (mpirun -np P mpivae train ...)\n"
-    "  eval         held-out loss of a checkpoint in nats per sample\n"
-    "  sample       decode prior samples of a checkpoint into a PNG grid and HDF5\n"
-    "  reconstruct  inputs over their reconstructions, PNG grid and HDF5\n"
-    "  interpolate  decode a path between the codes of two inputs\n"
-    "  traverse     vary single latent dimensions (the most active ones by default)\n"
-    "  anomaly      score rows by negative ELBO, histogram, most anomalous rows, ROC AUC\n"
-    "  encode       mu and logvar of every row into HDF5\n"
-    "  --version    print the version\n";
+/* The subcommands, in the order of the help. */
+static const struct command {
+    const char *name;
+    int (*run)(int argc, char **argv); /* argv[0] is the command's name */
+    const char *summary;               /* its line in the help */
+} commands[] = {
+    { "data", cli_cmd_data, "import Fashion-MNIST, write a synthetic set, describe an HDF5 file" },
+    { "train", cli_cmd_train, "train a VAE data-parallel over MPI ranks (mpirun -np P mpivae train ...)" },
+    { "eval", cli_cmd_eval, "held-out loss of a checkpoint in nats per sample" },
+    { "sample", cli_cmd_sample, "decode prior samples of a checkpoint into a PNG grid and HDF5" },
+    { "reconstruct", cli_cmd_reconstruct, "inputs over their reconstructions, PNG grid and HDF5" },
+    { "interpolate", cli_cmd_interpolate, "decode a path between the codes of two inputs" },
+    { "traverse", cli_cmd_traverse, "vary single latent dimensions (the most active ones by default)" },
+    { "anomaly", cli_cmd_anomaly, "score rows by negative ELBO, histogram, most anomalous rows, ROC AUC" },
+    { "encode", cli_cmd_encode, "mu and logvar of every row into HDF5" },
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void print_help(void)
+{
+    printf("usage: mpivae <command> [options]    (mpivae <command> --help for each)\n\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) printf("  %-12s %s\n", commands[i].name, commands[i].summary);
+    printf("  %-12s %s\n", "--version", "print the version");
+}
 
 int main(int argc, char **argv)
 {
@@ -55,7 +67,7 @@ int main(int argc, char **argv)
      */
     H5dont_atexit();
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fputs(main_help, stdout);
+        print_help();
         return argc < 2 ? EXIT_USAGE : 0;
     }
     if (!strcmp(argv[1], "--version")) {
@@ -85,20 +97,12 @@ int main(int argc, char **argv)
     vae_set_rank(cli_rank);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     const char *cmd = argv[1];
-    int rc;
-    if (!strcmp(cmd, "data")) rc = cli_cmd_data(argc - 1, argv + 1);
-    else if (!strcmp(cmd, "train")) rc = cli_cmd_train(argc - 1, argv + 1);
-    else if (!strcmp(cmd, "eval")) rc = cli_cmd_eval(argc - 1, argv + 1);
-    else if (!strcmp(cmd, "sample")) rc = cli_cmd_sample(argc - 1, argv + 1);
-    else if (!strcmp(cmd, "reconstruct")) rc = cli_cmd_reconstruct(argc - 1, argv + 1);
-    else if (!strcmp(cmd, "interpolate")) rc = cli_cmd_interpolate(argc - 1, argv + 1);
-    else if (!strcmp(cmd, "traverse")) rc = cli_cmd_traverse(argc - 1, argv + 1);
-    else if (!strcmp(cmd, "anomaly")) rc = cli_cmd_anomaly(argc - 1, argv + 1);
-    else if (!strcmp(cmd, "encode")) rc = cli_cmd_encode(argc - 1, argv + 1);
-    else {
-        if (cli_rank == 0) fprintf(stderr, "[rank 0] error: unknown command '%s' (see 'mpivae --help')\n", cmd);
-        rc = EXIT_USAGE;
-    }
+    const struct command *c = NULL;
+    for (size_t i = 0; i < N_COMMANDS && !c; i++)
+        if (!strcmp(cmd, commands[i].name)) c = &commands[i];
+    int rc = EXIT_USAGE;
+    if (c) rc = c->run(argc - 1, argv + 1);
+    else if (cli_rank == 0) fprintf(stderr, "[rank 0] error: unknown command '%s' (see 'mpivae --help')\n", cmd);
     fflush(stdout);
     if (H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) == 0) H5close();
     if (!mpi_up) MPI_Finalize();

@@ -8,41 +8,47 @@
 
 #include "mpivae/config.h"
 #include "mpivae/dataset.h"
+#include "mpivae/status.h"
 #include "mpivae/train.h"
 
-#include <getopt.h>
+#include <stdlib.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
 
-static void train_help(void)
+/* The --help text: the table's options, then --resume. Returns a malloc'ed string (NULL: out of memory). */
+static char *train_help(void)
 {
-    printf("usage: mpirun -np P mpivae train [options]\n\n");
-    vae_config_help(stdout);
-    printf("resume\n"
-           "  --resume auto|FILE       continue from the newest good checkpoint in DIR/checkpoints\n"
-           "                           (auto: start fresh when there is none) or from FILE; the\n"
-           "                           configuration is the checkpoint's: --epochs, --steps,\n"
-           "                           --max-skips, the --*-every intervals, --keep, --test-data,\n"
-           "                           --data-in-memory, --allreduce and --out may be given anew,\n"
-           "                           --data may name the same data elsewhere (or other data of\n"
-           "                           the same rows when the checkpoint's file is gone);\n"
-           "                           any other option that differs is refused\n");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    fprintf(f, "usage: mpirun -np P mpivae train [options]\n\n");
+    vae_config_help(f);
+    fprintf(f, "resume\n"
+               "  --resume auto|FILE       continue from the newest good checkpoint in DIR/checkpoints\n"
+               "                           (auto: start fresh when there is none) or from FILE; the\n"
+               "                           configuration is the checkpoint's: --epochs, --steps,\n"
+               "                           --max-skips, the --*-every intervals, --keep, --test-data,\n"
+               "                           --data-in-memory, --allreduce and --out may be given anew,\n"
+               "                           --data may name the same data elsewhere (or other data of\n"
+               "                           the same rows when the checkpoint's file is gone);\n"
+               "                           any other option that differs is refused\n");
+    fclose(f);
+    return buf;
 }
 
-enum { OPT_RESUME = 1000, OPT_HELP };
+/* A configuration field as the target of a cli_opt: the configuration and the field's index. */
+typedef struct field_target {
+    vae_config *cfg;
+    int f;
+} field_target;
 
-/* getopt_long's table: one entry per configuration field (val = its index), then --resume and --help. */
-static const struct option *train_options(void)
+static int set_field(const char *cmd, const char *value, void *target)
 {
-    static struct option opts[64 + 3];
-    int n = 0;
-    for (int f = 0; f < vae_config_nfields; f++)
-        opts[n++] = (struct option){ vae_config_fields[f].flag, required_argument, 0, f };
-    opts[n++] = (struct option){ "resume", required_argument, 0, OPT_RESUME };
-    opts[n++] = (struct option){ "help", no_argument, 0, OPT_HELP };
-    opts[n] = (struct option){ 0, 0, 0, 0 };
-    return opts;
+    field_target *t = target;
+    char why[512];
+    return vae_config_set(t->cfg, t->f, value, why, sizeof why) ? cli_usage_error(cmd, "%s", why) : 0;
 }
 
 /* Held-out data not given: /test/images of the training file when it has one. */
@@ -58,24 +64,28 @@ int cli_cmd_train(int argc, char **argv)
 {
     vae_config cfg;
     vae_config_defaults(&cfg);
-    uint64_t set = 0;
     const char *resume = NULL;
-    const struct option *opts = train_options();
-    char why[512];
-    int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if (c == OPT_RESUME) resume = optarg;
-        else if (c == OPT_HELP) {
-            if (cli_rank == 0) train_help();
-            return 0;
-        } else if (c >= 0 && c < vae_config_nfields) {
-            if (vae_config_set(&cfg, c, optarg, why, sizeof why)) return cli_usage_error("train", "%s", why);
-            set |= vae_config_bit(c);
-        } else return cli_bad_option("train", c, argv);
+    /* The shared parser over the configuration table, one option per field, then --resume. */
+    cli_opt opts[CLI_MAX_OPTS + 1];
+    field_target targets[CLI_MAX_OPTS];
+    int n = 0;
+    if (vae_config_nfields > CLI_MAX_OPTS - 1) /* a table grown past the parser: every field must be an option */
+        return cli_finish(vae_error(VAE_EINVAL, "the configuration has %d fields, the parser takes %d", vae_config_nfields,
+                                    CLI_MAX_OPTS - 1));
+    for (int f = 0; f < vae_config_nfields; f++, n++) {
+        targets[n] = (field_target){ &cfg, f };
+        opts[n] = (cli_opt){ vae_config_fields[f].flag, CLI_CUSTOM, .target = &targets[n], .parse = set_field };
     }
-    if (optind < argc) return cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
+    opts[n++] = (cli_opt){ "resume", CLI_STRING, .target = &resume };
+    opts[n] = (cli_opt){ 0 };
+    char *help = train_help();
+    const cli_cmd cmd = { .name = "train", .help = help ? help : "usage: mpirun -np P mpivae train [options]\n", .opts = opts };
+    int rc = cli_parse(&cmd, argc, argv);
+    free(help);
+    if (rc) return cli_stop(rc);
+    uint64_t set = 0;
+    for (int f = 0; f < n - 1; f++)
+        if (opts[f].set) set |= vae_config_bit(f);
     vae_config_family_defaults(&cfg, set); /* the family's own --hidden and --latent unless given */
     int out_set = (set & vae_config_bit(vae_config_field("out"))) != 0;
     if (resume && strcmp(resume, "auto") && !out_set) cfg.out[0] = '\0'; /* the checkpoint's */
