@@ -225,6 +225,91 @@ static const char *anomaly_help =
     "  roc_auc=A (score) recon_auc=R kl_auc=K [anomaly and normal counts; labels]\n"
     "(a <term>_auc per term of the family) and stored as the attribute 'roc_auc' of each dataset.\n";
 
+/* The anomaly context rank 0 writes from: the scores of every row, the labels, the timing. */
+typedef struct anomaly_out {
+    const char *out, *ckpt, *normal_s, *lab_where;
+    const unsigned char *anomalous; /* [N], with --normal-classes */
+    int64_t n_anom;
+    int top, P;
+    double t_score;
+} anomaly_out;
+
+/*
+ * Rank 0: the ROC AUCs, SCORES.h5, the histogram and the top rows (published
+ * together or not at all), and the summary lines. all[N, W] holds each row's
+ * score and terms.
+ */
+static int write_results(const anomaly_out *ao, vae_model *mm, vae_data *dd, const vae_config *cc, const float *all,
+                         int64_t N)
+{
+    const int W = 1 + mm->fam->n_terms, P = ao->P, top = ao->top;
+    const char *out = ao->out, *ckpt = ao->ckpt, *normal_s = ao->normal_s, *lab_where = ao->lab_where;
+    const unsigned char *anomalous = ao->anomalous;
+    const int64_t n_anom = ao->n_anom;
+    const double t_score = ao->t_score;
+    int rc = 0;
+    float *score = malloc((size_t)N * sizeof(float));
+    int64_t *order = malloc((size_t)N * sizeof(int64_t));
+    double auc[1 + VAE_MAX_TERMS]; /* of /score, then each term */
+    if (!score || !order) rc = vae_error(VAE_ENOMEM, "cannot allocate %lld scores", (long long)N);
+    for (int64_t i = 0; !rc && i < N; i++) score[i] = all[i * W];
+    for (int q = 0; !rc && normal_s && q < W; q++) {
+        for (int64_t i = 0; i < N; i++) score[i] = all[i * W + q];
+        auc[q] = vae_roc_auc(score, anomalous, N);
+    }
+    for (int64_t i = 0; !rc && i < N; i++) score[i] = all[i * W];
+    cli_outputs o = { 0 };
+    char base[VAE_PATH_LEN + 8], png[VAE_PATH_LEN + 32];
+    snprintf(base, sizeof base, "%s", out);
+    size_t bl = strlen(base);
+    if (bl > 3 && !strcmp(base + bl - 3, ".h5")) base[bl - 3] = '\0';
+    const char *h5_t = cli_out_add(&o, out);
+    snprintf(png, sizeof png, "%s-hist.png", base);
+    const char *hist_t = cli_out_add(&o, png);
+    snprintf(png, sizeof png, "%s-top.png", base);
+    const char *top_t = cli_out_add(&o, png);
+    char lab_file[sizeof lab_where];
+    snprintf(lab_file, sizeof lab_file, "%s", lab_where);
+    if (strstr(lab_file, ":/")) *strstr(lab_file, ":/") = '\0';
+    if (!rc) rc = cli_out_refuse("anomaly", &o, ckpt, dd->file, lab_file);
+    if (!rc) rc = anomaly_write(h5_t, mm->fam, all, N, normal_s ? auc : NULL);
+    if (!rc) rc = vae_image_write_histogram(hist_t, score, N, 50, 400, 200);
+    /* The top K rows by score, highest first. */
+    int k = top < N ? top : (int)N;
+    float *img = !rc ? malloc((size_t)k * mm->D * sizeof(float)) : NULL;
+    if (!rc && !img) rc = vae_error(VAE_ENOMEM, "cannot allocate %d images", k);
+    for (int64_t i = 0; !rc && i < N; i++) order[i] = i;
+    for (int q = 0; !rc && q < k; q++) {
+        int64_t best = q;
+        for (int64_t i = q + 1; i < N; i++)
+            if (score[order[i]] > score[order[best]]) best = i;
+        int64_t t = order[q];
+        order[q] = order[best];
+        order[best] = t;
+        rc = vae_data_rows(dd, &order[q], 1, img + (size_t)q * mm->D);
+    }
+    if (!rc) rc = vae_image_write_grid(top_t, img, k, cc->arch.C, cc->arch.Hh, cc->arch.W, 8, 2);
+    rc = cli_out_finish(&o, rc);
+    if (!rc) {
+        double mean = 0;
+        for (int64_t i = 0; i < N; i++) mean += score[i];
+        printf("scored %lld rows of %s:%s on %d rank%s in %.2f s: mean score %.4f nats; most anomalous row %lld (%.4f)\n",
+               (long long)N, dd->file, dd->dset, P, P > 1 ? "s" : "", t_score, mean / N, (long long)order[0], score[order[0]]);
+        if (normal_s) {
+            printf("roc_auc=%.6f (score)", auc[0]);
+            for (int t = 0; t < mm->fam->n_terms; t++) printf(" %s_auc=%.6f", mm->fam->terms[t].name, auc[1 + t]);
+            printf(" [%lld anomalies (classes not in %s), %lld normal rows; labels %s]\n", (long long)n_anom, normal_s,
+                   (long long)(N - n_anom), lab_where);
+        }
+        printf("wrote %s, %s-hist.png and %s-top.png\n", out, base, base);
+    }
+    free(img);
+    free(score);
+    free(order);
+
+    return rc;
+}
+
 int cli_cmd_anomaly(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL, *data = NULL, *labels_s = NULL;
@@ -305,64 +390,8 @@ int cli_cmd_anomaly(int argc, char **argv)
     double t_score = MPI_Wtime() - t0;
     vae_defer_begin();
     if (!rc && cli_rank == 0) {
-        float *score = malloc((size_t)N * sizeof(float));
-        int64_t *order = malloc((size_t)N * sizeof(int64_t));
-        double auc[1 + VAE_MAX_TERMS]; /* of /score, then each term */
-        if (!score || !order) rc = vae_error(VAE_ENOMEM, "cannot allocate %lld scores", (long long)N);
-        for (int64_t i = 0; !rc && i < N; i++) score[i] = all[i * W];
-        for (int q = 0; !rc && normal_s && q < W; q++) {
-            for (int64_t i = 0; i < N; i++) score[i] = all[i * W + q];
-            auc[q] = vae_roc_auc(score, anomalous, N);
-        }
-        for (int64_t i = 0; !rc && i < N; i++) score[i] = all[i * W];
-        cli_outputs o = { 0 };
-        char base[VAE_PATH_LEN + 8], png[VAE_PATH_LEN + 32];
-        snprintf(base, sizeof base, "%s", out);
-        size_t bl = strlen(base);
-        if (bl > 3 && !strcmp(base + bl - 3, ".h5")) base[bl - 3] = '\0';
-        const char *h5_t = cli_out_add(&o, out);
-        snprintf(png, sizeof png, "%s-hist.png", base);
-        const char *hist_t = cli_out_add(&o, png);
-        snprintf(png, sizeof png, "%s-top.png", base);
-        const char *top_t = cli_out_add(&o, png);
-        char lab_file[sizeof lab_where];
-        snprintf(lab_file, sizeof lab_file, "%s", lab_where);
-        if (strstr(lab_file, ":/")) *strstr(lab_file, ":/") = '\0';
-        if (!rc) rc = cli_out_refuse("anomaly", &o, ckpt, d.file, lab_file);
-        if (!rc) rc = anomaly_write(h5_t, m.fam, all, N, normal_s ? auc : NULL);
-        if (!rc) rc = vae_image_write_histogram(hist_t, score, N, 50, 400, 200);
-        /* The top K rows by score, highest first. */
-        int k = top < N ? top : (int)N;
-        float *img = !rc ? malloc((size_t)k * m.D * sizeof(float)) : NULL;
-        if (!rc && !img) rc = vae_error(VAE_ENOMEM, "cannot allocate %d images", k);
-        for (int64_t i = 0; !rc && i < N; i++) order[i] = i;
-        for (int q = 0; !rc && q < k; q++) {
-            int64_t best = q;
-            for (int64_t i = q + 1; i < N; i++)
-                if (score[order[i]] > score[order[best]]) best = i;
-            int64_t t = order[q];
-            order[q] = order[best];
-            order[best] = t;
-            rc = vae_data_rows(&d, &order[q], 1, img + (size_t)q * m.D);
-        }
-        if (!rc) rc = vae_image_write_grid(top_t, img, k, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, 8, 2);
-        rc = cli_out_finish(&o, rc);
-        if (!rc) {
-            double mean = 0;
-            for (int64_t i = 0; i < N; i++) mean += score[i];
-            printf("scored %lld rows of %s:%s on %d rank%s in %.2f s: mean score %.4f nats; most anomalous row %lld (%.4f)\n",
-                   (long long)N, d.file, d.dset, P, P > 1 ? "s" : "", t_score, mean / N, (long long)order[0], score[order[0]]);
-            if (normal_s) {
-                printf("roc_auc=%.6f (score)", auc[0]);
-                for (int t = 0; t < m.fam->n_terms; t++) printf(" %s_auc=%.6f", m.fam->terms[t].name, auc[1 + t]);
-                printf(" [%lld anomalies (classes not in %s), %lld normal rows; labels %s]\n", (long long)n_anom, normal_s,
-                       (long long)(N - n_anom), lab_where);
-            }
-            printf("wrote %s, %s-hist.png and %s-top.png\n", out, base, base);
-        }
-        free(img);
-        free(score);
-        free(order);
+        anomaly_out ao = { out, ckpt, normal_s, lab_where, anomalous, n_anom, top, P, t_score };
+        rc = write_results(&ao, &m, &d, &cfg, all, N);
     }
     rc = vae_agree(rc, MPI_COMM_WORLD);
     free(anomalous);

@@ -123,130 +123,185 @@ static const char *traverse_help =
     "/images [dims*K, C, H, W], /values [K] (the offsets), /dims, /base [Z]. --out must end in .png.\n"
     "--data: FILE alone is FILE:/train/images; default: the checkpoint's held-out data.\n";
 
+/* One traverse run: the options, then the checkpoint, its data and the chosen dimensions. */
+typedef struct traverse_job {
+    const char *ckpt, *out, *data, *dims_s;
+    long index;      /* -1: start from z = 0 */
+    int K, top;
+    double range[2]; /* LO, HI */
+    vae_config cfg;
+    vae_model m;
+    vae_data d;      /* opened when needed: --dims auto, --index or --data */
+    int *dims, nd;   /* dims[nd] of Z */
+    double *kl;      /* [Z] average KL per dimension (--dims auto) */
+    float *base;     /* [Z] the code the values are added to */
+} traverse_job;
+
+/* --dims D1,D2,... into j->dims (empty entries skipped). Returns 0 or the usage exit status (after the message). */
+static int traverse_given_dims(traverse_job *j)
+{
+    const int Z = j->m.Z;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", j->dims_s);
+    int rc = 0;
+    for (char *tok = strtok(buf, ","); tok && !rc; tok = strtok(NULL, ",")) {
+        long v = 0;
+        rc = cli_parse_long("traverse", "--dims", tok, 0, LONG_MAX, &v);
+        if (!rc && v >= Z) rc = cli_usage_error("traverse", "--dims %ld is out of range: the model in '%s' has %d latent dimensions (0..%d)", v, j->ckpt, Z, Z - 1);
+        if (!rc && j->nd < Z) j->dims[j->nd++] = (int)v;
+    }
+    if (!rc && j->nd == 0) rc = cli_usage_error("traverse", "--dims needs at least one dimension");
+    return rc;
+}
+
+/*
+ * --dims auto: the average KL of each dimension over the data, rows shared across ranks,
+ * and the top N dimensions by it, largest first (printed by rank 0). Collective.
+ */
+static int traverse_active_dims(traverse_job *j)
+{
+    const int Z = j->m.Z;
+    int64_t a, b;
+    int P;
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    vae_latent_share(j->d.N, P, cli_rank, &a, &b);
+    vae_defer_begin();
+    int rc = vae_latent_kl_per_dim(&j->m, &j->d, a, b, j->kl);
+    rc = vae_agree(rc, MPI_COMM_WORLD);
+    if (!rc) MPI_Allreduce(MPI_IN_PLACE, j->kl, Z, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    for (int k = 0; k < Z; k++) j->kl[k] /= (double)j->d.N;
+    /* The top N by KL, largest first. */
+    j->nd = j->top < Z ? j->top : Z;
+    for (int k = 0; k < j->nd; k++) {
+        int best = -1;
+        for (int q = 0; q < Z; q++) {
+            int used = 0;
+            for (int r = 0; r < k; r++) used |= j->dims[r] == q;
+            if (!used && (best < 0 || j->kl[q] > j->kl[best])) best = q;
+        }
+        j->dims[k] = best;
+    }
+    if (!rc && cli_rank == 0) {
+        printf("most active latent dimensions (average KL over %lld rows of %s:%s, nats):\n", (long long)j->d.N, j->d.file,
+               j->d.dset);
+        for (int k = 0; k < j->nd; k++) printf("  dimension %d: %.4f\n", j->dims[k], j->kl[j->dims[k]]);
+    }
+    return rc;
+}
+
+/*
+ * Rank 0: vals[K], the offsets over LO:HI, and img[nd*K, D], one row of K decoded codes per
+ * chosen dimension: the base with that dimension moved by each offset. z[K, Z] is scratch.
+ */
+static void traverse_decode(traverse_job *j, float *vals, float *z, float *img)
+{
+    const int Z = j->m.Z, D = j->m.D, K = j->K;
+    const double lo = j->range[0], hi = j->range[1];
+    for (int k = 0; k < K; k++) vals[k] = (float)(K > 1 ? lo + (hi - lo) * k / (K - 1) : lo);
+    for (int r = 0; r < j->nd; r++) {
+        const int dim = j->dims[r];
+        for (int k = 0; k < K; k++) {
+            memcpy(z + (size_t)k * Z, j->base, (size_t)Z * sizeof(float));
+            z[(size_t)k * Z + dim] = j->base[dim] + vals[k]; /* offsets from the base */
+        }
+        vae_model_decode(&j->m, z, K, img + (size_t)r * K * D);
+    }
+}
+
+/* Rank 0: OUT.png (the grid img[nd*K, D]) and OUT.h5 (/dims, /values, /base, /images), all or nothing. */
+static int traverse_write(traverse_job *j, const float *vals, const float *img, int rc)
+{
+    const vae_arch *a = &j->cfg.arch;
+    const int nd = j->nd, K = j->K;
+    cli_outputs o = { 0 };
+    char h5[VAE_PATH_LEN + 8];
+    cli_h5_beside(j->out, h5, sizeof h5);
+    const char *png_t = cli_out_add(&o, j->out), *h5_t = cli_out_add(&o, h5);
+    if (!rc) rc = cli_out_refuse("traverse", &o, j->ckpt, j->d.file, NULL);
+    if (!rc) rc = vae_image_write_grid(png_t, img, nd * K, a->C, a->Hh, a->W, K, 2);
+    float *fd = malloc((size_t)nd * sizeof(float));
+    if (!rc && !fd) rc = vae_error(VAE_ENOMEM, "cannot allocate %d dimensions", nd);
+    if (!rc) {
+        for (int r = 0; r < nd; r++) fd[r] = (float)j->dims[r];
+        rc = vae_h5_write_matrix(h5_t, "/dims", fd, nd, 0);
+    }
+    free(fd);
+    if (!rc) rc = vae_h5_write_matrix(h5_t, "/values", vals, K, 0);
+    if (!rc) rc = vae_h5_write_matrix(h5_t, "/base", j->base, j->m.Z, 0);
+    if (!rc) rc = vae_h5_write_images(h5_t, "/images", img, nd * K, a->C, a->Hh, a->W);
+    rc = cli_out_finish(&o, rc);
+    if (!rc)
+        printf("wrote %s and %s: %d dimensions x %d values in [%g, %g], base %s\n", j->out, h5, nd, K, j->range[0],
+               j->range[1], j->index >= 0 ? "the encoded mean of --index" : "z = 0");
+    return rc;
+}
+
+/* Rank 0: the base code (row --index's mean, else 0), the decoded grid, the outputs. */
+static int traverse_grid(traverse_job *j)
+{
+    const int Z = j->m.Z, D = j->m.D, K = j->K, nd = j->nd;
+    int rc = 0;
+    if (j->index >= 0) rc = cli_encode_one(&j->m, &j->d, j->index, j->base);
+    float *img = malloc((size_t)nd * K * D * sizeof(float)); /* [nd*K, D] */
+    float *vals = malloc((size_t)K * sizeof(float));         /* [K] */
+    float *z = malloc((size_t)K * Z * sizeof(float));        /* [K, Z] */
+    if (!img || !vals || !z) rc = vae_error(VAE_ENOMEM, "cannot allocate %d images", nd * K);
+    if (!rc) traverse_decode(j, vals, z, img);
+    rc = traverse_write(j, vals, img, rc);
+    free(img);
+    free(vals);
+    free(z);
+    return rc;
+}
+
+/* The traverse after its options: every rank. Returns the exit status. */
+static int traverse_run(traverse_job *j)
+{
+    int rc = cli_load_model(&j->ckpt, &j->cfg, &j->m, VAE_LATENT_CHUNK, VAE_TOOL_TRAVERSE, "traverse");
+    if (rc) return cli_finish(rc);
+    const int Z = j->m.Z, auto_dims = !strcmp(j->dims_s, "auto");
+    j->dims = calloc((size_t)Z, sizeof(int));
+    j->kl = calloc((size_t)Z, sizeof(double));
+    j->base = calloc((size_t)Z, sizeof(float));
+    if (!j->dims || !j->kl || !j->base) rc = vae_error(VAE_ENOMEM, "cannot allocate %d latent dimensions", Z);
+    if (!rc && !auto_dims) rc = traverse_given_dims(j);
+    if (rc > 0) goto out; /* --dims refused (a usage error): every rank refused it, there is nothing to agree on */
+    if (!rc && (auto_dims || j->index >= 0 || j->data))
+        rc = cli_open_tool_data(&j->d, j->data, &j->cfg, j->ckpt, VAE_LATENT_CHUNK);
+    if (!rc && j->index >= 0) rc = cli_check_index("traverse", "--index", j->index, &j->d);
+    if (!rc && auto_dims) rc = traverse_active_dims(j);
+    if (!rc && cli_rank == 0) rc = traverse_grid(j);
+    rc = vae_agree(rc, MPI_COMM_WORLD);
+out:
+    free(j->dims);
+    free(j->kl);
+    free(j->base);
+    vae_data_close(&j->d);
+    vae_model_free(&j->m);
+    return rc > 0 ? rc : cli_finish(rc);
+}
+
 int cli_cmd_traverse(int argc, char **argv)
 {
-    const char *ckpt = NULL, *out = NULL, *data = NULL, *dims_s = "auto";
-    long index = -1;
-    int K = 9, top = 8;
-    double range[2] = { -3, 3 };
+    traverse_job j = { .dims_s = "auto", .index = -1, .K = 9, .top = 8, .range = { -3, 3 } };
     cli_opt opts[] = {
-        { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
-        { "out", CLI_STRING, .target = &out, .metavar = "OUT.png", .required = 1 },
-        { "data", CLI_STRING, .target = &data },
-        { "index", CLI_LONG, .target = &index, .lo = 0, .hi = LONG_MAX },
-        { "dims", CLI_STRING, .target = &dims_s },
-        { "top", CLI_INT, .target = &top, .lo = 1, .hi = 4096 },
-        { "range", CLI_CUSTOM, .target = range, .parse = parse_range },
-        { "steps", CLI_INT, .target = &K, .lo = 1, .hi = 1000 },
+        { "ckpt", CLI_STRING, .target = &j.ckpt, .metavar = "FILE", .required = 1 },
+        { "out", CLI_STRING, .target = &j.out, .metavar = "OUT.png", .required = 1 },
+        { "data", CLI_STRING, .target = &j.data },
+        { "index", CLI_LONG, .target = &j.index, .lo = 0, .hi = LONG_MAX },
+        { "dims", CLI_STRING, .target = &j.dims_s },
+        { "top", CLI_INT, .target = &j.top, .lo = 1, .hi = 4096 },
+        { "range", CLI_CUSTOM, .target = j.range, .parse = parse_range },
+        { "steps", CLI_INT, .target = &j.K, .lo = 1, .hi = 1000 },
         { 0 }
     };
     const cli_cmd cmd = { .name = "traverse", .help = traverse_help, .opts = opts };
     int rc = cli_parse(&cmd, argc, argv);
     if (rc) return cli_stop(rc);
-    const double lo = range[0], hi = range[1];
-    rc = cli_check_out("traverse", out, ".png", WRITES_PNG("traverse"));
+    rc = cli_check_out("traverse", j.out, ".png", WRITES_PNG("traverse"));
     if (rc) return rc;
     if (cli_parse_only()) return 0;
-    vae_config cfg;
-    vae_model m;
-    vae_data d;
-    memset(&m, 0, sizeof m);
-    memset(&d, 0, sizeof d);
-    rc = cli_load_model(&ckpt, &cfg, &m, VAE_LATENT_CHUNK, VAE_TOOL_TRAVERSE, "traverse");
-    if (rc) return cli_finish(rc);
-    const int Z = m.Z, D = m.D;
-    int auto_dims = !strcmp(dims_s, "auto");
-    int *dims = calloc((size_t)Z, sizeof(int)), nd = 0;
-    double *kl = calloc((size_t)Z, sizeof(double));
-    float *base = calloc((size_t)Z, sizeof(float));
-    if (!dims || !kl || !base) rc = vae_error(VAE_ENOMEM, "cannot allocate %d latent dimensions", Z);
-    if (!rc && !auto_dims) {
-        char buf[1024];
-        snprintf(buf, sizeof buf, "%s", dims_s);
-        for (char *tok = strtok(buf, ","); tok && !rc; tok = strtok(NULL, ",")) {
-            long v = 0;
-            rc = cli_parse_long("traverse", "--dims", tok, 0, LONG_MAX, &v);
-            if (!rc && v >= Z) rc = cli_usage_error("traverse", "--dims %ld is out of range: the model in '%s' has %d latent dimensions (0..%d)", v, ckpt, Z, Z - 1);
-            if (!rc && nd < Z) dims[nd++] = (int)v;
-        }
-        if (!rc && nd == 0) rc = cli_usage_error("traverse", "--dims needs at least one dimension");
-        if (rc) goto out;
-    }
-    if (!rc && (auto_dims || index >= 0 || data)) rc = cli_open_tool_data(&d, data, &cfg, ckpt, VAE_LATENT_CHUNK);
-    if (!rc && index >= 0) rc = cli_check_index("traverse", "--index", index, &d);
-    if (!rc && auto_dims) {
-        /* Average KL per dimension over the data, shared across ranks. */
-        int64_t a, b;
-        int P;
-        MPI_Comm_size(MPI_COMM_WORLD, &P);
-        vae_latent_share(d.N, P, cli_rank, &a, &b);
-        vae_defer_begin();
-        rc = vae_latent_kl_per_dim(&m, &d, a, b, kl);
-        rc = vae_agree(rc, MPI_COMM_WORLD);
-        if (!rc) MPI_Allreduce(MPI_IN_PLACE, kl, Z, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-        for (int j = 0; j < Z; j++) kl[j] /= (double)d.N;
-        /* The top N by KL, largest first. */
-        nd = top < Z ? top : Z;
-        for (int k = 0; k < nd; k++) {
-            int best = -1;
-            for (int j = 0; j < Z; j++) {
-                int used = 0;
-                for (int q = 0; q < k; q++) used |= dims[q] == j;
-                if (!used && (best < 0 || kl[j] > kl[best])) best = j;
-            }
-            dims[k] = best;
-        }
-        if (!rc && cli_rank == 0) {
-            printf("most active latent dimensions (average KL over %lld rows of %s:%s, nats):\n", (long long)d.N, d.file, d.dset);
-            for (int k = 0; k < nd; k++) printf("  dimension %d: %.4f\n", dims[k], kl[dims[k]]);
-        }
-    }
-    float *img = NULL, *vals = NULL, *z = NULL;
-    if (!rc && cli_rank == 0) {
-        if (index >= 0) rc = cli_encode_one(&m, &d, index, base);
-        img = malloc((size_t)nd * K * D * sizeof(float));
-        vals = malloc((size_t)K * sizeof(float));
-        z = malloc((size_t)K * Z * sizeof(float));
-        if (!img || !vals || !z) rc = vae_error(VAE_ENOMEM, "cannot allocate %d images", nd * K);
-        for (int k = 0; !rc && k < K; k++) vals[k] = (float)(K > 1 ? lo + (hi - lo) * k / (K - 1) : lo);
-        for (int r = 0; !rc && r < nd; r++) {
-            for (int k = 0; k < K; k++) {
-                memcpy(z + (size_t)k * Z, base, (size_t)Z * sizeof(float));
-                z[(size_t)k * Z + dims[r]] = base[dims[r]] + vals[k]; /* offsets from the base */
-            }
-            vae_model_decode(&m, z, K, img + (size_t)r * K * D);
-        }
-        cli_outputs o = { 0 };
-        char h5[VAE_PATH_LEN + 8];
-        cli_h5_beside(out, h5, sizeof h5);
-        const char *png_t = cli_out_add(&o, out), *h5_t = cli_out_add(&o, h5);
-        if (!rc) rc = cli_out_refuse("traverse", &o, ckpt, d.file, NULL);
-        if (!rc) rc = vae_image_write_grid(png_t, img, nd * K, cfg.arch.C, cfg.arch.Hh, cfg.arch.W, K, 2);
-        float *fd = malloc((size_t)nd * sizeof(float));
-        if (!rc && !fd) rc = vae_error(VAE_ENOMEM, "cannot allocate %d dimensions", nd);
-        if (!rc) {
-            for (int r = 0; r < nd; r++) fd[r] = (float)dims[r];
-            rc = vae_h5_write_matrix(h5_t, "/dims", fd, nd, 0);
-        }
-        free(fd);
-        if (!rc) rc = vae_h5_write_matrix(h5_t, "/values", vals, K, 0);
-        if (!rc) rc = vae_h5_write_matrix(h5_t, "/base", base, Z, 0);
-        if (!rc) rc = vae_h5_write_images(h5_t, "/images", img, nd * K, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
-        rc = cli_out_finish(&o, rc);
-        if (!rc) printf("wrote %s and %s: %d dimensions x %d values in [%g, %g], base %s\n", out, h5, nd, K, lo, hi,
-                        index >= 0 ? "the encoded mean of --index" : "z = 0");
-    }
-    free(img);
-    free(vals);
-    free(z);
-    rc = vae_agree(rc, MPI_COMM_WORLD);
-out:
-    free(dims);
-    free(kl);
-    free(base);
-    vae_data_close(&d);
-    vae_model_free(&m);
-    return rc > 0 ? rc : cli_finish(rc);
+    return traverse_run(&j);
 }
 
 static const char *encode_help =
