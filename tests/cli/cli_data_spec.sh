@@ -52,7 +52,7 @@ run_ok "$M" interpolate --ckpt run/checkpoints/step-10.h5 --data s.h5 --from 599
 run_ok "$M" traverse --ckpt run/checkpoints/step-10.h5 --data s.h5 --index 599 --out T.png
 for c in train eval encode anomaly reconstruct interpolate traverse; do
     run_ok "$M" "$c" --help
-    tr '\n' ' ' <"$WORK/last.out" | grep -q 'FILE alone is FILE:/train/images' ||
+    tr '\n' ' ' <"$WORK/last.out" | grep 'FILE alone is FILE:/train/images' >/dev/null ||
         fail "(6) expected 'mpivae $c --help' to say 'FILE alone is FILE:/train/images', found it does not"
 done
 run_ok "$M" train --data s.h5 --test-data s.h5 "${TINY[@]}" --steps 2 --out tt

@@ -35,9 +35,9 @@ procs_of_run() {
 rank_pid() {
     local c env
     for c in $(pgrep -P "$1" || true); do
-        { tr '\0' ' ' <"/proc/$c/cmdline"; } 2>/dev/null | grep -qF -- " $2 " || continue
+        { tr '\0' ' ' <"/proc/$c/cmdline"; } 2>/dev/null | grep -F -- " $2 " >/dev/null || continue
         env=$( { tr '\0' '\n' <"/proc/$c/environ"; } 2>/dev/null) || continue
-        if printf '%s\n' "$env" | grep -qxE "(OMPI_COMM_WORLD_RANK|PMI_RANK|PMIX_RANK)=$3"; then
+        if printf '%s\n' "$env" | grep -xE "(OMPI_COMM_WORLD_RANK|PMI_RANK|PMIX_RANK)=$3" >/dev/null; then
             echo "$c"
             return 0
         fi

@@ -33,7 +33,7 @@ TRAIN=(train --data s.h5 --hidden 32 --latent 4 --batch 16 --epochs 1000000)
 rank_of() {
     local c
     for c in $(pgrep -P "$1" || true); do
-        if { tr '\0' '\n' <"/proc/$c/environ"; } 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+        if { tr '\0' '\n' <"/proc/$c/environ"; } 2>/dev/null | grep -x "OMPI_COMM_WORLD_RANK=$2" >/dev/null; then
             echo "$c"
             return 0
         fi

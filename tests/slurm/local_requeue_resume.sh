@@ -95,7 +95,7 @@ mp=$(pgrep -P "$PID" -x mpirun || true)
 [ -n "$mp" ] || fail "expected mpirun as a child of jobs/local.sh (pid $PID), found none"
 victim=""
 for c in $(pgrep -P "$mp" || true); do
-    if { tr '\0' '\n' <"/proc/$c/environ"; } 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1; then victim=$c; fi
+    if { tr '\0' '\n' <"/proc/$c/environ"; } 2>/dev/null | grep -x OMPI_COMM_WORLD_RANK=1 >/dev/null; then victim=$c; fi
 done
 [ -n "$victim" ] || fail "expected rank 1 among the children of mpirun (pid $mp), found none"
 kill -KILL "$victim"
