@@ -52,11 +52,11 @@ int vae_family_term(const vae_family *f, const char *name)
     return -1;
 }
 
-double vae_family_loss(const vae_family *f, const double *terms, double beta)
+double vae_terms_loss(int n, const vae_term *kinds, const double *terms, double beta)
 {
     double loss = 0.0;
-    for (int i = 0; i < f->n_terms; i++)
-        loss += f->terms[i].kind == VAE_TERM_ONE ? terms[i] : f->terms[i].kind == VAE_TERM_BETA ? beta * terms[i] : 0.0;
+    for (int i = 0; i < n; i++)
+        loss += kinds[i].kind == VAE_TERM_ONE ? terms[i] : kinds[i].kind == VAE_TERM_BETA ? beta * terms[i] : 0.0;
     return loss;
 }
 

@@ -38,7 +38,7 @@ int vae_latent_encode(vae_model *m, vae_data *d, int64_t lo, int64_t hi, float *
 
 int vae_latent_score(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *terms)
 {
-    const int nt = m->fam->n_terms;
+    const int nt = m->n_terms;
     double rows[VAE_MAX_TERMS * VAE_LATENT_CHUNK];
     for (int64_t r = lo; r < hi; r += VAE_LATENT_CHUNK) {
         int b, rc = load_chunk(m, d, r, hi, &b);

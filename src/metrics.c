@@ -166,7 +166,7 @@ static int rewrite(vae_metrics *mt)
 
 /* A table's columns: head, the terms' names, tail. */
 static void set_columns(vae_metrics_table *t, const char *group, const char *const *head, int nh,
-                        const vae_family *f, const char *const *tail, int nt)
+                        const vae_model *f, const char *const *tail, int nt)
 {
     t->group = group;
     t->nf = 0;
@@ -175,7 +175,7 @@ static void set_columns(vae_metrics_table *t, const char *group, const char *con
     for (int i = 0; i < nt; i++) t->names[t->nf++] = tail[i];
 }
 
-int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae_family *f)
+int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae_model *f)
 {
     memset(mt, 0, sizeof *mt);
     mt->fid = -1;

@@ -119,7 +119,9 @@ int vae_model_plan(vae_model *m, const vae_arch *arch)
     m->arch = *arch;
     m->fam = vae_family_get(arch->kind);
     m->D = arch->C * arch->Hh * arch->W;
-    m->fam->plan(m);
+    m->n_terms = m->fam->n_terms;
+    for (int i = 0; i < m->n_terms; i++) m->terms[i] = m->fam->terms[i];
+    m->fam->plan(m); /* may name its own terms (a count fixed by the architecture) */
     if (m->n_groups == 0) vae_model_add_group(m, "all", 0, m->n_params);
     /* The groups partition the block, in order: every gradient is updated or cleared by exactly one. */
     for (int g = 0; g < m->n_groups; g++)
@@ -129,7 +131,7 @@ int vae_model_plan(vae_model *m, const vae_arch *arch)
                              "partition of the %zu parameters", m->fam->name, m->groups[g].name, m->groups[g].lo,
                              m->groups[g].hi, m->n_params);
     /* Gradient tail: the flags, one slot per term, padded to 8 floats. */
-    m->grad_extra = ((size_t)VAE_GX_TERMS + (size_t)m->fam->n_terms + 7) / 8 * 8;
+    m->grad_extra = ((size_t)VAE_GX_TERMS + (size_t)m->n_terms + 7) / 8 * 8;
     return VAE_OK;
 }
 

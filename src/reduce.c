@@ -262,7 +262,7 @@ static void fill_terms(vae_reducer *r)
     if (r->terms_done) return;
     r->terms_done = 1;
     float *gx = r->tail;
-    const int nt = r->m->fam->n_terms;
+    const int nt = r->m->n_terms;
     int bad = 0;
     for (int i = 0; i < nt && r->terms; i++) {
         gx[VAE_GX_TERMS + i] = (float)r->terms[i];

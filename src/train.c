@@ -190,7 +190,7 @@ int vae_evaluate(vae_model *m, vae_data *d, MPI_Comm comm, uint64_t seed, double
     int64_t lo, hi;
     vae_shard(n, P, rank, 1, &lo, &hi);
     int64_t idx[4096];
-    const int nt = m->fam->n_terms;
+    const int nt = m->n_terms;
     double sums[VAE_MAX_TERMS + 1] = { 0 }, terms[VAE_MAX_TERMS];
     int rc = VAE_OK;
     int chunk = m->max_batch < 4096 ? m->max_batch : 4096;
@@ -213,7 +213,7 @@ int vae_evaluate(vae_model *m, vae_data *d, MPI_Comm comm, uint64_t seed, double
     MPI_Allreduce(MPI_IN_PLACE, sums, nt + 1, MPI_DOUBLE, MPI_SUM, comm);
     res->rows = (int64_t)sums[nt];
     for (int t = 0; t < nt; t++) res->terms[t] = sums[t] / sums[nt];
-    res->loss = vae_family_loss(m->fam, res->terms, beta);
+    res->loss = vae_model_loss(m, res->terms, beta);
     return VAE_OK;
 }
 
@@ -434,7 +434,7 @@ static int open_run_dir(run *R)
         if (!rc) vae_rundir_remove_stale_tmp(cfg->out);
         if (!rc) {
             R->mt = malloc(sizeof *R->mt);
-            rc = R->mt ? vae_metrics_open(R->mt, cfg->out, R->st.step, R->m.fam)
+            rc = R->mt ? vae_metrics_open(R->mt, cfg->out, R->st.step, &R->m)
                        : vae_error(VAE_ENOMEM, "cannot allocate metrics buffers");
         }
     }
@@ -506,7 +506,7 @@ static float capacity_at(const vae_config *cfg, long step)
 static int skip_step(run *R, const step_result *s)
 {
     vae_train_state *st = &R->st;
-    const vae_family *f = R->m.fam;
+    const vae_model *f = &R->m;
     st->skips++;
     if (R->rank == 0) {
         const char *what = "gradient";
@@ -538,7 +538,7 @@ static int train_step(run *R, step_result *s)
     vae_config *cfg = R->cfg;
     vae_model *m = &R->m;
     vae_train_state *st = &R->st;
-    const int B = cfg->batch, nt = m->fam->n_terms;
+    const int B = cfg->batch, nt = m->n_terms;
     const size_t NP = m->n_params;
     double t0 = now_s();
     long pos = st->epoch_step * (long)B;
@@ -618,12 +618,12 @@ static int train_step(run *R, step_result *s)
 static int log_step(run *R, const step_result *s, int last)
 {
     vae_config *cfg = R->cfg;
-    const vae_family *f = R->m.fam;
+    const vae_model *f = &R->m;
     vae_train_state *st = &R->st;
     int rc = VAE_OK;
     R->rows_int += s->Bt;
     R->steps_int++;
-    double loss = vae_family_loss(f, s->terms, s->beta);
+    double loss = vae_model_loss(f, s->terms, s->beta);
     if (R->rank == 0) {
         double sps = R->rows_int / (R->busy > 0 ? R->busy : 1e-9);
         double row[VAE_METRICS_MAX_FIELDS];
@@ -674,7 +674,7 @@ static int log_step(run *R, const step_result *s, int last)
 static int eval_step(run *R)
 {
     vae_config *cfg = R->cfg;
-    const vae_family *f = R->m.fam;
+    const vae_model *f = &R->m;
     vae_eval_result er;
     int rc = vae_evaluate(&R->m, &R->td, R->comm, cfg->seed, cfg->beta, 0, 0, &er);
     if (rc || R->rank != 0) return rc; /* a failed evaluation fails on every rank */

@@ -66,7 +66,7 @@ enum vae_term_kind {
 };
 
 typedef struct vae_term {
-    const char *name; /* metrics column and log name: lowercase, [a-z0-9_] */
+    char name[24];    /* metrics column and log name: lowercase, [a-z0-9_] */
     int kind;         /* enum vae_term_kind */
 } vae_term;
 
@@ -98,7 +98,7 @@ typedef struct vae_pass {
 typedef struct vae_family {
     const char *name;
     const char *help;  /* one line for --help */
-    int n_terms;
+    int n_terms;          /* the terms, unless plan names others in the model's */
     const vae_term *terms;
     unsigned tools;    /* enum vae_tool bits it serves */
     /* --hidden and --latent when not given (the arch's other fields are set). */
@@ -165,7 +165,7 @@ int vae_family_serves(const vae_family *f, unsigned tool, const char *cmd, const
 /* Index of the term named name in the family's list, or -1. */
 int vae_family_term(const vae_family *f, const char *name);
 
-/* sum over the terms of weight * value (beta for BETA terms, 0 for STAT). */
-double vae_family_loss(const vae_family *f, const double *terms, double beta);
+/* sum over the n terms of weight * value (beta for BETA terms, 0 for STAT). */
+double vae_terms_loss(int n, const vae_term *kinds, const double *terms, double beta);
 
 #endif

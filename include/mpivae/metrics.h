@@ -25,7 +25,7 @@
 #ifndef MPIVAE_METRICS_H
 #define MPIVAE_METRICS_H
 
-#include "mpivae/family.h"
+#include "mpivae/model.h"
 
 #include <stdint.h>
 
@@ -55,7 +55,7 @@ typedef struct vae_metrics {
  * 0 for a new run), later ones dropped; the file is written anew through a
  * temporary name and rename, then held open in SWMR mode.
  */
-int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae_family *f);
+int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae_model *f);
 
 /* Adds a row: step, epoch, loss, the terms, beta, lr, grad_norm, samples_per_s, time. */
 int vae_metrics_add_train(vae_metrics *mt, const double *row);

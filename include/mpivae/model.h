@@ -124,6 +124,9 @@ typedef struct vae_model {
     int Z;          /* every latent value of a row: the sum of the latent groups' dims */
     int noise_dim;  /* noise floats per row in a training or evaluation pass */
     int prior_dim;  /* noise floats per row of vae_model_generate */
+    /* The loss terms (family.h): the family's list, or those its plan names (a hierarchy's KL per group). */
+    int n_terms;
+    vae_term terms[VAE_MAX_TERMS];
     int n_latents;
     vae_latent_group latents[VAE_MAX_LATENTS];
     int n_groups;
@@ -194,6 +197,12 @@ enum {
 /* Builds the tensors and groups, allocates the four blocks and the family's arena. */
 int vae_model_init(vae_model *m, const vae_arch *arch, int max_batch);
 
+/* The loss of the model's terms: vae_terms_loss over m->terms. */
+static inline double vae_model_loss(const vae_model *m, const double *terms, double beta)
+{
+    return vae_terms_loss(m->n_terms, m->terms, terms, beta);
+}
+
 /*
  * The model's tensors (shapes, offsets, n_params) and groups without
  * allocating anything: what a checkpoint's datasets are checked against
@@ -217,7 +226,7 @@ const vae_tensor *vae_model_find(const vae_model *m, const char *name);
 static inline float *vae_model_input(vae_model *m) { return m->input; }
 
 /* The family's named terms. */
-static inline int vae_model_n_terms(const vae_model *m) { return m->fam->n_terms; }
+static inline int vae_model_n_terms(const vae_model *m) { return m->n_terms; }
 
 /* Forward pass (and backward) on the B rows in vae_model_input(m): family.h's vae_pass. */
 void vae_model_pass(vae_model *m, const vae_pass *p);

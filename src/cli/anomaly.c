@@ -158,7 +158,7 @@ static int anomaly_labels(const char *spec, const char *normal_s, const unsigned
  * file) from cols[n, W] (W = 1 + terms, row-major) and, with labels, each
  * column's ROC AUC as its attribute 'roc_auc'.
  */
-static int anomaly_write(const char *out, const vae_family *f, const float *cols, int64_t n, const double *auc)
+static int anomaly_write(const char *out, const vae_model *f, const float *cols, int64_t n, const double *auc)
 {
     const int W = 1 + f->n_terms;
     float *v = malloc((size_t)n * sizeof(float));
@@ -181,7 +181,7 @@ static int anomaly_write(const char *out, const vae_family *f, const float *cols
  */
 static int score_rows(vae_model *m, vae_data *d, const vae_config *cfg, const char *ckpt, int64_t a, int64_t b, float *mine)
 {
-    const vae_family *f = m->fam;
+    const vae_model *f = m;
     const int nt = f->n_terms, W = 1 + nt;
     const int64_t n = b - a;
     double *terms = calloc((size_t)(n + 1) * nt, sizeof(double)), row[VAE_MAX_TERMS];
@@ -195,7 +195,7 @@ static int score_rows(vae_model *m, vae_data *d, const vae_config *cfg, const ch
             size_t l = strlen(vals);
             snprintf(vals + l, sizeof vals - l, "%s %g, ", f->terms[t].name, row[t]);
         }
-        mine[i * W] = (float)vae_family_loss(f, row, cfg->beta);
+        mine[i * W] = (float)vae_model_loss(f, row, cfg->beta);
         for (int q = 0; q < W; q++) bad |= !isfinite(mine[i * W + q]);
         if (bad)
             rc = vae_error(VAE_EDATA, "the model in '%s' gives a non-finite score for row %lld of '%s:%s' (%sbeta %g): its "
@@ -242,7 +242,7 @@ typedef struct anomaly_out {
 static int write_results(const anomaly_out *ao, vae_model *mm, vae_data *dd, const vae_config *cc, const float *all,
                          int64_t N)
 {
-    const int W = 1 + mm->fam->n_terms, P = ao->P, top = ao->top;
+    const int W = 1 + mm->n_terms, P = ao->P, top = ao->top;
     const char *out = ao->out, *ckpt = ao->ckpt, *normal_s = ao->normal_s, *lab_where = ao->lab_where;
     const unsigned char *anomalous = ao->anomalous;
     const int64_t n_anom = ao->n_anom;
@@ -272,7 +272,7 @@ static int write_results(const anomaly_out *ao, vae_model *mm, vae_data *dd, con
     snprintf(lab_file, sizeof lab_file, "%s", lab_where);
     if (strstr(lab_file, ":/")) *strstr(lab_file, ":/") = '\0';
     if (!rc) rc = cli_out_refuse("anomaly", &o, ckpt, dd->file, lab_file);
-    if (!rc) rc = anomaly_write(h5_t, mm->fam, all, N, normal_s ? auc : NULL);
+    if (!rc) rc = anomaly_write(h5_t, mm, all, N, normal_s ? auc : NULL);
     if (!rc) rc = vae_image_write_histogram(hist_t, score, N, 50, 400, 200);
     /* The top K rows by score, highest first. */
     int k = top < N ? top : (int)N;
@@ -297,7 +297,7 @@ static int write_results(const anomaly_out *ao, vae_model *mm, vae_data *dd, con
                (long long)N, dd->file, dd->dset, P, P > 1 ? "s" : "", t_score, mean / N, (long long)order[0], score[order[0]]);
         if (normal_s) {
             printf("roc_auc=%.6f (score)", auc[0]);
-            for (int t = 0; t < mm->fam->n_terms; t++) printf(" %s_auc=%.6f", mm->fam->terms[t].name, auc[1 + t]);
+            for (int t = 0; t < mm->n_terms; t++) printf(" %s_auc=%.6f", mm->terms[t].name, auc[1 + t]);
             printf(" [%lld anomalies (classes not in %s), %lld normal rows; labels %s]\n", (long long)n_anom, normal_s,
                    (long long)(N - n_anom), lab_where);
         }
@@ -379,7 +379,7 @@ int cli_cmd_anomaly(int argc, char **argv)
         return rc > 0 ? rc : cli_finish(rc);
     }
     vae_latent_share(N, P, cli_rank, &a, &b);
-    const int W = 1 + m.fam->n_terms;
+    const int W = 1 + m.n_terms;
     float *mine = malloc((size_t)(b - a + 1) * W * sizeof(float));
     float *all = cli_rank == 0 ? malloc((size_t)N * W * sizeof(float)) : NULL;
     vae_defer_begin();

@@ -63,7 +63,7 @@ int cli_cmd_eval(int argc, char **argv)
     if (!rc) rc = vae_evaluate(&m, &d, MPI_COMM_WORLD, (uint64_t)seed, cfg.beta, use_mean, limit, &r);
     if (!rc && cli_rank == 0) {
         printf("eval: loss=%.6f", r.loss);
-        for (int t = 0; t < m.fam->n_terms; t++) printf(" %s=%.6f", m.fam->terms[t].name, r.terms[t]);
+        for (int t = 0; t < m.n_terms; t++) printf(" %s=%.6f", m.terms[t].name, r.terms[t]);
         printf(" rows=%lld z=%s data=%s:%s unit: %s\n", (long long)r.rows, use_mean ? "mean" : "sampled", d.file, d.dset,
                vae_loss_unit(cfg.arch.loss));
     }
