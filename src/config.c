@@ -9,6 +9,7 @@
 #include "mpivae/reduce.h"
 #include "mpivae/status.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -23,75 +24,95 @@ static const char *const loss_names[] = { "bce", "mse", NULL };
 static const char *const memory_names[] = { "yes", "no", "auto", NULL };
 static const int memory_values[] = { 1, 0, -1 };
 static const char *const allreduce_names[] = { "shm", "blocking", "overlap", NULL };
+static const char *const binarize_names[] = { "none", "dynamic", NULL };
+static const char *const posterior_names[] = { "residual", "merge", NULL };
 
 /* Each field: flag, attribute, type, member, integer range, real range, default, argument, section, help, resume. */
 const vae_field vae_config_fields[] = {
     { "data", "cfg.data", VAE_FT_DATA, OFF(data), 0, 0, 0, 0, "data/fashion-mnist.h5:" VAE_DATA_DEFAULT_DSET,
       "FILE[:/dataset]", "data",
       "training data (default data/fashion-mnist.h5:/train/images);\nFILE alone is FILE:/train/images, in every command and flag",
-      VAE_RESUME_DATA, NULL, NULL, 0 },
+      VAE_RESUME_DATA, NULL, NULL, 0, 0, NULL },
     { "test-data", "cfg.test_data", VAE_FT_TESTDATA, OFF(test_data), 0, 0, 0, 0, NULL, "FILE[:/dataset]|none", NULL,
       "held-out data for --eval-every and the tools' default (default:\nFILE:/test/images of the training file when it "
       "has one); none:\nno evaluation (--eval-every is then refused)",
-      VAE_RESUME_CHANGE, NULL, NULL, 0 },
+      VAE_RESUME_CHANGE, NULL, NULL, 0, 0, NULL },
     { "data-in-memory", "cfg.in_memory", VAE_FT_CHOICE, OFF(in_memory), 0, 0, 0, 0, "auto", "MODE", NULL,
       "yes (one copy per node in shared memory), no (stream rows\nfrom the file per batch), auto (default: yes when it fits)",
-      VAE_RESUME_RUN, memory_names, memory_values, 1 },
+      VAE_RESUME_RUN, memory_names, memory_values, 1, 0, NULL },
+    { "binarize", "cfg.binarize", VAE_FT_CHOICE, OFF(binarize), 0, 0, 0, 0, "none", "none|dynamic", NULL,
+      "dynamic: each pixel is drawn as Bernoulli(intensity) every time\nits row is used, keyed by seed, epoch and row; the "
+      "test set is\nbinarized once, the same for every run (default none)",
+      VAE_RESUME_FIXED, binarize_names, NULL, 0, 1, NULL },
     { "model", "model", VAE_FT_FAMILY, OFF(arch.kind), 0, 0, 0, 0, "mlp", "NAME", "model",
-      "model family (default mlp), one of:", VAE_RESUME_FIXED, NULL, NULL, 0 },
+      "model family (default mlp), one of:", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "hidden", "hidden", VAE_FT_HIDDEN, OFF(arch.hidden), 0, 0, 0, 0, NULL, "H[,H2,...]", NULL,
       "mlp: hidden layer sizes (default 400); conv: channels of the\nstride-2 Conv2d layers (default 32,64), mirrored by\n"
       "ConvTranspose2d layers in the decoder",
-      VAE_RESUME_FIXED, NULL, NULL, 0 },
+      VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "latent", "latent", VAE_FT_INT, OFF(arch.latent), 1, 4096, 0, 0, NULL, "Z", NULL,
-      "latent dimensions (default 20 for mlp, 16 for conv)", VAE_RESUME_FIXED, NULL, NULL, 0 },
+      "latent dimensions (default 20 for mlp, 16 for conv); hvae: latent\nchannels per group (default 8)", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
+    { "groups", "groups", VAE_FT_GROUPS, OFF(arch.groups), 0, 64, 0, 0, NULL, "G[,G2,...]", NULL,
+      "hvae: latent groups at each scale of --hidden, finest first\n(default 0,2,2)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "hvae" },
+    { "posterior", "posterior", VAE_FT_CHOICE, OFF(arch.posterior), 0, 0, 0, 0, "residual", "residual|merge", NULL,
+      "hvae: the posterior of a group, a residual around its prior\n(NVAE; default) or the precision-weighted merge of "
+      "the\nbottom-up estimate and the prior (LVAE)",
+      VAE_RESUME_FIXED, posterior_names, NULL, 0, 1, "hvae" },
     { "loss", "loss", VAE_FT_CHOICE, OFF(arch.loss), 0, 0, 0, 0, "bce", "bce|mse", NULL,
-      "Bernoulli (data in [0,1]) or Gaussian/squared error (default bce)", VAE_RESUME_FIXED, loss_names, NULL, 0 },
+      "Bernoulli (data in [0,1]) or Gaussian/squared error (default bce)", VAE_RESUME_FIXED, loss_names, NULL, 0, 0, NULL },
     { "beta", "beta", VAE_FT_DOUBLE, OFF(beta), 0, 0, 0, 1e6, "1", "B", NULL, "KL weight (default 1)", VAE_RESUME_FIXED,
-      NULL, NULL, 0 },
+      NULL, NULL, 0, 0, NULL },
     { "warmup", "cfg.warmup", VAE_FT_LONG, OFF(warmup), 0, LONG_MAX, 0, 0, "0", "STEPS", NULL,
-      "raise the KL weight linearly from 0 to beta over STEPS (default 0)", VAE_RESUME_FIXED, NULL, NULL, 0 },
+      "raise the KL weight linearly from 0 to beta over STEPS (default 0)", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "capacity", "cfg.capacity_max", VAE_FT_CAPACITY, OFF(capacity_max), 0, LONG_MAX, 0, 1e6, "off", "C:STEPS", NULL,
       "capacity-controlled beta-VAE (Burgess et al. 2018): the KL term\nbecomes beta * |KL - C| per sample, C rising "
       "linearly from 0 to\nC nats over STEPS steps (beta plays gamma; default off)",
-      VAE_RESUME_FIXED, NULL, NULL, 0 },
+      VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
+    { "free-bits", "cfg.free_bits", VAE_FT_DOUBLE, OFF(free_bits), 0, 0, 0, 1e6, "0", "F", NULL,
+      "a floor of F nats under each sample's KL of each latent group\n(Kingma et al. 2016; default 0: off)",
+      VAE_RESUME_FIXED, NULL, NULL, 0, 1, NULL },
     { "epochs", "cfg.epochs", VAE_FT_INT, OFF(epochs), 1, 1000000, 0, 0, "10", "E", "optimisation", "epochs (default 10)",
-      VAE_RESUME_CHANGE, NULL, NULL, 0 },
+      VAE_RESUME_CHANGE, NULL, NULL, 0, 0, NULL },
     { "batch", "cfg.batch", VAE_FT_INT, OFF(batch), 1, 1 << 24, 0, 0, "128", "B", NULL, "GLOBAL batch (default 128)",
-      VAE_RESUME_FIXED, NULL, NULL, 0 },
+      VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "lr", "cfg.lr", VAE_FT_DOUBLE, OFF(lr), 0, 0, 0, 10, "1e-3", "LR", NULL, "Adam learning rate (default 1e-3)",
-      VAE_RESUME_FIXED, NULL, NULL, 0 },
+      VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "adam-beta1", "cfg.beta1", VAE_FT_DOUBLE, OFF(beta1), 0, 0, 0, 0.999999, "0.9", "B1", NULL, "Adam's beta1 (default 0.9)",
-      VAE_RESUME_FIXED, NULL, NULL, 0 },
+      VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "adam-beta2", "cfg.beta2", VAE_FT_DOUBLE, OFF(beta2), 0, 0, 0, 0.999999999, "0.999", "B2", NULL,
-      "Adam's beta2 (default 0.999)", VAE_RESUME_FIXED, NULL, NULL, 0 },
+      "Adam's beta2 (default 0.999)", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "adam-eps", "cfg.adam_eps", VAE_FT_DOUBLE, OFF(adam_eps), 0, 0, 0, 1, "1e-8", "EPS", NULL,
-      "Adam's epsilon (default 1e-8)", VAE_RESUME_FIXED, NULL, NULL, 0 },
+      "Adam's epsilon (default 1e-8)", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "seed", "seed", VAE_FT_SEED, OFF(seed), 0, LONG_MAX, 0, 0, "1", "S", NULL, "seed of every random draw (default 1)",
-      VAE_RESUME_FIXED, NULL, NULL, 0 },
+      VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "steps", "cfg.max_steps", VAE_FT_LONG, OFF(max_steps), 0, LONG_MAX, 0, 0, "0", "N", NULL,
       "stop after global step N (default 0: all epochs; a resume keeps\nthe run's unless given)", VAE_RESUME_CHANGE, NULL,
-      NULL, 0 },
+      NULL, 0, 0, NULL },
     { "max-skips", "cfg.max_skips", VAE_FT_INT, OFF(max_skips), 0, 1000000, 0, 0, "10", "K", NULL,
       "skip at most K consecutive non-finite steps; the next one in a\nrow stops the run with status 1 (default 10; 0: stop "
       "at the first)",
-      VAE_RESUME_CHANGE, NULL, NULL, 0 },
+      VAE_RESUME_CHANGE, NULL, NULL, 0, 0, NULL },
+    { "skip-threshold", "cfg.skip_threshold", VAE_FT_DOUBLE, OFF(skip_threshold), 0, 0, 0, 1e30, "0", "G", NULL,
+      "skip the update (every rank) when the global gradient norm\nexceeds G; counted and logged (default 0: off)",
+      VAE_RESUME_CHANGE, NULL, NULL, 0, 1, NULL },
+    { "clip", "cfg.clip", VAE_FT_DOUBLE, OFF(clip), 0, 0, 0, 1e30, "0", "G", NULL,
+      "scale the gradient down to global norm G when above it\n(default 0: off)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, NULL },
     { "allreduce", NULL, VAE_FT_CHOICE, OFF(allreduce), 0, 0, 0, 0, "shm", "MODE", NULL,
       "shm (default): ranks of a node sum their gradients in shared\nmemory, node leaders with one MPI_Allreduce; "
       "blocking: one\nMPI_Allreduce after backward; overlap: buckets reduced with\nMPI_Iallreduce while backward goes on",
-      VAE_RESUME_RUN, allreduce_names, NULL, 0 },
+      VAE_RESUME_RUN, allreduce_names, NULL, 0, 0, NULL },
     { "out", "cfg.out", VAE_FT_PATH, OFF(out), 0, 0, 0, 0, "runs/default", "DIR", "output",
-      "run directory (default runs/default)", VAE_RESUME_RUN, NULL, NULL, 0 },
+      "run directory (default runs/default)", VAE_RESUME_RUN, NULL, NULL, 0, 0, NULL },
     { "log-every", "cfg.log_every", VAE_FT_LONG, OFF(log_every), 0, LONG_MAX, 0, 0, "100", "N", NULL,
-      "log line every N steps (default 100)", VAE_RESUME_CHANGE, NULL, NULL, 0 },
+      "log line every N steps (default 100)", VAE_RESUME_CHANGE, NULL, NULL, 0, 0, NULL },
     { "eval-every", "cfg.eval_every", VAE_FT_LONG, OFF(eval_every), 0, LONG_MAX, 0, 0, "0", "N", NULL,
-      "test-set evaluation every N steps (default: at the end)", VAE_RESUME_CHANGE, NULL, NULL, 0 },
+      "test-set evaluation every N steps (default: at the end)", VAE_RESUME_CHANGE, NULL, NULL, 0, 0, NULL },
     { "sample-every", "cfg.sample_every", VAE_FT_LONG, OFF(sample_every), 0, LONG_MAX, 0, 0, "0", "N", NULL,
-      "sample grids every N steps (default: at the end)", VAE_RESUME_CHANGE, NULL, NULL, 0 },
+      "sample grids every N steps (default: at the end)", VAE_RESUME_CHANGE, NULL, NULL, 0, 0, NULL },
     { "ckpt-every", "cfg.ckpt_every", VAE_FT_LONG, OFF(ckpt_every), 0, LONG_MAX, 0, 0, "0", "N", NULL,
-      "checkpoint every N steps (default: at the end and on signals)", VAE_RESUME_CHANGE, NULL, NULL, 0 },
+      "checkpoint every N steps (default: at the end and on signals)", VAE_RESUME_CHANGE, NULL, NULL, 0, 0, NULL },
     { "keep", "cfg.keep", VAE_FT_INT, OFF(keep), 1, 1000000, 0, 0, "3", "K", NULL, "checkpoints kept (default 3)",
-      VAE_RESUME_CHANGE, NULL, NULL, 0 },
+      VAE_RESUME_CHANGE, NULL, NULL, 0, 0, NULL },
 };
 const int vae_config_nfields = (int)(sizeof vae_config_fields / sizeof vae_config_fields[0]);
 
@@ -142,11 +163,34 @@ static int set_double(const char *flag, const char *text, double lo, double hi, 
     return VAE_OK;
 }
 
+/* "G1,G2,...", each 0..64, or none. */
+static int set_groups(vae_arch *a, const vae_field *F, const char *s, char *why, size_t len)
+{
+    a->n_groups = 0;
+    if (!strcmp(s, "none")) return VAE_OK;
+    for (const char *p = s;;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || end == p || (*end && *end != ',') || !isdigit((unsigned char)*p)) {
+            snprintf(why, len, "--%s '%s' is not a list of whole numbers (G1,G2,...)", F->flag, s);
+            return VAE_EINVAL;
+        }
+        if (v < F->ilo || v > F->ihi || a->n_groups == VAE_MAX_HIDDEN) {
+            snprintf(why, len, "--%s '%s': at most %d counts, each %ld..%ld", F->flag, s, VAE_MAX_HIDDEN, F->ilo, F->ihi);
+            return VAE_EINVAL;
+        }
+        a->groups[a->n_groups++] = (int)v;
+        if (!*end) return VAE_OK;
+        p = end + 1;
+    }
+}
+
 /* "H1,H2,...": every comma splits, so an empty size ("400,,400", "400,") is an error, not skipped. */
 static int set_hidden(vae_arch *a, const char *s, char *why, size_t len)
 {
     char buf[256];
-    static const vae_field hf = { "hidden", NULL, VAE_FT_INT, 0, 1, 65536, 0, 0, NULL, NULL, NULL, NULL, 0, NULL, NULL, 0 };
+    static const vae_field hf = { "hidden", NULL, VAE_FT_INT, 0, 1, 65536, 0, 0, NULL, NULL, NULL, NULL, 0, NULL, NULL, 0, 0, NULL };
     if (strlen(s) >= sizeof buf) {
         snprintf(why, len, "--hidden '%.40s...' is too long", s);
         return VAE_EINVAL;
@@ -233,6 +277,7 @@ int vae_config_set(vae_config *c, int f, const char *text, char *why, size_t len
         return VAE_OK;
     }
     case VAE_FT_HIDDEN: return set_hidden(&c->arch, text, why, len);
+    case VAE_FT_GROUPS: return set_groups(&c->arch, F, text, why, len);
     case VAE_FT_CAPACITY: return set_capacity(c, F, text, why, len);
     case VAE_FT_DATA:
         if (vae_data_full_spec(text, AT(c, f, char), VAE_PATH_LEN)) {
@@ -304,6 +349,13 @@ void vae_config_format(const vae_config *c, int f, char *buf, size_t len)
             snprintf(buf + l, len - l, "%s%d", i ? "," : "", c->arch.hidden[i]);
         }
         return;
+    case VAE_FT_GROUPS:
+        snprintf(buf, len, "%s", c->arch.n_groups ? "" : "none");
+        for (int i = 0; i < c->arch.n_groups; i++) {
+            size_t l = strlen(buf);
+            snprintf(buf + l, len - l, "%s%d", i ? "," : "", c->arch.groups[i]);
+        }
+        return;
     case VAE_FT_CAPACITY:
         if (c->capacity_max < 0) snprintf(buf, len, "off");
         else {
@@ -345,6 +397,27 @@ void vae_config_family_defaults(vae_config *c, uint64_t set)
                       (set & vae_config_bit(vae_config_field("latent"))) != 0);
 }
 
+int vae_config_check_options(const vae_config *c, uint64_t set, char *why, size_t len)
+{
+    const vae_family *fam = vae_family_get(c->arch.kind);
+    for (int f = 0; f < vae_config_nfields && fam; f++) {
+        const char *only = vae_config_fields[f].only;
+        if (!only || !(set & vae_config_bit(f))) continue;
+        size_t n = strlen(fam->name);
+        int ok = 0;
+        for (const char *p = only; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) ok |= !strncmp(p, fam->name, n) && (p[n] == ',' || !p[n]);
+        if (!ok) {
+            snprintf(why, len, "--%s is an option of --model %s, not of --model %s", vae_config_fields[f].flag, only, fam->name);
+            return VAE_EINVAL;
+        }
+    }
+    if (c->capacity_max >= 0 && c->free_bits > 0) {
+        snprintf(why, len, "--free-bits and --capacity do not combine (both reshape the KL term)");
+        return VAE_EINVAL;
+    }
+    return VAE_OK;
+}
+
 int vae_config_check(const vae_config *c, char *why, size_t len)
 {
     const vae_arch *a = &c->arch;
@@ -379,6 +452,11 @@ int vae_config_check(const vae_config *c, char *why, size_t len)
     for (int i = 0; i < a->n_hidden; i++)
         if (a->hidden[i] < 1 || a->hidden[i] > 65536) {
             snprintf(why, len, "attribute 'hidden' has the size %d, outside 1..65536", a->hidden[i]);
+            return VAE_EINVAL;
+        }
+    for (int i = 0; i < a->n_groups; i++)
+        if (a->groups[i] < 0 || a->groups[i] > 64) {
+            snprintf(why, len, "attribute 'groups' has the count %d, outside 0..64", a->groups[i]);
             return VAE_EINVAL;
         }
     if (!(c->capacity_max == -1.0 || (c->capacity_max >= 0 && c->capacity_max <= 1e6))) {

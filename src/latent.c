@@ -43,7 +43,7 @@ int vae_latent_score(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *
     for (int64_t r = lo; r < hi; r += VAE_LATENT_CHUNK) {
         int b, rc = load_chunk(m, d, r, hi, &b);
         if (rc) return rc;
-        vae_pass p = { NULL, b, 1.0f, -1.0f, 1.0f, 0, NULL, rows };
+        vae_pass p = { NULL, b, 1.0f, -1.0f, 1.0f, 0, NULL, rows, 0.0f };
         vae_model_pass(m, &p);
         for (int t = 0; t < nt; t++) memcpy(terms + (size_t)t * (hi - lo) + (r - lo), rows + (size_t)t * b, (size_t)b * sizeof(double));
     }

@@ -18,11 +18,15 @@
 
 /* The columns around the family's terms. */
 static const char *const train_head[] = { "step", "epoch", "loss" };
-static const char *const train_tail[] = { "beta", "lr", "grad_norm", "samples_per_s", "time" };
+/* skipped: 0, 1 (a non-finite value: the step was skipped), 2 (the update was skipped over --skip-threshold). */
+static const char *const train_tail[] = { "beta", "lr", "grad_norm", "skipped", "samples_per_s", "time" };
 static const char *const eval_head[] = { "step", "epoch", "loss" };
 static const char *const eval_tail[] = { "time" };
 
-static int is_int_field(const char *name) { return !strcmp(name, "step") || !strcmp(name, "epoch"); }
+static int is_int_field(const char *name) { return !strcmp(name, "step") || !strcmp(name, "epoch") || !strcmp(name, "skipped"); }
+
+/* A column that files of earlier versions lack: read as zeros there. */
+static int is_new_field(const char *name) { return !strcmp(name, "skipped"); }
 
 /* File access without HDF5's file locks: a reader's lock must never make the writer fail. */
 static hid_t make_fapl(int latest)
@@ -62,7 +66,11 @@ static int read_table(hid_t fid, vae_metrics_table *t, long keep_upto)
     hsize_t len = (hsize_t)-1;
     for (int f = 0; f < t->nf; f++) {
         snprintf(p, sizeof p, "%s/%s", t->group, t->names[f]);
-        if (H5Lexists(fid, t->group, H5P_DEFAULT) <= 0 || H5Lexists(fid, p, H5P_DEFAULT) <= 0) return VAE_EDATA;
+        if (H5Lexists(fid, t->group, H5P_DEFAULT) <= 0) return VAE_EDATA;
+        if (H5Lexists(fid, p, H5P_DEFAULT) <= 0) {
+            if (is_new_field(t->names[f])) continue;
+            return VAE_EDATA;
+        }
         hid_t ds = H5Dopen2(fid, p, H5P_DEFAULT);
         if (ds < 0) return VAE_EDATA;
         hid_t sp = H5Dget_space(ds);
@@ -77,6 +85,10 @@ static int read_table(hid_t fid, vae_metrics_table *t, long keep_upto)
     if (!rc && !col) rc = vae_error(VAE_ENOMEM, "cannot hold %llu rows of metrics", (unsigned long long)len);
     for (int f = 0; f < t->nf && !rc; f++) {
         snprintf(p, sizeof p, "%s/%s", t->group, t->names[f]);
+        if (H5Lexists(fid, p, H5P_DEFAULT) <= 0) { /* a new column (checked above) */
+            for (hsize_t r = 0; r < len; r++) t->rows[r * (size_t)t->nf + (size_t)f] = 0.0;
+            continue;
+        }
         hid_t ds = H5Dopen2(fid, p, H5P_DEFAULT);
         hid_t fsp = H5Dget_space(ds);
         hid_t msp = H5Screate_simple(1, &len, NULL);
@@ -179,7 +191,7 @@ int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae
 {
     memset(mt, 0, sizeof *mt);
     mt->fid = -1;
-    set_columns(&mt->t[0], "/train", train_head, 3, f, train_tail, 5);
+    set_columns(&mt->t[0], "/train", train_head, 3, f, train_tail, 6);
     set_columns(&mt->t[1], "/eval", eval_head, 3, f, eval_tail, 1);
     snprintf(mt->path, sizeof mt->path, "%s/metrics.h5", dir);
     struct stat sb;

@@ -168,6 +168,27 @@ double vae_kl_capacity_loss(const float *mulv, float *dmulv, int B, int Z, float
     return total;
 }
 
+double vae_kl_free_bits_loss(const float *mulv, float *dmulv, int B, int Z, float scale, float F, double *row_kl)
+{
+    double total = 0.0;
+    for (int r = 0; r < B; r++) {
+        const float *mu = mulv + (size_t)r * 2 * Z, *lv = mu + Z;
+        double s = 0.0;
+        for (int j = 0; j < Z; j++) s += (double)(1.0f + lv[j] - mu[j] * mu[j] - expf(lv[j]));
+        s *= -0.5;
+        if (row_kl) row_kl[r] = s;
+        total += s;
+        if (dmulv && s > F) {
+            float *dmu = dmulv + (size_t)r * 2 * Z, *dlv = dmu + Z;
+            for (int j = 0; j < Z; j++) {
+                dmu[j] += scale * mu[j];
+                dlv[j] += scale * 0.5f * (expf(lv[j]) - 1.0f);
+            }
+        }
+    }
+    return total;
+}
+
 double vae_bce_logits_loss(const float *a, const float *x, float *da, int B, int D, float scale,
                            double *row_loss)
 {

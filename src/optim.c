@@ -47,7 +47,7 @@ enum { ADAM_BLOCK = 256, ADAM_AHEAD = 1024 };
 static inline void adam_loop(float *p, float *g, float *m, float *v, size_t n, const vae_adam *h, long t,
                              int clear)
 {
-    const float b1 = h->beta1, b2 = h->beta2, eps = h->eps;
+    const float b1 = h->beta1, b2 = h->beta2, eps = h->eps, gs = h->gscale;
     const float bc1 = 1.0f - powf(b1, (float)t);
     const float bc2 = 1.0f - powf(b2, (float)t);
     const float step = h->lr / bc1;
@@ -57,7 +57,7 @@ static inline void adam_loop(float *p, float *g, float *m, float *v, size_t n, c
         size_t i1 = i0 + ADAM_BLOCK < n ? i0 + ADAM_BLOCK : n;
         for (size_t j = i0 + ADAM_AHEAD; j < i1 + ADAM_AHEAD && j < n; j += 16) __builtin_prefetch(p + j, 1, 3);
         for (size_t i = i0; i < i1; i++) {
-            float gi = g[i];
+            float gi = g[i] * gs; /* exact when gs is 1 */
             float mi = b1 * m[i] + (1.0f - b1) * gi;
             float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
             m[i] = mi;

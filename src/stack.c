@@ -313,9 +313,10 @@ void vae__stack_pass(vae_model *m, const vae_pass *p)
                        ? vae_bce_logits_loss(logits, x, dlogits, B, D, grad_scale, row_recon)
                        : vae_mse_loss(logits, x, dlogits, B, D, grad_scale, row_recon);
     if (backward) memset(m->dmulv, 0, (size_t)B * 2 * Z * sizeof(float));
-    double kl = p->capacity >= 0.0f
-                    ? vae_kl_capacity_loss(mulv, backward ? m->dmulv : NULL, B, Z, grad_scale * beta, p->capacity, row_kl)
-                    : vae_kl_loss(mulv, backward ? m->dmulv : NULL, B, Z, grad_scale * beta, row_kl);
+    float *dmulv = backward ? m->dmulv : NULL;
+    double kl = p->capacity >= 0.0f  ? vae_kl_capacity_loss(mulv, dmulv, B, Z, grad_scale * beta, p->capacity, row_kl)
+                : p->free_bits > 0.0f ? vae_kl_free_bits_loss(mulv, dmulv, B, Z, grad_scale * beta, p->free_bits, row_kl)
+                                      : vae_kl_loss(mulv, dmulv, B, Z, grad_scale * beta, row_kl);
     if (p->terms) {
         p->terms[0] = recon;
         p->terms[1] = kl;

@@ -153,7 +153,7 @@ static void print_banner(const vae_config *c, const vae_model *m, const vae_data
         printf("model: %s%s", m->fam->name, arch);
         if (c->capacity_max >= 0)
             printf(" capacity %g over %ld steps,", c->capacity_max, c->capacity_steps);
-        printf(" latent %d, loss %s, beta %g, %zu parameters, %.3f MFLOP per sample per step\n", c->arch.latent,
+        printf(" latent %d, loss %s, beta %g, %zu parameters, %.3f MFLOP per sample per step\n", m->Z,
                c->arch.loss == VAE_LOSS_MSE ? "mse" : "bce", c->beta, m->n_params, vae_model_flops_per_sample(m) / 1e6);
         printf("training: %d epochs, global batch %d (%d..%d per rank), lr %g, seed %llu, run directory %s\n",
                c->epochs, c->batch, c->batch / P, (c->batch + P - 1) / P, c->lr, (unsigned long long)c->seed, c->out);
@@ -203,7 +203,7 @@ int vae_evaluate(vae_model *m, vae_data *d, MPI_Comm comm, uint64_t seed, double
         if (!use_mean)
             for (int i = 0; i < b; i++)
                 vae_rng_normal(seed, VAE_RNG_EVAL, 0, (uint64_t)(r + i), m->eps + (size_t)i * m->noise_dim, m->noise_dim);
-        vae_pass p = { use_mean ? NULL : m->eps, b, (float)beta, -1.0f, 1.0f, 0, terms, NULL };
+        vae_pass p = { use_mean ? NULL : m->eps, b, (float)beta, -1.0f, 1.0f, 0, terms, NULL, 0.0f };
         vae_model_pass(m, &p);
         for (int t = 0; t < nt; t++) sums[t] += terms[t];
         sums[nt] += b;
@@ -242,6 +242,7 @@ typedef struct run {
     /* Timing. */
     double t_start, t_int, busy, comm_int, comm_all, busy_all, fb_all, upd_all;
     long rows_int, steps_int, steps_run;
+    long over, clipped;           /* updates skipped over --skip-threshold, and clipped, in this process */
     int pending;                  /* a failure on rank 0 alone, sent with the next step */
 } run;
 
@@ -251,7 +252,8 @@ typedef struct step_result {
     double terms[VAE_MAX_TERMS]; /* per sample */
     double gnorm;
     float beta;
-    int stop_now, skipped;
+    int stop_now, skipped; /* skipped: a non-finite value somewhere (the step is skipped) */
+    int over;              /* the gradient norm was above --skip-threshold (the update is skipped) */
     double t_end;
 } step_result;
 
@@ -275,6 +277,9 @@ static int resolve_resume(run *R)
         }
     }
     if (R->rank == 0 && !R->resume) rc = vae_rundir_refuse_existing(cfg->out);
+    char why[256]; /* a new run's options (a resume refuses any that differ from the checkpoint's) */
+    if (R->rank == 0 && !rc && R->found <= 0 && vae_config_check_options(cfg, R->set, why, sizeof why))
+        rc = vae_error(VAE_EINVAL, "%s", why);
     vae_defer_begin();
     rc = vae_agree(rc, R->comm);
     if (rc) return rc;
@@ -413,7 +418,7 @@ static int build_model(run *R)
         MPI_Bcast(m->v, (int)m->n_params, MPI_FLOAT, 0, R->comm);
         for (int g = 0; g < m->n_groups; g++) MPI_Bcast(&m->groups[g].t, 1, MPI_LONG, 0, R->comm);
     }
-    vae_adam adam = { (float)cfg->lr, (float)cfg->beta1, (float)cfg->beta2, (float)cfg->adam_eps };
+    vae_adam adam = { (float)cfg->lr, (float)cfg->beta1, (float)cfg->beta2, (float)cfg->adam_eps, 1.0f };
     vae_model_set_adam(m, &adam);
     uint64_t h = params_hash(m->params, m->n_params), hmin = h, hmax = h;
     MPI_Allreduce(MPI_IN_PLACE, &hmin, 1, MPI_UINT64_T, MPI_MIN, R->comm);
@@ -563,7 +568,7 @@ static int train_step(run *R, step_result *s)
     if (inject_nan) m->grads[0] = NAN; /* with overlap, bucket 0 is reduced last */
     double f0 = now_s();
     if (nloc > 0 && !lrc) {
-        vae_pass p = { m->eps, nloc, beta_t, capacity_at(cfg, st->step), 1.0f / Bt, 1, R->terms, NULL };
+        vae_pass p = { m->eps, nloc, beta_t, capacity_at(cfg, st->step), 1.0f / Bt, 1, R->terms, NULL, (float)cfg->free_bits };
         vae_model_pass(m, &p);
     } else {
         vae_reducer_no_rows(&R->red);
@@ -587,13 +592,25 @@ static int train_step(run *R, step_result *s)
     s->stop_now = gx[VAE_GX_STOP] > 0.0f;
     for (int i = 0; i < nt; i++) s->terms[i] = gx[VAE_GX_TERMS + i] / Bt;
     s->skipped = gx[VAE_GX_BAD] > 0.0f || !isfinite(s->gnorm);
+    /* The norm is of the summed gradient, the same on every rank: so are these decisions. */
+    s->over = !s->skipped && cfg->skip_threshold > 0.0 && s->gnorm > cfg->skip_threshold;
+    float gs = !s->skipped && cfg->clip > 0.0 && s->gnorm > cfg->clip ? (float)(cfg->clip / s->gnorm) : 1.0f;
+    R->clipped += gs < 1.0f && !s->over;
     unsigned char apply[VAE_MAX_GROUPS];
-    for (int g = 0; g < m->n_groups; g++) apply[g] = !s->skipped;
-    if (!s->skipped && m->fam->select_groups) m->fam->select_groups(m, s->terms, apply);
+    for (int g = 0; g < m->n_groups; g++) {
+        apply[g] = !s->skipped && !s->over;
+        m->groups[g].adam.gscale = gs;
+    }
+    if (apply[0] && m->fam->select_groups) m->fam->select_groups(m, s->terms, apply);
     for (int g = 0; g < m->n_groups; g++) m->groups[g].t += apply[g];
     int rc = VAE_OK;
     if (s->skipped) rc = skip_step(R, s);
-    else {
+    else if (s->over) {
+        R->over++;
+        if (R->rank == 0)
+            vae_warn("step %ld: gradient norm %g is above --skip-threshold %g; update skipped (%ld so far in this process)",
+                     st->step + 1, s->gnorm, cfg->skip_threshold, R->over);
+    } else {
         st->skips = 0;
         st->adam_t++;
     }
@@ -635,6 +652,7 @@ static int log_step(run *R, const step_result *s, int last)
         row[k++] = s->beta;
         row[k++] = cfg->lr;
         row[k++] = s->gnorm;
+        row[k++] = s->skipped ? 1.0 : s->over ? 2.0 : 0.0;
         row[k++] = sps;
         row[k++] = s->t_end - R->t_start;
         rc = vae_metrics_add_train(R->mt, row); /* fails only when memory runs out */
@@ -787,6 +805,9 @@ static void summary(run *R, int stopped)
                1e3 * R->busy_all / n, 1e3 * R->fb_all / n, 1e3 * R->comm_all / n, 1e3 * R->upd_all / n,
                1e3 * (R->busy_all - R->fb_all - R->comm_all - R->upd_all) / n);
     }
+    if (R->cfg->skip_threshold > 0.0 || R->cfg->clip > 0.0)
+        printf("gradient norm: %ld updates skipped over --skip-threshold, %ld clipped to --clip, of %ld steps\n", R->over,
+               R->clipped, n);
     fflush(stdout);
 }
 

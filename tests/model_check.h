@@ -37,7 +37,7 @@ static void vae_model_forward_backward(vae_model *m, const float *eps, int B, fl
 {
     double terms[VAE_MAX_TERMS] = { 0 };
     double *rows = row_recon || row_kl ? malloc((size_t)B * 2 * sizeof(double)) : NULL;
-    vae_pass p = { eps, B, beta, -1.0f, grad_scale, backward, terms, rows };
+    vae_pass p = { eps, B, beta, -1.0f, grad_scale, backward, terms, rows, 0.0f };
     vae_model_pass(m, &p);
     if (rows && row_recon) memcpy(row_recon, rows, (size_t)B * sizeof(double));
     if (rows && row_kl) memcpy(row_kl, rows + B, (size_t)B * sizeof(double));

@@ -46,6 +46,7 @@ static void other_value(int f, char *text, size_t len)
     case VAE_FT_CHOICE: snprintf(text, len, "%s", F->choices[1]); break;
     case VAE_FT_FAMILY: snprintf(text, len, "conv"); break;
     case VAE_FT_HIDDEN: snprintf(text, len, "7,5"); break;
+    case VAE_FT_GROUPS: snprintf(text, len, "1,3"); break;
     case VAE_FT_CAPACITY: snprintf(text, len, "3.5:77"); break;
     case VAE_FT_DATA: snprintf(text, len, "some/where.h5:/a/b"); break;
     case VAE_FT_TESTDATA: snprintf(text, len, "else/where.h5:/c"); break;

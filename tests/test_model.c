@@ -291,9 +291,9 @@ static void test_adam_case(const vae_adam *h, const char *name)
 
 static void test_adam(void)
 {
-    vae_adam h = { 1e-3f, 0.9f, 0.999f, 1e-8f }; /* PyTorch's defaults */
+    vae_adam h = { 1e-3f, 0.9f, 0.999f, 1e-8f, 1.0f }; /* PyTorch's defaults */
     test_adam_case(&h, "defaults");
-    vae_adam h2 = { 0.05f, 0.8f, 0.99f, 1e-6f }; /* large steps, eps comparable to tiny grads */
+    vae_adam h2 = { 0.05f, 0.8f, 0.99f, 1e-6f, 1.0f }; /* large steps, eps comparable to tiny grads */
     test_adam_case(&h2, "lr 0.05");
 
     /* vae_sumsq in double. */
@@ -326,7 +326,7 @@ static void test_adam_clear_and_blocks(void)
         g[i] = g2[i] = uniform(-1, 1);
         p1[i] = p2[i] = uniform(-1, 1);
     }
-    vae_adam h = { 1e-3f, 0.9f, 0.999f, 1e-8f };
+    vae_adam h = { 1e-3f, 0.9f, 0.999f, 1e-8f, 1.0f };
     vae_adam_update(p1, g, m1, v1, N, &h, 1);
     vae_adam_update_clear(p2, g2, m2, v2, N / 2, &h, 1);
     vae_adam_update_clear(p2 + N / 2, g2 + N / 2, m2 + N / 2, v2 + N / 2, N - N / 2, &h, 1);
@@ -394,7 +394,7 @@ static void test_adam_subnormal(void)
     memcpy(p0, p, sizeof p);
     memcpy(m0, m, sizeof m);
     memcpy(v0, v, sizeof v);
-    vae_adam h = { 1e-3f, 0.9f, 0.999f, 1e-8f };
+    vae_adam h = { 1e-3f, 0.9f, 0.999f, 1e-8f, 1.0f };
     vae_adam_update(p, g, m, v, N, &h, 7);
     /* Subnormal moments and a subnormal (1 - b2) g^2 are flushed (where the build flushes, optim.h). */
     if (VAE_ADAM_FTZ) {

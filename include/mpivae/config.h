@@ -33,7 +33,14 @@ typedef struct vae_config {
     int in_memory;           /* 1, 0, -1 auto */
     long max_steps;          /* stop after this global step (0: run all epochs) */
     int allreduce;           /* enum vae_allreduce_mode (reduce.h) */
+    double free_bits;        /* KL floor in nats per latent group and sample (0: off) */
+    double skip_threshold;   /* skip the update when the global gradient norm exceeds it (0: off) */
+    double clip;             /* scale the gradient to this global norm when above it (0: off) */
+    int binarize;            /* enum vae_binarize */
 } vae_config;
+
+/* --binarize: none, or every pixel drawn as Bernoulli(intensity) each time its row is used. */
+enum vae_binarize { VAE_BINARIZE_NONE = 0, VAE_BINARIZE_DYNAMIC = 1 };
 
 /* Where training stands (stored in every checkpoint). */
 typedef struct vae_train_state {
@@ -59,6 +66,7 @@ enum vae_field_type {
     VAE_FT_CHOICE,   /* int: choices[k] names values[k]; stored as the name, or the value when numeric */
     VAE_FT_FAMILY,   /* vae_arch.kind: a family's name (family.h) */
     VAE_FT_HIDDEN,   /* vae_arch.hidden[n_hidden]: "H1,H2,..." */
+    VAE_FT_GROUPS,   /* vae_arch.groups[n_groups]: "G1,G2,...", or none (n_groups 0; not stored) */
     VAE_FT_CAPACITY, /* capacity_max and capacity_steps: "C:STEPS", or off (-1) */
     VAE_FT_DATA,     /* a data spec FILE[:/dataset] (FILE alone is FILE:/train/images) */
     VAE_FT_TESTDATA, /* the same, or none ("") */
@@ -88,6 +96,8 @@ typedef struct vae_field {
     const char *const *choices; /* CHOICE: names, NULL-terminated */
     const int *values;    /* CHOICE: their values (NULL: 0, 1, ...) */
     int numeric;          /* CHOICE: stored as the value, not the name */
+    int optional;         /* absent from checkpoints of earlier versions: absent means the default */
+    const char *only;     /* the families that take it ("hvae"; comma-separated), or NULL: every family */
 } vae_field;
 
 /* The table, and its length (at most 64: a set of fields is a uint64_t bit mask). */
@@ -147,6 +157,13 @@ int vae_config_check_resume(const vae_config *given, const vae_config *ck, uint6
  * resume is the --resume argument ("auto" or a file).
  */
 void vae_config_merge_resume(vae_config *cfg, const vae_config *ck, uint64_t set, const char *resume);
+
+/*
+ * VAE_EINVAL with why[] when a field of `set` is an option of other families
+ * than c's ("--groups is an option of --model hvae, not of --model mlp"), or
+ * when two given options do not combine (--free-bits and --capacity).
+ */
+int vae_config_check_options(const vae_config *c, uint64_t set, char *why, size_t len);
 
 /* The --help text of `mpivae train`'s options, from the table, into out. */
 void vae_config_help(FILE *out);

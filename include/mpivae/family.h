@@ -93,6 +93,7 @@ typedef struct vae_pass {
     int backward;     /* 0: forward only */
     double *terms;    /* [n_terms] out: each term summed over the rows (unweighted; KL without capacity) */
     double *row_terms; /* [n_terms * B] out, term-major, or NULL */
+    float free_bits;   /* > 0: each BETA term is beta * max(KL, free_bits) per row (each latent group's KL) */
 } vae_pass;
 
 typedef struct vae_family {

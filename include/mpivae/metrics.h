@@ -30,12 +30,12 @@
 #include <stdint.h>
 
 /* Columns at most: 8 around the terms, and the terms. */
-#define VAE_METRICS_MAX_FIELDS (8 + VAE_MAX_TERMS)
+#define VAE_METRICS_MAX_FIELDS (10 + VAE_MAX_TERMS)
 
 /* One group of metrics.h5: its columns and every row of the run. */
 typedef struct vae_metrics_table {
     const char *group;        /* "/train" or "/eval" */
-    const char *names[VAE_METRICS_MAX_FIELDS]; /* column names; "step" and "epoch" are int64, the rest float64 */
+    const char *names[VAE_METRICS_MAX_FIELDS]; /* column names; "step", "epoch" and "skipped" are int64, the rest float64 */
     int nf;                   /* columns */
     double *rows;             /* [n, nf], row-major */
     long n, cap;              /* rows held, rows allocated */

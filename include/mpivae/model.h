@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 #define VAE_MAX_HIDDEN 8
-#define VAE_MAX_TENSORS 64
+#define VAE_MAX_TENSORS 256
 #define VAE_MAX_LAYERS 24
 #define VAE_NAME_LEN 64
 #define VAE_MAX_GROUPS 8
@@ -34,7 +34,7 @@
 #define VAE_MAX_READY 64
 
 /* The built-in families' indices in the registry (family.h): vae_arch.kind. */
-enum vae_model_kind { VAE_MODEL_MLP = 0, VAE_MODEL_CONV = 1 };
+enum vae_model_kind { VAE_MODEL_MLP = 0, VAE_MODEL_CONV = 1, VAE_MODEL_HVAE = 2 };
 enum vae_loss_kind { VAE_LOSS_BCE = 0, VAE_LOSS_MSE = 1 };
 
 /*
@@ -56,7 +56,13 @@ typedef struct vae_arch {
     int hidden[VAE_MAX_HIDDEN];   /* mlp: hidden sizes; conv: channels per conv layer */
     int latent;                   /* Z */
     int loss;                     /* enum vae_loss_kind */
+    int n_groups;                 /* hvae: latent groups per scale (0: the family has no such list) */
+    int groups[VAE_MAX_HIDDEN];
+    int posterior;                /* hvae: enum vae_posterior */
 } vae_arch;
+
+/* hvae's posterior: NVAE's residual around the prior, or LVAE's precision-weighted merge. */
+enum vae_posterior { VAE_POSTERIOR_RESIDUAL = 0, VAE_POSTERIOR_MERGE = 1 };
 
 /* A named view into the parameter block, with its PyTorch shape. */
 typedef struct vae_tensor {

@@ -55,6 +55,14 @@ double vae_kl_capacity_loss(const float *mulv, float *dmulv, int B, int Z, float
                             double *row_kl);
 
 /*
+ * Free bits per sample (Kingma et al. 2016, taken per row so that it does not
+ * depend on how a batch is split): the objective term is max(KL_r, F), whose
+ * gradient is scale * dKL_r/dmulv where KL_r > F and 0 elsewhere. Returns the
+ * sum of the rows' KL; row_kl as in vae_kl_loss.
+ */
+double vae_kl_free_bits_loss(const float *mulv, float *dmulv, int B, int Z, float scale, float F, double *row_kl);
+
+/*
  * Bernoulli reconstruction from logits a[B,D] against targets x[B,D] in
  * [0, 1]: per element softplus(a) - x a = max(a, 0) - x a + log1p(exp(-|a|)),
  * summed per row. Returns the sum over all rows; row_loss[B] += each row's

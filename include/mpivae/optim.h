@@ -8,6 +8,7 @@
 
 typedef struct vae_adam {
     float lr, beta1, beta2, eps;
+    float gscale; /* the gradient is multiplied by it first (1; --clip sets it per step) */
 } vae_adam;
 
 /*
