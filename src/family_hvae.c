@@ -131,6 +131,18 @@ static int check(const vae_arch *a, int cli, char *why, size_t len)
                                : "attribute 'latent' is %d, outside 1..1024 for hvae", a->latent);
         return VAE_EINVAL;
     }
+    int H = a->Hh, W = a->W;
+    for (int s = 1; s < a->n_hidden; s++) { /* the up convolution pads H and W alike */
+        int h = (H + 1) / 2, w = (W + 1) / 2;
+        if (H - 2 * h != W - 2 * w) {
+            snprintf(why, len, "%s is %dx%d: halving it gives %dx%d, and the top-down path cannot grow that back "
+                     "to both sizes (H and W must be both even or both odd at every scale but the last)",
+                     cli ? "the data" : "attribute 'input_shape'", a->Hh, a->W, h, w);
+            return VAE_EINVAL;
+        }
+        H = h;
+        W = w;
+    }
     for (int s = 0; s < a->n_hidden; s++)
         if (a->hidden[s] > 4096) {
             snprintf(why, len, cli ? "--hidden %d: --model hvae takes 1..4096 channels per scale"
@@ -200,7 +212,7 @@ static void plan(vae_model *m)
         add_res(m, &c->res, name, c->C, c->H, c->W);
     }
     hv_scale *top = &h->sc[h->S - 1];
-    h->h0 = vae_model_add_tensor(m, "td.h0", 3, (int[]){ top->H, top->W, top->C }, 0.0f);
+    h->h0 = vae_model_add_tensor(m, "td.h0", 3, (int[]){ top->H, top->W, top->C }, 0.5f);
     int k = 0;
     m->n_terms = 0;
     m->terms[m->n_terms++] = hv_default_terms[0];
@@ -334,6 +346,24 @@ static int init(vae_model *m, int max_batch)
         return vae_error(VAE_ENOMEM, "cannot allocate the model's activations (%.1f GB for batch %d)",
                          n * sizeof(float) / 1e9, max_batch);
     layout(m, h, max_batch, m->arena);
+    /* The ReLU outputs, for the tests' kink detection (model.h). */
+    m->n_relu = 0;
+    for (int s = 0; s < h->S; s++) {
+        size_t row = (size_t)h->sc[s].C * h->sc[s].hw;
+        m->relu_at[m->n_relu] = h->sc[s].res.xr;
+        m->relu_row[m->n_relu++] = row;
+        m->relu_at[m->n_relu] = h->sc[s].res.a1;
+        m->relu_row[m->n_relu++] = row;
+    }
+    for (int k = 0; k < h->K; k++) {
+        size_t row = (size_t)h->sc[h->g[k].s].C * h->g[k].hw;
+        m->relu_at[m->n_relu] = h->g[k].res.xr;
+        m->relu_row[m->n_relu++] = row;
+        m->relu_at[m->n_relu] = h->g[k].res.a1;
+        m->relu_row[m->n_relu++] = row;
+    }
+    m->relu_at[m->n_relu] = h->fr;
+    m->relu_row[m->n_relu++] = (size_t)h->sc[0].C * h->sc[0].hw;
     /* The streams: each scale's output is its last group's, or what entered it. */
     for (int s = 0; s < h->S; s++) {
         hv_scale *c = &h->sc[s];

@@ -24,8 +24,9 @@
 /* ---------------------------------------------------------------------- helpers */
 
 /*
- * The two terms of the layer-stack families (mlp, conv: "recon" and "kl",
- * family.h) as one struct, and one pass through vae_model_pass with them.
+ * The terms of a model as two: "recon" (the first term) and kl, the sum of
+ * its BETA terms (the layer-stack families' one "kl", hvae's KL per group),
+ * and one pass through vae_model_pass with them.
  */
 typedef struct vae_loss_stats {
     double recon, kl;
@@ -36,15 +37,22 @@ static void vae_model_forward_backward(vae_model *m, const float *eps, int B, fl
                                        int backward, vae_loss_stats *st, double *row_recon, double *row_kl)
 {
     double terms[VAE_MAX_TERMS] = { 0 };
-    double *rows = row_recon || row_kl ? malloc((size_t)B * 2 * sizeof(double)) : NULL;
+    double *rows = row_recon || row_kl ? malloc((size_t)B * m->n_terms * sizeof(double)) : NULL;
     vae_pass p = { eps, B, beta, -1.0f, grad_scale, backward, terms, rows, 0.0f };
     vae_model_pass(m, &p);
     if (rows && row_recon) memcpy(row_recon, rows, (size_t)B * sizeof(double));
-    if (rows && row_kl) memcpy(row_kl, rows + B, (size_t)B * sizeof(double));
+    if (rows && row_kl)
+        for (int r = 0; r < B; r++) {
+            row_kl[r] = 0.0;
+            for (int t = 1; t < m->n_terms; t++)
+                if (m->terms[t].kind == VAE_TERM_BETA) row_kl[r] += rows[(size_t)t * B + r];
+        }
     free(rows);
     if (st) {
         st->recon = terms[0];
-        st->kl = terms[1];
+        st->kl = 0.0;
+        for (int t = 1; t < m->n_terms; t++)
+            if (m->terms[t].kind == VAE_TERM_BETA) st->kl += terms[t];
         st->rows = B;
     }
 }
@@ -81,6 +89,8 @@ static double total_loss(const vae_loss_stats *st, float beta)
 static size_t relu_mask(const vae_model *m, int B, unsigned char *mask)
 {
     size_t n = 0;
+    for (int i = 0; i < m->n_relu; i++)
+        for (size_t k = 0; k < (size_t)B * m->relu_row[i]; k++) mask[n++] = m->relu_at[i][k] > 0.0f;
     for (int i = 0; i < m->n_enc + m->n_dec; i++) {
         const vae_layer *l = &m->layers[i];
         if (l->act != VAE_ACT_RELU) continue;
@@ -132,6 +142,7 @@ static void fd_check_model(const char *name, const vae_arch *arch, int max_batch
     /* Per-model mask buffers (every ReLU output of every layer). */
     size_t mask_len = 0;
     for (int i = 0; i < m.n_enc + m.n_dec; i++) mask_len += (size_t)B * m.layers[i].out;
+    for (int i = 0; i < m.n_relu; i++) mask_len += (size_t)B * m.relu_row[i];
     unsigned char *mask0 = malloc(mask_len + 1), *mask1 = malloc(mask_len + 1);
 
     /* Analytic gradient, grad_scale 1. */

@@ -171,6 +171,14 @@ typedef struct vae_model {
      */
     int n_ready;
     size_t ready_lo[VAE_MAX_READY];
+    /*
+     * A family without layers[] lists its ReLU outputs here, buffers of
+     * relu_row[i] floats per row, so that the finite-difference tests can
+     * tell when a perturbation crosses a kink.
+     */
+    int n_relu;
+    const float *relu_at[64];
+    size_t relu_row[64];
     void (*grad_ready)(void *ctx, size_t lo, size_t hi);
     void *grad_ctx;
 } vae_model;

@@ -1,0 +1,237 @@
+/*
+ * test_hvae.c: the hierarchical VAE (--model hvae, src/family_hvae.c).
+ *
+ * (a) Finite differences of the whole model against its backward pass, for
+ *     every tensor (model_check.h's check): both posteriors (residual and
+ *     merge), bce and mse, with and without noise, odd image sizes (the up
+ *     convolutions' output padding), scales without groups, and channel
+ *     counts on both sides of the conv ops' lowering switch (8).
+ * (b) The PyTorch twin's fixture (tests/pytorch/hvae_twin.py, float64): the
+ *     loss terms and every gradient of one batch, and the log importance
+ *     weights of each row.
+ * (c) The architecture checks and the terms.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "mpivae/model.h"
+#include "mpivae/rng.h"
+#include "mpivae/status.h"
+
+#include "model_check.h"
+
+static vae_arch hvae_arch(int C, int Hh, int W, int n, const int *ch, const int *groups, int Zc, int loss, int post)
+{
+    vae_arch a;
+    memset(&a, 0, sizeof a);
+    a.kind = VAE_MODEL_HVAE;
+    a.C = C;
+    a.Hh = Hh;
+    a.W = W;
+    a.n_hidden = a.n_groups = n;
+    for (int i = 0; i < n; i++) {
+        a.hidden[i] = ch[i];
+        a.groups[i] = groups[i];
+    }
+    a.latent = Zc;
+    a.loss = loss;
+    a.posterior = post;
+    return a;
+}
+
+static void test_fd(void)
+{
+    /* Small images: a bias moves every position's ReLUs, and fewer positions cross fewer kinks. */
+    vae_arch a = hvae_arch(1, 4, 4, 2, (int[]){ 3, 4 }, (int[]){ 1, 1 }, 2, VAE_LOSS_BCE, VAE_POSTERIOR_RESIDUAL);
+    fd_check_model("hvae 1x4x4 [3,4] groups [1,1] residual bce B 2", &a, 3, 2, 1.0f, 1, 31);
+    fd_check_model("hvae 1x4x4 [3,4] groups [1,1] residual bce B 1 eps NULL", &a, 2, 1, 1.0f, 0, 32);
+    a = hvae_arch(1, 4, 4, 2, (int[]){ 3, 4 }, (int[]){ 1, 1 }, 2, VAE_LOSS_BCE, VAE_POSTERIOR_MERGE);
+    fd_check_model("hvae 1x4x4 [3,4] groups [1,1] merge bce B 2", &a, 2, 2, 1.0f, 1, 33);
+    a = hvae_arch(2, 5, 5, 3, (int[]){ 3, 4, 5 }, (int[]){ 1, 0, 2 }, 2, VAE_LOSS_MSE, VAE_POSTERIOR_RESIDUAL);
+    fd_check_model("hvae 2x5x5 [3,4,5] groups [1,0,2] residual mse beta 0.5 B 1", &a, 2, 1, 0.5f, 1, 34);
+    a = hvae_arch(1, 4, 4, 2, (int[]){ 8, 9 }, (int[]){ 1, 1 }, 3, VAE_LOSS_BCE, VAE_POSTERIOR_MERGE);
+    fd_check_model("hvae 1x4x4 [8,9] groups [1,1] merge bce B 1", &a, 2, 1, 1.0f, 1, 38);
+}
+
+/* (b) One case of the PyTorch fixture: terms, logits, every gradient, the log weights. */
+static void fixture_case(hid_t file, const char *gname)
+{
+    char label[160], loss[16] = "", post[16] = "", path[VAE_NAME_LEN + 16];
+    hid_t g = H5Gopen2(file, gname, H5P_DEFAULT);
+    CHECK(g >= 0);
+    if (g < 0) return;
+    long long C = 0, Hh = 0, W = 0, B = 0, Zc = 0, hid[VAE_MAX_HIDDEN], grp[VAE_MAX_HIDDEN];
+    double beta = 0;
+    CHECK_EQ(read_attr_i64(g, "C", &C) | read_attr_i64(g, "H", &Hh) | read_attr_i64(g, "W", &W), 0);
+    CHECK_EQ(read_attr_i64(g, "B", &B) | read_attr_i64(g, "latent", &Zc) | read_attr_f64(g, "beta", &beta), 0);
+    CHECK_EQ(read_attr_str(g, "loss", loss, sizeof loss) | read_attr_str(g, "posterior", post, sizeof post), 0);
+    int n = read_attr_i64s(g, "hidden", hid, VAE_MAX_HIDDEN);
+    CHECK_EQ(read_attr_i64s(g, "groups", grp, VAE_MAX_HIDDEN), n);
+    int hi[VAE_MAX_HIDDEN], gi[VAE_MAX_HIDDEN];
+    for (int i = 0; i < n; i++) {
+        hi[i] = (int)hid[i];
+        gi[i] = (int)grp[i];
+    }
+    vae_arch a = hvae_arch((int)C, (int)Hh, (int)W, n, hi, gi, (int)Zc, strcmp(loss, "mse") ? VAE_LOSS_BCE : VAE_LOSS_MSE,
+                           strcmp(post, "merge") ? VAE_POSTERIOR_RESIDUAL : VAE_POSTERIOR_MERGE);
+    vae_model m;
+    int rc = vae_model_init(&m, &a, (int)B);
+    CHECK_EQ(rc, 0);
+    if (rc) {
+        H5Gclose(g);
+        return;
+    }
+    /* The twin's tensors are exactly the model's: names and shapes (strict loading both ways). */
+    static char pnames[VAE_MAX_TENSORS][VAE_NAME_LEN];
+    CHECK_EQ(list_group(g, "params", pnames, VAE_MAX_TENSORS), m.n_tensors);
+    for (int i = 0; i < m.n_tensors; i++) {
+        const vae_tensor *t = &m.tensors[i];
+        hsize_t dims[4];
+        snprintf(path, sizeof path, "params/%s", t->name);
+        int nd = dset_shape(g, path, dims);
+        if (nd != t->ndim) fprintf(stderr, "/%s/%s: %d dimensions in the fixture, %d in the model\n", gname, path, nd, t->ndim);
+        CHECK_EQ(nd, t->ndim);
+        for (int k = 0; k < nd && nd == t->ndim; k++) CHECK_EQ(dims[k], t->shape[k]);
+        CHECK_EQ(read_dset(g, path, H5T_NATIVE_FLOAT, m.params + t->offset, t->numel), 0);
+    }
+    const int K = m.n_latents;
+    size_t nx = (size_t)B * m.D, nz = (size_t)B * m.Z;
+    float *eps = malloc(nz * sizeof(float));
+    double *logits = malloc(nx * sizeof(double)), ekl[16], logw_ref[64], logw[64], erecon = 0;
+    CHECK_EQ(read_dset(g, "x", H5T_NATIVE_FLOAT, vae_model_input(&m), nx), 0);
+    CHECK_EQ(read_dset(g, "eps", H5T_NATIVE_FLOAT, eps, nz), 0);
+    CHECK_EQ(read_dset(g, "logits", H5T_NATIVE_DOUBLE, logits, nx), 0);
+    CHECK_EQ(read_dset(g, "expected_recon", H5T_NATIVE_DOUBLE, &erecon, 1), 0);
+    CHECK_EQ(read_dset(g, "expected_kl", H5T_NATIVE_DOUBLE, ekl, (size_t)K), 0);
+    CHECK_EQ(read_dset(g, "logw", H5T_NATIVE_DOUBLE, logw_ref, (size_t)B), 0);
+
+    zero_grads(&m);
+    double terms[VAE_MAX_TERMS] = { 0 };
+    vae_pass p = { eps, (int)B, (float)beta, -1.0f, 1.0f / (float)B, 1, terms, NULL, 0.0f };
+    vae_model_pass(&m, &p);
+    snprintf(label, sizeof label, "/%s recon", gname);
+    CHECK_CLOSE(label, terms[0] / B, erecon, 1e-5, 0);
+    double klsum = 0;
+    for (int k = 0; k < K; k++) {
+        snprintf(label, sizeof label, "/%s kl%d", gname, k + 1);
+        CHECK_CLOSE(label, terms[1 + k] / B, ekl[k], 1e-4, 1e-5);
+        klsum += terms[1 + k];
+    }
+    CHECK_CLOSE("kl (the sum of the groups')", terms[1 + K], klsum, 1e-12, 1e-9);
+    printf("/%s: recon %.9g (torch %.9g), kl1 %.9g (torch %.9g), %d groups\n", gname, terms[0] / B, erecon, terms[1] / B,
+           ekl[0], K);
+    /* Every gradient: max |ours - torch| <= 1e-4 max |torch| over the tensor. */
+    double worst = 0;
+    for (int i = 0; i < m.n_tensors; i++) {
+        const vae_tensor *t = &m.tensors[i];
+        double *ref = malloc(t->numel * sizeof(double)), gmax = 0, dmax = 0;
+        snprintf(path, sizeof path, "grads/%s", t->name);
+        CHECK_EQ(read_dset(g, path, H5T_NATIVE_DOUBLE, ref, t->numel), 0);
+        for (size_t j = 0; j < t->numel; j++) {
+            gmax = fmax(gmax, fabs(ref[j]));
+            dmax = fmax(dmax, fabs(m.grads[t->offset + j] - ref[j]));
+        }
+        snprintf(label, sizeof label, "/%s grads/%s (max |diff| vs 1e-4 max |grad|)", gname, t->name);
+        CHECK_CMP_DBL(gmax, >, 0.0);
+        CHECK_CLOSE(label, dmax, 0.0, 0, 1e-4 * gmax);
+        if (gmax > 0) worst = fmax(worst, dmax / gmax);
+        free(ref);
+    }
+    /* The log importance weights with the same noise. */
+    m.fam->log_weights(&m, eps, (int)B, logw);
+    for (int r = 0; r < B; r++) {
+        snprintf(label, sizeof label, "/%s logw[%d]", gname, r);
+        CHECK_CLOSE(label, logw[r], logw_ref[r], 1e-5, 1e-4);
+    }
+    printf("/%s: largest gradient difference %.3g of the tensor's max |grad|; logw[0] %.9g (torch %.9g)\n", gname, worst,
+           logw[0], logw_ref[0]);
+    /* encode then decode at the means reproduces the deterministic pass (every z at its mean). */
+    vae_pass p0 = { NULL, (int)B, 1.0f, -1.0f, 1.0f, 0, terms, NULL, 0.0f };
+    vae_model_pass(&m, &p0);
+    float *mulv = encode_mulv(&m, (int)B), *mu = malloc(nz * sizeof(float)), *img = malloc(nx * sizeof(float));
+    for (int r = 0; r < B; r++) memcpy(mu + (size_t)r * m.Z, mulv + (size_t)r * 2 * m.Z, (size_t)m.Z * sizeof(float));
+    float *x = malloc(nx * sizeof(float));
+    memcpy(x, vae_model_input(&m), nx * sizeof(float));
+    vae_model_decode(&m, mu, (int)B, img);
+    double rec = 0;
+    for (size_t i = 0; i < nx; i++)
+        rec += a.loss == VAE_LOSS_MSE ? (double)(img[i] - x[i]) * (img[i] - x[i])
+                                      : -(x[i] * log((double)img[i]) + (1.0 - x[i]) * log(1.0 - (double)img[i]));
+    snprintf(label, sizeof label, "/%s decode(encode mean) against the pass without noise", gname);
+    CHECK_CLOSE(label, rec, terms[0], 1e-4, 1e-4);
+    free(mulv);
+    free(mu);
+    free(img);
+    free(x);
+    free(eps);
+    free(logits);
+    vae_model_free(&m);
+    H5Gclose(g);
+}
+
+static void test_fixture(const char *path)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) fprintf(stderr, "cannot open fixture '%s'\n", path);
+    CHECK(f >= 0);
+    if (f < 0) return;
+    fixture_case(f, "residual");
+    fixture_case(f, "merge");
+    fixture_case(f, "wide");
+    H5Fclose(f);
+}
+
+static int check_quiet(const vae_arch *a, char *msg, size_t len)
+{
+    msg[0] = '\0';
+    vae_defer_begin();
+    int rc = vae_arch_check(a);
+    vae_defer_take(msg, len);
+    vae_defer_end(0);
+    return rc;
+}
+
+static void test_arch(void)
+{
+    char msg[512];
+    vae_arch a = hvae_arch(1, 28, 28, 3, (int[]){ 16, 32, 64 }, (int[]){ 0, 2, 2 }, 8, VAE_LOSS_BCE, 0);
+    CHECK_EQ(check_quiet(&a, msg, sizeof msg), 0);
+    vae_model m;
+    CHECK_EQ(vae_model_plan(&m, &a), 0);
+    /* recon, a KL per group (top first), and their sum as a reported-only term */
+    CHECK_EQ(m.n_terms, 6);
+    CHECK(!strcmp(m.terms[1].name, "kl1") && m.terms[1].kind == VAE_TERM_BETA);
+    CHECK(!strcmp(m.terms[4].name, "kl4") && m.terms[4].kind == VAE_TERM_BETA);
+    CHECK(!strcmp(m.terms[5].name, "kl") && m.terms[5].kind == VAE_TERM_STAT);
+    /* the groups: two at 7x7, then two at 14x14, 8 channels each */
+    CHECK_EQ(m.n_latents, 4);
+    CHECK_EQ(m.latents[0].H, 7);
+    CHECK_EQ(m.latents[3].H, 14);
+    CHECK_EQ(m.Z, 2 * 8 * 49 + 2 * 8 * 196);
+    vae_model_free(&m);
+    a.Hh = 27; /* 27x28: 14x14, then 7x7 up to 14x13 and 14x14 at once: no one output padding */
+    CHECK_EQ(check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
+    CHECK(strstr(msg, "27x28") != NULL);
+    a.Hh = 28;
+    a.n_groups = 2; /* a count per scale */
+    CHECK_EQ(check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
+    CHECK(strstr(msg, "--groups has 2 counts") != NULL);
+    a = hvae_arch(1, 28, 28, 2, (int[]){ 16, 32 }, (int[]){ 0, 0 }, 8, VAE_LOSS_BCE, 0);
+    CHECK_EQ(check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
+    CHECK(strstr(msg, "0 latent groups") != NULL);
+    a = hvae_arch(1, 28, 28, 2, (int[]){ 16, 32 }, (int[]){ 8, 7 }, 8, VAE_LOSS_BCE, 0);
+    CHECK_EQ(check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
+    CHECK(strstr(msg, "15 latent groups") != NULL);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s FIXTURE.h5 (tests/fixtures/hvae_fixture.h5)\n", argv[0]);
+        return 2;
+    }
+    test_fd();
+    test_fixture(argv[1]);
+    test_arch();
+    printf("test_hvae: %d checks, %d failed\n", g_checks, g_failures);
+    return g_failures ? 1 : 0;
+}
