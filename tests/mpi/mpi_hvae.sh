@@ -1,0 +1,145 @@
+#!/bin/bash
+# mpi_hvae.sh MPIVAE SOURCE_DIR MPIEXEC [NUMPROC_FLAG [PREFLAGS...]]
+#
+# The data-parallel promises of DESIGN.md for --model hvae, on a synthetic
+# 1x8x8 set of 256 training rows (scales 8x8x4, 4x4x8, one latent group of 2
+# channels at each), with --clip, --skip-threshold and --free-bits set:
+#  (a) P = 1, 2, 4 with global batch 30 for 2 epochs: /params within 1e-4 of
+#      P=1's and every per-step loss within 1e-4 relative; the KL per group is
+#      a named term (kl1, kl2 in the log line and metrics.h5);
+#  (b) exact resume: P=2 stopped at step 13 by the test hook and resumed ends
+#      bit-identical to the uninterrupted P=2 run;
+#  (c) the checkpoint loads strictly into the PyTorch twin (tests/pytorch/
+#      hvae_model.py), and `eval --mean` reports the loss the twin computes
+#      with every z at its mean; 2 ranks report the same;
+#  (d) --skip-threshold below every gradient norm: every update skipped on
+#      every rank (/params equal to a 0-step run's, metrics 'skipped' = 2 on
+#      every row, the count in the summary); --free-bits above every KL makes
+#      the KL gradient vanish: bit-identical to --beta 0;
+#  (e) eval --iw 1, 16 on 1 and 2 ranks: the same line, K = 16 above K = 1;
+#      sample, reconstruct and encode work.
+source "$(dirname "$0")/mpilib.sh"
+mpi_init "$@"
+need_python_modules torch
+
+run_ok "$M" data synth --out s.h5 --n-train 256 --n-test 64 --height 8 --width 8 --classes 4
+MODEL=(--data s.h5 --model hvae --hidden 4,8 --groups 1,1 --latent 2 --seed 5 --lr 3e-3)
+CFG=(train "${MODEL[@]}" --batch 30 --epochs 2 --log-every 3 --clip 50 --skip-threshold 1e6)
+STEPS=18
+K=13
+
+# --- (a) P = 1, 2, 4
+for P in 1 2 4; do
+    mpi_cmd "$P"
+    run_ok "${MPI[@]}" "$M" "${CFG[@]}" --out "p$P"
+    expect_grep "P=$P banner" "^model: hvae scales 8x8x4:1,4x4x8:1" last.out
+    expect_grep "P=$P log line with a KL per group" "kl1 [0-9.]* kl2 [0-9.]* kl [0-9.]*" last.out
+    expect_eq "P=$P: model saved in the checkpoint" hvae "$(ckpt_attr "p$P/checkpoints/step-$STEPS.h5" model)"
+done
+for P in 2 4; do
+    h5cmp params "p1/checkpoints/step-$STEPS.h5" "p$P/checkpoints/step-$STEPS.h5" 1e-4
+    h5cmp loss p1/metrics.h5 "p$P/metrics.h5" 1e-4 "$STEPS"
+done
+py_check "metrics.h5 columns of hvae" <<'PYEOF'
+import sys, h5py
+with h5py.File("p1/metrics.h5", "r") as f:
+    for c in ("recon", "kl1", "kl2", "kl", "skipped"):
+        if f"/train/{c}" not in f or f"/train/{c}".replace("train", "eval") not in f and c != "skipped":
+            sys.exit(f"p1/metrics.h5: expected /train/{c} (and /eval/{c}), found {list(f['/train'].keys())}")
+    kl, k1, k2 = f["/train/kl"][()], f["/train/kl1"][()], f["/train/kl2"][()]
+    if abs(kl - k1 - k2).max() > 1e-6 * max(1.0, abs(kl).max()):
+        sys.exit(f"expected /train/kl = kl1 + kl2, found differences up to {abs(kl - k1 - k2).max()}")
+    if f["/train/skipped"][()].any():
+        sys.exit("expected no skipped step under --skip-threshold 1e6")
+print(f"hvae metrics: kl = kl1 + kl2 on {len(kl)} rows, no skips")
+PYEOF
+
+# --- (b) exact resume
+mpi_cmd 2
+run_status env MPIVAE_TEST_STOP_AT_STEP=$K "${MPI[@]}" "$M" "${CFG[@]}" --out hook
+expect_status "P=2, MPIVAE_TEST_STOP_AT_STEP=$K" 75 "$RC" last.out
+run_ok "${MPI[@]}" "$M" train --resume auto --out hook
+expect_identical "P=2 hvae: stopped at $K and resumed, against uninterrupted" \
+    "hook/checkpoints/step-$STEPS.h5" "p2/checkpoints/step-$STEPS.h5"
+
+# --- (c) the PyTorch twin
+CK=p2/checkpoints/step-$STEPS.h5
+run_ok "$M" eval --mean --ckpt "$CK" --data s.h5:/test/images --limit 32
+loss=$(loss_of last.out)
+py_check "hvae twin strict load and loss of $CK" "$SRC/tests/pytorch" "$CK" "$loss" <<'PYEOF'
+import sys
+sys.dont_write_bytecode = True
+sys.path.insert(0, sys.argv[1])
+import h5py, numpy as np, torch
+from hvae_model import HVAE
+ck, want = sys.argv[2], float(sys.argv[3])
+with h5py.File(ck, "r") as f:
+    a = f.attrs
+    m = HVAE(tuple(int(v) for v in a["input_shape"]), [int(v) for v in a["hidden"]], [int(v) for v in a["groups"]],
+             int(a["latent"]), a["loss"].decode() if isinstance(a["loss"], bytes) else str(a["loss"]),
+             a["posterior"].decode() if isinstance(a["posterior"], bytes) else str(a["posterior"]))
+    sd = {}
+    def take(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            sd[name] = torch.from_numpy(obj[()].astype(np.float64))
+    f["/params"].visititems(take)
+m = m.double()
+m.load_state_dict(sd, strict=True)
+with h5py.File("s.h5", "r") as f:
+    x = torch.from_numpy(f["/test/images"][:32].astype(np.float64).reshape(32, -1) / 255.0)
+with torch.no_grad():
+    r, kl, _ = m.terms(x)
+got = float((r + kl.sum(0)).mean())
+if not abs(got - want) <= 1e-4 * max(1.0, abs(want)):
+    sys.exit(f"expected the twin's loss with z at the means ({got}) to equal mpivae eval --mean's ({want})")
+print(f"twin: strict load of {len(sd)} tensors; loss {got:.6f}, mpivae {want:.6f}")
+PYEOF
+run_ok "${MPI[@]}" "$M" eval --mean --ckpt "$CK" --data s.h5:/test/images --limit 32
+expect_eq "eval --mean at 2 ranks against 1" "$loss" "$(loss_of last.out)"
+
+# --- (d) --skip-threshold, --free-bits
+run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --log-every 3 --skip-threshold 1e-9 --out skip
+expect_grep "skip warning" "above --skip-threshold 1e-09; update skipped" last.err
+expect_grep "skip summary" "gradient norm: 6 updates skipped over --skip-threshold, 0 clipped" last.out
+py_check "every update skipped" <<'PYEOF'
+import sys, h5py, numpy as np
+with h5py.File("skip/metrics.h5", "r") as f:
+    s = f["/train/skipped"][()]
+if len(s) != 6 or not (s == 2).all():
+    sys.exit(f"expected 'skipped' = 2 on all 6 rows, found {s.tolist()}")
+with h5py.File("skip/checkpoints/step-6.h5", "r") as f:
+    t = {k: int(v) for k, v in f.attrs.items() if k.startswith("adam_t")}
+print(f"skip: 6 of 6 updates skipped ({t})")
+PYEOF
+run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --free-bits 1e5 --out fb
+run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --beta 0 --out b0
+expect_identical "--free-bits 1e5 against --beta 0" fb/checkpoints/step-6.h5 b0/checkpoints/step-6.h5
+run_status "$M" train "${MODEL[@]}" --batch 30 --steps 6 --out plain2 --capacity 5:10 --free-bits 1
+expect_status "--free-bits with --capacity" 1 "$RC" last.err
+expect_grep "--free-bits with --capacity" "error: --free-bits and --capacity do not combine" last.err
+run_status "$M" train --data s.h5 --model mlp --groups 1 --steps 2 --out mlpg
+expect_status "--groups with --model mlp" 1 "$RC" last.err
+expect_grep "--groups with --model mlp" "error: --groups is an option of --model hvae, not of --model mlp" last.err
+
+# --- (e) IW bound and the tools
+run_ok "$M" eval --iw 1 --ckpt "$CK" --data s.h5:/test/images
+IW1=$(grep '^iw:' last.out)
+run_ok "$M" eval --iw 16 --ckpt "$CK" --data s.h5:/test/images
+IW16=$(grep '^iw:' last.out)
+run_ok "${MPI[@]}" "$M" eval --iw 16 --ckpt "$CK" --data s.h5:/test/images
+expect_eq "eval --iw 16 at 2 ranks against 1" "$IW16" "$(grep '^iw:' last.out)"
+py_check "IW bounds" "$IW1" "$IW16" <<'PYEOF'
+import re, sys
+def bound(s):
+    return float(re.search(r">= (-?[0-9.]+) nats", s).group(1))
+b1, b16 = bound(sys.argv[1]), bound(sys.argv[2])
+if not b16 > b1:
+    sys.exit(f"expected the K = 16 bound above K = 1's, found {b16} and {b1}")
+print(f"iw: K=1 {b1}, K=16 {b16}")
+PYEOF
+run_ok "$M" sample --ckpt "$CK" --n 10 --out X.png
+expect_file X.h5
+run_ok "$M" reconstruct --ckpt "$CK" --n 8 --out R.png --data s.h5:/test/images
+run_ok "$M" encode --ckpt "$CK" --data s.h5:/test/images --out E.h5
+expect_file E.h5
+cli_done
