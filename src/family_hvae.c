@@ -550,9 +550,11 @@ enum { TD_POSTERIOR, TD_PRIOR, TD_GIVEN }; /* where z comes from */
 /*
  * The top-down path. TD_POSTERIOR: z from q with noise (NULL: the mean), the
  * KL per group into kl[K] (sums) and h->kl_rows; TD_PRIOR: z = mu_p + T
- * sigma_p noise; TD_GIVEN: z read from zin[B, Z].
+ * sigma_p noise; TD_GIVEN: z read from zin[B, Z] for the first ngiven
+ * groups, the prior mean mu_p for the others.
  */
-static void top_down(vae_model *m, int B, int mode, const float *noise, float temperature, const float *zin, double *kl)
+static void top_down(vae_model *m, int B, int mode, const float *noise, float temperature, const float *zin, double *kl,
+                     int ngiven)
 {
     hv *h = m->priv;
     broadcast_h0(m, B);
@@ -582,9 +584,13 @@ static void top_down(vae_model *m, int B, int mode, const float *noise, float te
                         g->z[(size_t)r * g->n + i] =
                             pr[jj] + temperature * expf(softclamp(pr[Zc + jj])) * noise[(size_t)r * m->prior_dim + off + i];
                     }
-            } else {
+            } else if (k < ngiven) {
                 for (int r = 0; r < B; r++)
                     memcpy(g->z + (size_t)r * g->n, zin + (size_t)r * m->Z + off, (size_t)g->n * sizeof(float));
+            } else {
+                conv_fwd(m, &g->prior, g->ha, g->pr, B, 0);
+                for (int r = 0; r < B; r++)
+                    for (int i = 0; i < g->n; i++) g->z[(size_t)r * g->n + i] = g->pr[((size_t)r * g->hw + i / Zc) * 2 * Zc + i % Zc];
             }
             zproj_fwd(m, g, B);
             res_fwd(m, &g->res, g->hb, g->hc, B);
@@ -674,7 +680,7 @@ static void pass(vae_model *m, const vae_pass *p)
     const int B = p->B, K = h->K;
     double kl[HV_MAX_GROUPS];
     bottom_up(m, B);
-    top_down(m, B, TD_POSTERIOR, p->eps, 1.0f, NULL, kl);
+    top_down(m, B, TD_POSTERIOR, p->eps, 1.0f, NULL, kl, 0);
     double recon = recon_loss(m, B, p->backward ? h->dlogits : NULL, p->grad_scale, p->row_terms);
     if (p->terms) {
         double all = 0.0;
@@ -702,7 +708,7 @@ static void encode(vae_model *m, int B, float *mu, float *logvar)
 {
     hv *h = m->priv;
     bottom_up(m, B);
-    top_down(m, B, TD_POSTERIOR, NULL, 1.0f, NULL, NULL);
+    top_down(m, B, TD_POSTERIOR, NULL, 1.0f, NULL, NULL, 0);
     const int Zc = h->Zc;
     for (int k = 0; k < h->K; k++) {
         const hv_group *g = &h->g[k];
@@ -726,13 +732,19 @@ static void to_images(vae_model *m, int B, float *images)
 
 static void decode(vae_model *m, const float *z, int B, float *images)
 {
-    top_down(m, B, TD_GIVEN, NULL, 1.0f, z, NULL);
+    top_down(m, B, TD_GIVEN, NULL, 1.0f, z, NULL, m->n_latents);
+    to_images(m, B, images);
+}
+
+static void decode_given(vae_model *m, const float *z, int ngiven, int B, float *images)
+{
+    top_down(m, B, TD_GIVEN, NULL, 1.0f, z, NULL, ngiven);
     to_images(m, B, images);
 }
 
 static void generate(vae_model *m, float *noise, float temperature, int B, float *images)
 {
-    top_down(m, B, TD_PRIOR, noise, temperature, NULL, NULL);
+    top_down(m, B, TD_PRIOR, noise, temperature, NULL, NULL, 0);
     to_images(m, B, images);
 }
 
@@ -748,7 +760,7 @@ static void log_weights(vae_model *m, const float *eps, int B, double *logw)
     hv *h = m->priv;
     const int Zc = h->Zc;
     bottom_up(m, B);
-    top_down(m, B, TD_POSTERIOR, eps, 1.0f, NULL, NULL);
+    top_down(m, B, TD_POSTERIOR, eps, 1.0f, NULL, NULL, 0);
     recon_loss(m, B, NULL, 1.0f, logw);
     const double c = m->arch.loss == VAE_LOSS_MSE ? 0.5 * m->D * 1.1447298858494002 : 0.0;
     for (int r = 0; r < B; r++) {
@@ -819,6 +831,7 @@ const vae_family vae_family_hvae = {
     .pass = pass,
     .encode = encode,
     .decode = decode,
+    .decode_given = decode_given,
     .generate = generate,
     .log_weights = log_weights,
     .flops = flops,

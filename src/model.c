@@ -205,6 +205,12 @@ void vae_model_encode(vae_model *m, int B, float *mu, float *logvar) { m->fam->e
 
 void vae_model_decode(vae_model *m, const float *z, int B, float *images) { m->fam->decode(m, z, B, images); }
 
+void vae_model_decode_given(vae_model *m, const float *z, int ngiven, int B, float *images)
+{
+    if (ngiven >= m->n_latents || !m->fam->decode_given) m->fam->decode(m, z, B, images);
+    else m->fam->decode_given(m, z, ngiven, B, images);
+}
+
 void vae_model_generate(vae_model *m, float *noise, float temperature, int B, float *images)
 {
     m->fam->generate(m, noise, temperature, B, images);

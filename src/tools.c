@@ -17,6 +17,21 @@
 #include <string.h>
 #include <sys/stat.h>
 
+void vae_sample_prior_groups(vae_model *m, uint64_t seed, uint64_t call, const float *temps, int n, float *images)
+{
+    const int K = m->prior_dim, D = m->D;
+    for (int lo = 0; lo < n; lo += m->max_batch) {
+        int b = n - lo < m->max_batch ? n - lo : m->max_batch;
+        for (int i = 0; i < b; i++) {
+            float *e = m->eps + (size_t)i * K;
+            vae_rng_normal(seed, VAE_RNG_PRIOR, call, (uint64_t)(lo + i), e, K);
+            for (int g = 0; g < m->n_latents; g++)
+                for (int j = 0; j < m->latents[g].dim; j++) e[m->latents[g].offset + j] *= temps[g];
+        }
+        vae_model_generate(m, m->eps, 1.0f, b, images + (size_t)lo * D);
+    }
+}
+
 void vae_sample_prior(vae_model *m, uint64_t seed, uint64_t call, float temperature, int n,
                       float *images)
 {

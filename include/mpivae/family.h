@@ -120,6 +120,12 @@ typedef struct vae_family {
     void (*encode)(vae_model *m, int B, float *mu, float *logvar);
     /* images[B, D] (the decoder's mean: sigmoid of the logits under bce) from z[B, Zt]. */
     void (*decode)(vae_model *m, const float *z, int B, float *images);
+    /*
+     * Optional (several latent groups): like decode, but only the first
+     * ngiven groups of z are used; each later group is at its prior mean
+     * given those before it. NULL: the family has one group.
+     */
+    void (*decode_given)(vae_model *m, const float *z, int ngiven, int B, float *images);
     /* images[B, D] from the prior with noise[B, prior_dim] of N(0, 1), scaled by temperature. */
     void (*generate)(vae_model *m, float *noise, float temperature, int B, float *images);
     /*

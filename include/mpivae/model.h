@@ -251,6 +251,12 @@ void vae_model_encode(vae_model *m, int B, float *mu, float *logvar);
 /* Decoder only: images[B,D] (sigmoid of logits for BCE, the output itself for MSE) from z[B,Z]. */
 void vae_model_decode(vae_model *m, const float *z, int B, float *images);
 
+/*
+ * decode with only the first ngiven latent groups of z[B, Z] (1..n_latents):
+ * the later groups at their prior means given the earlier ones (family.h).
+ */
+void vae_model_decode_given(vae_model *m, const float *z, int ngiven, int B, float *images);
+
 /* images[B,D] from the prior, with noise[B, prior_dim] of N(0, 1) (overwritten) and a temperature. */
 void vae_model_generate(vae_model *m, float *noise, float temperature, int B, float *images);
 

@@ -10,6 +10,14 @@
 
 #include <stdint.h>
 
+/*
+ * Decodes n prior samples into images[n, D] (keyed by seed, call), with the
+ * temperature T: z ~ N(0, T^2 I), or for a hierarchy z_k = mu_p + T sigma_p eps
+ * in each group. temps, when not NULL, gives one temperature per latent group
+ * instead (the noise of group k scaled by temps[k]; temperature is then 1).
+ */
+void vae_sample_prior_groups(vae_model *m, uint64_t seed, uint64_t call, const float *temps, int n, float *images);
+
 /* Decodes n prior samples z ~ N(0, T^2 I) (keyed by seed, call) into images[n, D]. */
 void vae_sample_prior(vae_model *m, uint64_t seed, uint64_t call, float temperature, int n,
                       float *images);

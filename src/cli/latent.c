@@ -21,19 +21,23 @@
 
 static const char *interp_help =
     "usage: mpivae interpolate --ckpt FILE --from I --to J --out OUT.png [--data FILE[:/ds]]\n"
-    "                          [--steps K] [--spherical]\n"
+    "                          [--steps K] [--spherical] [--groups all|top]\n"
     "\n"
     "Encodes rows I and J of --data (FILE alone is FILE:/train/images; default: the checkpoint's\n"
     "held-out data) to their means,\n"
     "walks K (default 10) points from one to the other, linearly or along the great circle\n"
     "(--spherical), and decodes them. OUT.png is one strip: row I, the K decoded points, row J.\n"
-    "OUT.h5 holds /z [K, Z], /images [K, C, H, W] and /inputs [2, C, H, W]. --out must end in .png.\n";
+    "OUT.h5 holds /z [K, Z], /images [K, C, H, W] and /inputs [2, C, H, W]. --out must end in .png.\n"
+    "--groups top (a model with several latent groups): only the top group follows the path;\n"
+    "each lower group is decoded at its prior mean given the groups above it. all (default):\n"
+    "every group follows it.\n";
 
 int cli_cmd_interpolate(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL, *data = NULL;
     long from = -1, to = -1;
     int K = 10, spherical = 0;
+    const char *groups = "all";
     /* In the order of the message when one of the required ones is missing. */
     cli_opt opts[] = {
         { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
@@ -43,13 +47,17 @@ int cli_cmd_interpolate(int argc, char **argv)
         { "data", CLI_STRING, .target = &data },
         { "steps", CLI_INT, .target = &K, .lo = 2, .hi = 1000 },
         { "spherical", CLI_FLAG, .target = &spherical },
+        { "groups", CLI_STRING, .target = &groups, .metavar = "all|top" },
         { 0 }
     };
     const cli_cmd cmd = { .name = "interpolate", .help = interp_help, .opts = opts };
     int rc = cli_parse(&cmd, argc, argv);
     if (rc) return cli_stop(rc);
     rc = cli_check_out("interpolate", out, ".png", WRITES_PNG("interpolate"));
+    if (!rc && strcmp(groups, "all") && strcmp(groups, "top"))
+        rc = cli_usage_error("interpolate", "--groups '%s' is neither all nor top", groups);
     if (rc) return rc;
+    const int top = !strcmp(groups, "top");
     if (cli_parse_only()) return 0;
     vae_config cfg;
     vae_model m;
@@ -74,7 +82,7 @@ int cli_cmd_interpolate(int argc, char **argv)
         if (!rc) rc = vae_data_rows(&d, &rj, 1, inputs + D);
         if (!rc) {
             vae_latent_path(a, b, Z, K, spherical, z);
-            vae_model_decode(&m, z, K, strip + D);
+            vae_model_decode_given(&m, z, top ? 1 : m.n_latents, K, strip + D);
             memcpy(strip, inputs, (size_t)D * sizeof(float));
             memcpy(strip + (size_t)(K + 1) * D, inputs + D, (size_t)D * sizeof(float));
         }
@@ -88,7 +96,10 @@ int cli_cmd_interpolate(int argc, char **argv)
         if (!rc) rc = vae_h5_write_images(h5_t, "/images", strip + D, K, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
         if (!rc) rc = vae_h5_write_images(h5_t, "/inputs", inputs, 2, cfg.arch.C, cfg.arch.Hh, cfg.arch.W);
         rc = cli_out_finish(&o, rc);
-        if (!rc) printf("wrote %s and %s: rows %ld and %ld, %d %s steps\n", out, h5, from, to, K, spherical ? "spherical" : "linear");
+        if (!rc)
+            printf("wrote %s and %s: rows %ld and %ld, %d %s steps, %s\n", out, h5, from, to, K,
+                   spherical ? "spherical" : "linear", top && m.n_latents > 1 ? "top group (the others at their prior means)"
+                                                                          : "every latent group");
     }
     free(buf);
     vae_data_close(&d);
@@ -112,7 +123,7 @@ static int parse_range(const char *cmd, const char *s, void *range)
 }
 
 static const char *traverse_help =
-    "usage: mpivae traverse --ckpt FILE --out OUT.png [--dims D1,D2,...|auto] [--top N]\n"
+    "usage: mpivae traverse --ckpt FILE --out OUT.png [--dims D1,D2,...|auto] [--top N] [--group G]\n"
     "                       [--data FILE[:/ds] [--index I]] [--range LO:HI] [--steps K]\n"
     "\n"
     "For each chosen latent dimension, adds K (default 9) values over LO:HI (default -3:3) to it,\n"
@@ -121,13 +132,17 @@ static const char *traverse_help =
     "reconstruction of row I). --dims auto (the default) picks the N (default 8) dimensions with\n"
     "the largest average KL over --data (the active ones) and prints their KL. OUT.h5 holds\n"
     "/images [dims*K, C, H, W], /values [K] (the offsets), /dims, /base [Z]. --out must end in .png.\n"
-    "--data: FILE alone is FILE:/train/images; default: the checkpoint's held-out data.\n";
+    "--data: FILE alone is FILE:/train/images; default: the checkpoint's held-out data.\n"
+    "--group G (1 = the top latent group of a hierarchical model): --dims count within that group,\n"
+    "and auto picks among its dimensions; /dims holds indices into the whole code [Z].\n";
 
 /* One traverse run: the options, then the checkpoint, its data and the chosen dimensions. */
 typedef struct traverse_job {
     const char *ckpt, *out, *data, *dims_s;
     long index;      /* -1: start from z = 0 */
     int K, top;
+    int group;       /* 1-based latent group, or 0: every latent dimension */
+    int lo, hi;      /* the dimensions it may choose, [lo, hi) of Z */
     double range[2]; /* LO, HI */
     vae_config cfg;
     vae_model m;
@@ -140,15 +155,17 @@ typedef struct traverse_job {
 /* --dims D1,D2,... into j->dims (empty entries skipped). Returns 0 or the usage exit status (after the message). */
 static int traverse_given_dims(traverse_job *j)
 {
-    const int Z = j->m.Z;
+    const int Z = j->hi - j->lo;
     char buf[1024];
     snprintf(buf, sizeof buf, "%s", j->dims_s);
     int rc = 0;
     for (char *tok = strtok(buf, ","); tok && !rc; tok = strtok(NULL, ",")) {
         long v = 0;
         rc = cli_parse_long("traverse", "--dims", tok, 0, LONG_MAX, &v);
-        if (!rc && v >= Z) rc = cli_usage_error("traverse", "--dims %ld is out of range: the model in '%s' has %d latent dimensions (0..%d)", v, j->ckpt, Z, Z - 1);
-        if (!rc && j->nd < Z) j->dims[j->nd++] = (int)v;
+        if (!rc && v >= Z)
+            rc = cli_usage_error("traverse", "--dims %ld is out of range: the model in '%s' has %d latent dimensions%s (0..%d)",
+                                 v, j->ckpt, Z, j->group ? " in that --group" : "", Z - 1);
+        if (!rc && j->nd < Z) j->dims[j->nd++] = j->lo + (int)v;
     }
     if (!rc && j->nd == 0) rc = cli_usage_error("traverse", "--dims needs at least one dimension");
     return rc;
@@ -170,11 +187,11 @@ static int traverse_active_dims(traverse_job *j)
     rc = vae_agree(rc, MPI_COMM_WORLD);
     if (!rc) MPI_Allreduce(MPI_IN_PLACE, j->kl, Z, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     for (int k = 0; k < Z; k++) j->kl[k] /= (double)j->d.N;
-    /* The top N by KL, largest first. */
-    j->nd = j->top < Z ? j->top : Z;
+    /* The top N by KL, largest first, among the dimensions of --group. */
+    j->nd = j->top < j->hi - j->lo ? j->top : j->hi - j->lo;
     for (int k = 0; k < j->nd; k++) {
         int best = -1;
-        for (int q = 0; q < Z; q++) {
+        for (int q = j->lo; q < j->hi; q++) {
             int used = 0;
             for (int r = 0; r < k; r++) used |= j->dims[r] == q;
             if (!used && (best < 0 || j->kl[q] > j->kl[best])) best = q;
@@ -260,6 +277,18 @@ static int traverse_run(traverse_job *j)
     int rc = cli_load_model(&j->ckpt, &j->cfg, &j->m, VAE_LATENT_CHUNK, VAE_TOOL_TRAVERSE, "traverse");
     if (rc) return cli_finish(rc);
     const int Z = j->m.Z, auto_dims = !strcmp(j->dims_s, "auto");
+    j->lo = 0;
+    j->hi = Z;
+    if (j->group > j->m.n_latents) {
+        rc = cli_usage_error("traverse", "--group %d is out of range: the model in '%s' has %d latent group%s (1..%d)", j->group,
+                             j->ckpt, j->m.n_latents, j->m.n_latents == 1 ? "" : "s", j->m.n_latents);
+        vae_model_free(&j->m);
+        return rc;
+    }
+    if (j->group > 0) {
+        j->lo = j->m.latents[j->group - 1].offset;
+        j->hi = j->lo + j->m.latents[j->group - 1].dim;
+    }
     j->dims = calloc((size_t)Z, sizeof(int));
     j->kl = calloc((size_t)Z, sizeof(double));
     j->base = calloc((size_t)Z, sizeof(float));
@@ -293,6 +322,7 @@ int cli_cmd_traverse(int argc, char **argv)
         { "top", CLI_INT, .target = &j.top, .lo = 1, .hi = 4096 },
         { "range", CLI_CUSTOM, .target = j.range, .parse = parse_range },
         { "steps", CLI_INT, .target = &j.K, .lo = 1, .hi = 1000 },
+        { "group", CLI_INT, .target = &j.group, .lo = 1, .hi = VAE_MAX_LATENTS },
         { 0 }
     };
     const cli_cmd cmd = { .name = "traverse", .help = traverse_help, .opts = opts };
@@ -308,6 +338,8 @@ static const char *encode_help =
     "usage: mpirun -np P mpivae encode --ckpt FILE --out Z.h5 [--data FILE[:/ds]]\n"
     "\n"
     "Writes /mu and /logvar [N, Z] (float32, chunked, row-aligned with the input) of every row\n"
+    "and /groups [G, 4], each latent group's offset in a row and its shape C, H, W (a hierarchy's\n"
+    "groups top first, each in [H, W, C] order)\n"
     "of --data (FILE alone is FILE:/train/images; default: the checkpoint's held-out data). Rows\n"
     "are shared across ranks in fixed chunks, so the output does not depend on the rank count;\n"
     "rank 0 writes the file. --out must end in .h5.\n";
@@ -360,6 +392,14 @@ int cli_cmd_encode(int argc, char **argv)
         rc = cli_out_refuse("encode", &o, ckpt, d.file, NULL);
         if (!rc) rc = vae_h5_write_matrix(h5_t, "/mu", all_mu, N, Z);
         if (!rc) rc = vae_h5_write_matrix(h5_t, "/logvar", all_lv, N, Z);
+        float gl[VAE_MAX_LATENTS * 4]; /* per latent group: offset, C, H, W */
+        for (int g = 0; g < m.n_latents; g++) {
+            gl[4 * g] = (float)m.latents[g].offset;
+            gl[4 * g + 1] = (float)m.latents[g].C;
+            gl[4 * g + 2] = (float)m.latents[g].H;
+            gl[4 * g + 3] = (float)m.latents[g].W;
+        }
+        if (!rc) rc = vae_h5_write_matrix(h5_t, "/groups", gl, m.n_latents, 4);
         rc = cli_out_finish(&o, rc);
         if (!rc) printf("wrote %s: /mu and /logvar [%lld, %d] of %s:%s\n", out, (long long)N, Z, d.file, d.dset);
     }
