@@ -41,8 +41,8 @@ const vae_field vae_config_fields[] = {
       "yes (one copy per node in shared memory), no (stream rows\nfrom the file per batch), auto (default: yes when it fits)",
       VAE_RESUME_RUN, memory_names, memory_values, 1, 0, NULL },
     { "binarize", "cfg.binarize", VAE_FT_CHOICE, OFF(binarize), 0, 0, 0, 0, "none", "none|dynamic", NULL,
-      "dynamic: each pixel is drawn as Bernoulli(intensity) every time\nits row is used, keyed by seed, epoch and row; the "
-      "test set is\nbinarized once, the same for every run (default none)",
+      "dynamic: each pixel is drawn as Bernoulli(intensity) every time\nits row is used, keyed by seed, epoch and row (data in [0, 1]);\n"
+      "the test set is binarized once, the same for every run (default none)",
       VAE_RESUME_FIXED, binarize_names, NULL, 0, 1, NULL },
     { "model", "model", VAE_FT_FAMILY, OFF(arch.kind), 0, 0, 0, 0, "mlp", "NAME", "model",
       "model family (default mlp), one of:", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },

@@ -6,6 +6,7 @@
 #include "mpivae/dataset.h"
 
 #include "mpivae/comm.h"
+#include "mpivae/rng.h"
 #include "mpivae/status.h"
 
 #include <errno.h>
@@ -377,6 +378,8 @@ int vae_data_open(vae_data *d, const char *spec, MPI_Comm comm, int in_memory, i
     return rc;
 }
 
+static int read_rows(vae_data *d, const int64_t *idx, int n, float *out);
+
 int vae_data_check(vae_data *d, int unit_range, MPI_Comm comm)
 {
     int rank, size;
@@ -426,7 +429,7 @@ int vae_data_check(vae_data *d, int unit_range, MPI_Comm comm)
             if (d->dtype == VAE_DT_U8)
                 for (size_t j = 0; j < (size_t)n * d->D; j++) buf[j] *= 1.0f / 255.0f;
         } else {
-            rc = vae_data_rows(d, idx, n, buf);
+            rc = read_rows(d, idx, n, buf);
         }
         for (int i = 0; !rc && i < n; i++) {
             const float *row = buf + (size_t)i * d->D;
@@ -460,7 +463,12 @@ int vae_data_check(vae_data *d, int unit_range, MPI_Comm comm)
         return VAE_EDATA;
     }
     if (unit_range && (mins[0] < 0.0 || maxs[0] > 1.0)) {
-        if (rank == 0)
+        if (rank == 0 && (unit_range & VAE_RANGE_BINARIZE))
+            vae_error(VAE_EDATA,
+                      "'%s:%s' has values in [%g, %g] but --binarize needs data in [0, 1] (each value is the "
+                      "probability of a 1; values are not clamped)",
+                      d->file, d->dset, mins[0], maxs[0]);
+        else if (rank == 0)
             vae_error(VAE_EDATA,
                       "'%s:%s' has values in [%g, %g] but --loss bce needs data in [0, 1] "
                       "(use --loss mse for other data)",
@@ -476,7 +484,8 @@ static int cmp_order(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int vae_data_rows(vae_data *d, const int64_t *idx, int n, float *out)
+/* Rows idx[0..n) as stored (scaled to floats, never binarized) into out[n, D]. */
+static int read_rows(vae_data *d, const int64_t *idx, int n, float *out)
 {
     const int D = d->D;
     if (d->in_memory) {
@@ -532,6 +541,34 @@ int vae_data_rows(vae_data *d, const int64_t *idx, int n, float *out)
         for (int j = 0; j < D; j++) dst[j] = src[j] * s;
     }
     return VAE_OK;
+}
+
+int vae_data_rows(vae_data *d, const int64_t *idx, int n, float *out)
+{
+    int rc = read_rows(d, idx, n, out);
+    if (!rc && d->binarize) vae_data_binarize_rows(out, idx, n, d->D, d->bin_seed, d->bin_a);
+    return rc;
+}
+
+void vae_data_binarize_rows(float *x, const int64_t *idx, int n, int D, uint64_t seed, uint64_t a)
+{
+    uint32_t r[4];
+    for (int i = 0; i < n; i++) {
+        float *row = x + (size_t)i * D; /* [D] */
+        for (int j = 0; j < D; j += 4) {
+            /* The words and the conversion of vae_rng_uniform, without its buffer. */
+            vae_rng_block(seed, VAE_RNG_BINARIZE, a, (uint64_t)idx[i], (uint32_t)(j / 4), r);
+            for (int k = 0; k < 4 && j + k < D; k++)
+                row[j + k] = (float)(r[k] >> 8) * (1.0f / 16777216.0f) < row[j + k] ? 1.0f : 0.0f;
+        }
+    }
+}
+
+void vae_data_set_binarize(vae_data *d, int on, uint64_t seed, uint64_t a)
+{
+    d->binarize = on != 0;
+    d->bin_seed = seed;
+    d->bin_a = a;
 }
 
 void vae_data_close(vae_data *d)

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "mpivae/latent.h"
 
+#include "mpivae/comm.h"
 #include "mpivae/shard.h"
 #include "mpivae/status.h"
 
@@ -70,6 +71,56 @@ int vae_latent_kl_per_dim(vae_model *m, vae_data *d, int64_t lo, int64_t hi, dou
     }
     free(mus);
     return VAE_OK;
+}
+
+int vae_active_count(const double *sum, const double *sumsq, int n, double rows, double threshold)
+{
+    int c = 0;
+    for (int j = 0; j < n && rows > 0.0; j++) {
+        double mean = sum[j] / rows;
+        c += sumsq[j] / rows - mean * mean > threshold;
+    }
+    return c;
+}
+
+int vae_latent_active_units(vae_model *m, vae_data *d, MPI_Comm comm, int64_t limit, double threshold, int *active)
+{
+    int rank, P;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &P);
+    const int Z = m->Z, chunk = m->max_batch < VAE_LATENT_CHUNK ? m->max_batch : VAE_LATENT_CHUNK;
+    const int64_t n = limit > 0 && limit < d->N ? limit : d->N;
+    int64_t lo, hi, idx[VAE_LATENT_CHUNK];
+    vae_latent_share(n, P, rank, &lo, &hi);
+    double *s = calloc((size_t)2 * Z + 1, sizeof(double)); /* [sum mu (Z) | sum mu^2 (Z) | rows] */
+    float *mu = malloc((size_t)chunk * Z * sizeof(float)); /* [chunk, Z] */
+    vae_defer_begin();
+    int rc = s && mu ? VAE_OK : vae_error(VAE_ENOMEM, "cannot allocate the posterior means of %d rows", chunk);
+    for (int64_t r = lo; r < hi && !rc; r += chunk) {
+        int b = (int)(hi - r < chunk ? hi - r : chunk);
+        for (int i = 0; i < b; i++) idx[i] = r + i;
+        rc = vae_data_rows(d, idx, b, vae_model_input(m));
+        if (rc) break;
+        vae_model_encode(m, b, mu, NULL);
+        for (int i = 0; i < b; i++)
+            for (int j = 0; j < Z; j++) {
+                double v = mu[(size_t)i * Z + j];
+                s[j] += v;
+                s[Z + j] += v * v;
+            }
+        s[2 * Z] += b;
+    }
+    free(mu);
+    rc = vae_agree(rc, comm);
+    if (!rc) {
+        MPI_Allreduce(MPI_IN_PLACE, s, 2 * Z + 1, MPI_DOUBLE, MPI_SUM, comm);
+        for (int g = 0; g < m->n_latents; g++) {
+            const vae_latent_group *lg = &m->latents[g];
+            active[g] = vae_active_count(s + lg->offset, s + Z + lg->offset, lg->dim, s[2 * Z], threshold);
+        }
+    }
+    free(s);
+    return rc;
 }
 
 void vae_latent_path(const float *a, const float *b, int Z, int K, int spherical, float *z)

@@ -144,9 +144,11 @@ static void print_banner(const vae_config *c, const vae_model *m, const vae_data
         printf("\nthreads: OMP_NUM_THREADS=%s OPENBLAS_NUM_THREADS=%s, OpenBLAS core %s\n", omp ? omp : "unset",
                ob ? ob : "unset", vae_blas_describe(core, sizeof core));
         if (job) printf("slurm: job %s, restart count %s\n", job, rs ? rs : "0");
-        printf("data: %s:%s, %lld rows of %dx%dx%d (%s, %s)\n", d->file, d->dset, (long long)d->N, d->C, d->Hh, d->W,
-               d->dtype == VAE_DT_U8 ? "uint8" : "float", d->in_memory ? "in shared memory" : "streamed");
-        if (td) printf("held-out data: %s:%s, %lld rows\n", td->file, td->dset, (long long)td->N);
+        printf("data: %s:%s, %lld rows of %dx%dx%d (%s, %s)%s\n", d->file, d->dset, (long long)d->N, d->C, d->Hh, d->W,
+               d->dtype == VAE_DT_U8 ? "uint8" : "float", d->in_memory ? "in shared memory" : "streamed",
+               c->binarize ? ", binarized (dynamic: a Bernoulli draw per pixel keyed by seed, epoch and row)" : "");
+        if (td) printf("held-out data: %s:%s, %lld rows%s\n", td->file, td->dset, (long long)td->N,
+                       td->binarize ? ", binarized (" VAE_BINARIZE_FIXED_TEXT ")" : "");
         else printf("held-out data: none (no evaluation; the tools need --data)\n");
         char arch[256];
         m->fam->describe(&c->arch, arch, sizeof arch);
@@ -317,7 +319,9 @@ static int open_test_data(run *R, const char *tspec)
     vae_config *cfg = R->cfg;
     int rc = vae_data_open(&R->td, tspec, R->comm, cfg->in_memory, R->local_max);
     if (vae_data_abs_spec(tspec, cfg->test_data_abs, sizeof cfg->test_data_abs)) cfg->test_data_abs[0] = '\0';
-    if (!rc) rc = vae_data_check(&R->td, cfg->arch.loss == VAE_LOSS_BCE, R->comm);
+    if (!rc) rc = vae_data_check(&R->td, vae_config_data_range(cfg), R->comm);
+    /* --binarize dynamic evaluates (and draws its reconstruction grids) on the fixed binarization of the rows. */
+    if (!rc) vae_data_binarize_fixed(&R->td, cfg->binarize != VAE_BINARIZE_NONE);
     if (rc == VAE_ESTOP) rc = startup_stopped(R->comm, R->rank);
     if (!rc && R->td.D != R->d.D) {
         if (R->rank == 0)
@@ -356,7 +360,7 @@ static int open_data(run *R)
     rc = vae_data_open(d, dspec, R->comm, cfg->in_memory, R->local_max);
     if (rc) return rc;
     if (vae_data_abs_spec(dspec, cfg->data_abs, sizeof cfg->data_abs)) cfg->data_abs[0] = '\0';
-    rc = vae_data_check(d, cfg->arch.loss == VAE_LOSS_BCE, R->comm);
+    rc = vae_data_check(d, vae_config_data_range(cfg), R->comm);
     if (rc == VAE_ESTOP) rc = startup_stopped(R->comm, rank);
     if (rc) return rc;
     if (R->found > 0) {
@@ -553,6 +557,9 @@ static int train_step(run *R, step_result *s)
     int nloc = (int)(hi - lo);
     for (int i = 0; i < nloc; i++) R->idx[i] = R->perm[pos + lo + i];
     int lrc = vae_data_rows(&R->d, R->idx, nloc, vae_model_input(m));
+    /* --binarize dynamic: a new draw of each row every epoch, keyed by (seed, epoch, row): the same on any P. */
+    if (!lrc && cfg->binarize != VAE_BINARIZE_NONE)
+        vae_data_binarize_rows(vae_model_input(m), R->idx, nloc, m->D, cfg->seed, (uint64_t)st->epoch);
     for (int i = 0; i < nloc; i++)
         vae_rng_normal(cfg->seed, VAE_RNG_EPS, (uint64_t)st->step, (uint64_t)(lo + i), m->eps + (size_t)i * m->noise_dim,
                        m->noise_dim);

@@ -6,7 +6,7 @@
 # bash, coreutils and Debian's /usr/bin/python3 with python3-h5py and
 # python3-torch (a failure if missing).
 set(MPIVAE_CLI_TESTS cli_bad_input cli_train_loss_falls cli_pytorch_load cli_tools cli_latent cli_tool_args cli_data_spec cli_hostile
-    cli_old_checkpoint cli_iw)
+    cli_old_checkpoint cli_iw cli_binarize)
 if(MPIEXEC_EXECUTABLE)
   set(MPIVAE_CLI_MPIEXEC ${MPIEXEC_EXECUTABLE})
 else()

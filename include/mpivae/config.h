@@ -42,6 +42,16 @@ typedef struct vae_config {
 /* --binarize: none, or every pixel drawn as Bernoulli(intensity) each time its row is used. */
 enum vae_binarize { VAE_BINARIZE_NONE = 0, VAE_BINARIZE_DYNAMIC = 1 };
 
+/*
+ * What a run needs of its data's values (vae_data_check's unit_range): [0, 1]
+ * for the Bernoulli loss, and for --binarize dynamic (the training rows, and
+ * the held-out rows it binarizes once, dataset.h).
+ */
+static inline int vae_config_data_range(const vae_config *c)
+{
+    return (c->arch.loss == VAE_LOSS_BCE ? VAE_RANGE_BCE : 0) | (c->binarize != VAE_BINARIZE_NONE ? VAE_RANGE_BINARIZE : 0);
+}
+
 /* Where training stands (stored in every checkpoint). */
 typedef struct vae_train_state {
     long step;       /* optimizer steps taken (global step count) */

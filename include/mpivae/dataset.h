@@ -36,6 +36,8 @@ typedef struct vae_data {
     float *stage;      /* [max_rows, D] streaming staging buffer */
     int64_t *order;    /* [max_rows] streaming sort scratch */
     float min, max;    /* value range found by vae_data_check */
+    int binarize;      /* vae_data_rows binarizes with key (bin_seed, bin_a, row): vae_data_set_binarize */
+    uint64_t bin_seed, bin_a;
 } vae_data;
 
 /*
@@ -82,14 +84,50 @@ int vae_data_exists(const char *file, const char *dset);
  */
 int vae_data_open(vae_data *d, const char *spec, MPI_Comm comm, int in_memory, int max_rows);
 
+/* Why values must lie in [0, 1] (bits of vae_data_check's unit_range, for its message). */
+enum vae_data_range {
+    VAE_RANGE_ANY = 0,      /* any finite value */
+    VAE_RANGE_BCE = 1,      /* the Bernoulli loss (--loss bce) */
+    VAE_RANGE_BINARIZE = 2  /* binarization: each value is the probability of a 1 */
+};
+
 /*
- * Collective scan of all values: fails on NaN/Inf, and when unit_range is
- * set, on values outside [0, 1] (needed by the Bernoulli loss).
+ * Collective scan of all values (as stored, never binarized): fails on
+ * NaN/Inf, and when unit_range (enum vae_data_range bits) is not 0, on values
+ * outside [0, 1], naming the file, the dataset, the range found and why.
  */
 int vae_data_check(vae_data *d, int unit_range, MPI_Comm comm);
 
-/* Rows idx[0..n) (any order, any repeats) as floats into out[n, D]. */
+/*
+ * Rows idx[0..n) (any order, any repeats) as floats into out[n, D];
+ * binarized when vae_data_set_binarize asked for it.
+ */
 int vae_data_rows(vae_data *d, const int64_t *idx, int n, float *out);
+
+/*
+ * Binarization (--binarize): value v of row r becomes 1 when u < v, else 0,
+ * with u = vae_rng_uniform(seed, VAE_RNG_BINARIZE, a, r)[j] for pixel j (24
+ * bits, in [0, 1)): a Bernoulli(v) draw for v in [0, 1] that depends only on
+ * (seed, a, r, j), never on the rank count, the batch or the read order.
+ * Training keys a by the epoch (a new draw each time a row is used); the
+ * test set's fixed binarization is the key below, the same for every run
+ * and model: seed 0x6d70697661650001 ("mpivae" then 0001), a = 2^64 - 1.
+ */
+#define VAE_BINARIZE_FIXED_SEED 0x6d70697661650001ull
+#define VAE_BINARIZE_FIXED_A UINT64_MAX
+#define VAE_BINARIZE_FIXED_TEXT "fixed, seed 0x6d70697661650001" /* for messages */
+
+/* Binarizes x[n, D] in place: row i of x is row idx[i] of its data set, keyed by (seed, a, idx[i]). */
+void vae_data_binarize_rows(float *x, const int64_t *idx, int n, int D, uint64_t seed, uint64_t a);
+
+/* From now on vae_data_rows binarizes every row with key (seed, a, row) (on = 0: no longer). */
+void vae_data_set_binarize(vae_data *d, int on, uint64_t seed, uint64_t a);
+
+/* The fixed binarization of held-out rows (on = 1) or none (0): vae_data_set_binarize with the fixed key. */
+static inline void vae_data_binarize_fixed(vae_data *d, int on)
+{
+    vae_data_set_binarize(d, on, VAE_BINARIZE_FIXED_SEED, VAE_BINARIZE_FIXED_A);
+}
 
 /* Closes files, frees the shared window; safe on a zeroed struct. Collective when in memory. */
 void vae_data_close(vae_data *d);

@@ -30,6 +30,29 @@ int vae_latent_score(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *
 /* kl_dim[Z] += the KL of each latent dimension summed over rows [lo, hi). */
 int vae_latent_kl_per_dim(vae_model *m, vae_data *d, int64_t lo, int64_t hi, double *kl_dim);
 
+/* The threshold of active units (Burda et al. 2015): Cov_x(E_q[z_j | x]) > 0.01. */
+#define VAE_ACTIVE_THRESHOLD 0.01
+
+/*
+ * Active units (Burda et al. 2015). For each latent group g of m
+ * (m->latents[g]), active[g] = the number of its dimensions j with
+ *   Var_x(mu_j(x)) = mean_x(mu_j^2) - mean_x(mu_j)^2 > threshold
+ * over the first `limit` rows of d (0: all), mu = vae_model_encode's
+ * posterior means. Rows are shared across comm (vae_latent_share, in batches
+ * of at most m->max_batch); each rank sums mu and mu^2 in double, and one
+ * MPI_Allreduce adds them, so the count does not depend on the rank count
+ * (up to summation order within a variance at the threshold). Collective;
+ * returns 0 or a negative status (reported once).
+ */
+int vae_latent_active_units(vae_model *m, vae_data *d, MPI_Comm comm, int64_t limit, double threshold, int *active);
+
+/*
+ * How many of n dimensions have a variance above threshold, from their sums
+ * over `rows` values: sum[j] of x, sumsq[j] of x^2 (population variance
+ * sumsq/rows - (sum/rows)^2). 0 when rows <= 0.
+ */
+int vae_active_count(const double *sum, const double *sumsq, int n, double rows, double threshold);
+
 /*
  * K points from a to b (K >= 2, both ends included) into z[K, Z]: linear, or
  * spherical (slerp on the great circle through a and b, with norms

@@ -18,7 +18,8 @@ enum vae_rng_purpose {
     VAE_RNG_PRIOR = 4,    /* prior samples: a = call id, b = sample */
     VAE_RNG_EVAL = 5,     /* evaluation noise: b = sample index */
     VAE_RNG_SYNTH = 6,    /* synthetic data sets */
-    VAE_RNG_IW = 7        /* importance samples of the IW bound: a = row, b = sample k */
+    VAE_RNG_IW = 7,       /* importance samples of the IW bound: a = row, b = sample k */
+    VAE_RNG_BINARIZE = 8  /* --binarize: a = epoch (UINT64_MAX: the fixed test binarization), b = row */
 };
 
 /* One Philox4x32-10 block: 4 x 32 random bits for counter (c0..c3), key (k0, k1). */

@@ -148,9 +148,19 @@ int cli_load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_bat
 
 /*
  * Opens the tool's data on every rank: --data as given (given; FILE alone is
- * FILE:/train/images), else the checkpoint's held-out data.
+ * FILE:/train/images), else the checkpoint's held-out data. A checkpoint
+ * trained with --binarize dynamic gets the fixed binarization of the rows
+ * (cli_data_binarize), as its run evaluated them.
  */
 int cli_open_data(vae_data *d, const char *given, const vae_config *cfg, const char *ckpt, int in_memory, int max_rows);
+
+/*
+ * on: every row read from d from now on is the fixed binarization of
+ * dataset.h (key VAE_BINARIZE_FIXED_SEED, VAE_RNG_BINARIZE, a = 2^64 - 1,
+ * b = row), after a collective scan that refuses values outside [0, 1]
+ * (naming the file and dataset); off: the rows as stored. Every rank.
+ */
+int cli_data_binarize(vae_data *d, int on);
 
 /* Refuses data whose rows are not the model's input shape. */
 int cli_check_shape(const vae_data *d, const vae_config *cfg, const char *ckpt);

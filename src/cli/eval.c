@@ -6,6 +6,8 @@
 #include "cli.h"
 
 #include "mpivae/iw.h"
+#include "mpivae/latent.h"
+#include "mpivae/status.h"
 #include "mpivae/tools.h"
 
 #include <limits.h>
@@ -15,7 +17,7 @@
 
 static const char *eval_help =
     "usage: mpirun -np P mpivae eval --ckpt FILE [--data FILE[:/dataset]] [--mean] [--limit N]\n"
-    "                                 [--batch B] [--seed S] [--iw K]\n"
+    "                                 [--batch B] [--seed S] [--iw K] [--binarize none|fixed]\n"
     "\n"
     "Prints the held-out loss per sample (reconstruction + beta * KL, and each term) over the\n"
     "rows of --data (FILE alone is FILE:/train/images; default: the checkpoint's held-out data).\n"
@@ -28,14 +30,34 @@ static const char *eval_help =
     "--seed, the row and k, and the single-sample ELBO of the first (K = 1 gives the same number\n"
     "twice). Under --loss bce it is a normalised likelihood for binary pixels only; under mse that\n"
     "of a Gaussian decoder with variance 1/2. Rows go to ranks in fixed chunks, so the bound does\n"
-    "not depend on the rank count; memory does not grow with K.\n";
+    "not depend on the rank count; memory does not grow with K.\n"
+    "--binarize fixed scores the fixed binarization of the rows (pixel j of row r is 1 when\n"
+    "u < its value, u uniform from the keyed RNG at seed 0x6d70697661650001, purpose 8, a = 2^64-1,\n"
+    "b = r: the same binary test set for every run and model); none the values as stored. Default:\n"
+    "fixed for a checkpoint trained with --binarize dynamic, none otherwise. The line 'data: ...' says\n"
+    "which. 'active units: z 12/20' counts, per latent group, the dimensions whose posterior mean\n"
+    "varies over the rows with variance above 0.01 (Burda et al. 2015).\n";
+
+/* "active units: z 12/20" (several groups: "z1 3/392, z2 0/392, ..."), over the evaluated rows. */
+static int print_active_units(vae_model *m, vae_data *d, long limit)
+{
+    int active[VAE_MAX_LATENTS];
+    int rc = vae_latent_active_units(m, d, MPI_COMM_WORLD, limit, VAE_ACTIVE_THRESHOLD, active);
+    if (rc || cli_rank != 0) return rc;
+    printf("active units:");
+    for (int g = 0; g < m->n_latents; g++)
+        printf("%s %s %d/%d", g ? "," : "", m->latents[g].name, active[g], m->latents[g].dim);
+    printf(" (variance of the posterior mean over the rows > %g)\n", VAE_ACTIVE_THRESHOLD);
+    return VAE_OK;
+}
 
 int cli_cmd_eval(int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL;
     int use_mean = 0, batch = 256;
     long limit = 0, seed = 1;
-    int iw = 0;
+    int iw = 0, binarize = -1;
+    static const char *const bin_names[] = { "none", "fixed", NULL };
     cli_opt opts[] = {
         { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
         { "data", CLI_STRING, .target = &data },
@@ -44,6 +66,7 @@ int cli_cmd_eval(int argc, char **argv)
         { "batch", CLI_INT, .target = &batch, .lo = 1, .hi = 4096 },
         { "seed", CLI_LONG, .target = &seed, .lo = 0, .hi = LONG_MAX },
         { "iw", CLI_INT, .target = &iw, .lo = 1, .hi = 1000000 },
+        { "binarize", CLI_ENUM, .target = &binarize, .names = bin_names },
         { 0 }
     };
     const cli_cmd cmd = { .name = "eval", .help = eval_help, .opts = opts };
@@ -56,9 +79,13 @@ int cli_cmd_eval(int argc, char **argv)
     memset(&m, 0, sizeof m);
     memset(&d, 0, sizeof d);
     rc = cli_load_model(&ckpt, &cfg, &m, batch, VAE_TOOL_EVAL, "eval");
-    if (!rc) rc = cli_open_data(&d, data, &cfg, ckpt, -1, batch);
+    if (!rc) rc = cli_open_data(&d, data, &cfg, ckpt, -1, batch); /* binarized as the checkpoint's run evaluated */
+    if (!rc && binarize >= 0 && binarize != d.binarize) rc = cli_data_binarize(&d, binarize);
     if (!rc) rc = cli_check_shape(&d, &cfg, ckpt);
     if (!rc) rc = vae_data_check(&d, cfg.arch.loss == VAE_LOSS_BCE, MPI_COMM_WORLD);
+    if (!rc && cli_rank == 0)
+        printf("data: %s%s\n", d.binarize ? "binarized (" VAE_BINARIZE_FIXED_TEXT ")" : "not binarized (values as stored)",
+               binarize < 0 ? ", the checkpoint's default" : "");
     vae_eval_result r;
     if (!rc) rc = vae_evaluate(&m, &d, MPI_COMM_WORLD, (uint64_t)seed, cfg.beta, use_mean, limit, &r);
     if (!rc && cli_rank == 0) {
@@ -67,6 +94,7 @@ int cli_cmd_eval(int argc, char **argv)
         printf(" rows=%lld z=%s data=%s:%s unit: %s\n", (long long)r.rows, use_mean ? "mean" : "sampled", d.file, d.dset,
                vae_loss_unit(cfg.arch.loss));
     }
+    if (!rc && m.fam->encode) rc = print_active_units(&m, &d, limit);
     vae_iw_result ir;
     if (!rc && iw > 0) rc = vae_evaluate_iw(&m, &d, MPI_COMM_WORLD, (uint64_t)seed, iw, limit, &ir);
     if (!rc && iw > 0 && cli_rank == 0)

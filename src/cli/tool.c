@@ -60,13 +60,23 @@ static int tool_data(const char *given, const vae_config *cfg, const char *ckpt,
                      cfg->test_data_abs[0] ? "; nor '" : "", cfg->test_data_abs, cfg->test_data_abs[0] ? "'" : "");
 }
 
-/* Opens the tool's data (tool_data) on every rank. */
+/* Opens the tool's data (tool_data) on every rank, binarized as the checkpoint's run evaluated. */
 int cli_open_data(vae_data *d, const char *given, const vae_config *cfg, const char *ckpt, int in_memory, int max_rows)
 {
     char spec[VAE_PATH_LEN + 300];
     vae_defer_begin();
     int rc = vae_agree(tool_data(given, cfg, ckpt, spec, sizeof spec), MPI_COMM_WORLD);
     if (!rc) rc = vae_data_open(d, spec, MPI_COMM_WORLD, in_memory, max_rows);
+    if (!rc && cfg->binarize != VAE_BINARIZE_NONE) rc = cli_data_binarize(d, 1);
+    return rc;
+}
+
+int cli_data_binarize(vae_data *d, int on)
+{
+    vae_data_binarize_fixed(d, 0);
+    if (!on) return VAE_OK;
+    int rc = vae_data_check(d, VAE_RANGE_BINARIZE, MPI_COMM_WORLD);
+    if (!rc) vae_data_binarize_fixed(d, 1);
     return rc;
 }
 
