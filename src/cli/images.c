@@ -79,6 +79,10 @@ int cli_cmd_sample(int argc, char **argv)
     memset(&m, 0, sizeof m);
     rc = cli_load_model(&ckpt, &cfg, &m, 256, VAE_TOOL_SAMPLE, "sample");
     if (!rc) rc = parse_temps(temp_s, &m, temps, &nt); /* the same on every rank */
+    if (rc > 0) { /* a usage error, said once: every rank refused it alike */
+        vae_model_free(&m);
+        return rc;
+    }
     float *img = NULL;
     cli_outputs o = { 0 };
     char h5[VAE_PATH_LEN + 8];

@@ -138,8 +138,43 @@ if not b16 > b1:
 print(f"iw: K=1 {b1}, K=16 {b16}")
 PYEOF
 run_ok "$M" sample --ckpt "$CK" --n 10 --out X.png
-expect_file X.h5
+run_ok "$M" sample --ckpt "$CK" --n 10 --out T0.png --temperature 0
+run_ok "$M" sample --ckpt "$CK" --n 10 --out T00.png --temperature 0,0
+run_ok "$M" sample --ckpt "$CK" --n 10 --out T01.png --temperature 0,1
+run_status "$M" sample --ckpt "$CK" --n 10 --out T3.png --temperature 1,1,1
+expect_status "three temperatures for two groups" 2 "$RC" last.err
+expect_grep "three temperatures for two groups" "has 3 values; the model in its checkpoint has 2 latent groups" last.err
 run_ok "$M" reconstruct --ckpt "$CK" --n 8 --out R.png --data s.h5:/test/images
 run_ok "$M" encode --ckpt "$CK" --data s.h5:/test/images --out E.h5
-expect_file E.h5
+run_ok "$M" interpolate --ckpt "$CK" --from 0 --to 1 --out IA.png --data s.h5:/test/images
+run_ok "$M" interpolate --ckpt "$CK" --from 0 --to 1 --out IT.png --data s.h5:/test/images --groups top
+run_ok "$M" traverse --ckpt "$CK" --out TR.png --group 2 --dims 0,5 --steps 3
+run_status "$M" traverse --ckpt "$CK" --out TR3.png --group 3
+expect_status "traverse --group 3 of 2" 2 "$RC" last.err
+py_check "hvae tools: temperatures, groups, interpolation in the top group, traverse --group" <<'PYEOF'
+import sys, h5py, numpy as np
+def rd(f, d):
+    with h5py.File(f, "r") as h:
+        return h[d][()]
+t0, t00, t01, x = rd("T0.h5", "/samples"), rd("T00.h5", "/samples"), rd("T01.h5", "/samples"), rd("X.h5", "/samples")
+if not np.array_equal(t0, t00):
+    sys.exit("expected --temperature 0,0 to give --temperature 0's samples, bit for bit")
+if np.array_equal(t01, t00) or np.array_equal(t01, x):
+    sys.exit("expected --temperature 0,1 to differ from both 0 and 1")
+if not np.allclose(t00, t00[0:1], rtol=0, atol=1e-5):
+    sys.exit("expected every sample at temperature 0 to be the same image (every group at its prior mean)")
+g = rd("E.h5", "/groups")
+if g.shape != (2, 4) or g[0].tolist() != [0, 2, 4, 4] or g[1].tolist() != [32, 2, 8, 8]:
+    sys.exit(f"expected E.h5 /groups [[0, 2, 4, 4], [32, 2, 8, 8]] (offset, C, H, W), found {g.tolist()}")
+mu = rd("E.h5", "/mu")
+if mu.shape != (64, 32 + 128):
+    sys.exit(f"expected /mu of shape (64, 160), found {mu.shape}")
+ia, it = rd("IA.h5", "/images"), rd("IT.h5", "/images")
+if np.array_equal(ia, it) or not np.all(np.isfinite(it)):
+    sys.exit("expected the top-group interpolation to give other (finite) images than the all-group one")
+d = rd("TR.h5", "/dims")
+if d.tolist() != [32, 37]:
+    sys.exit(f"expected traverse --group 2 --dims 0,5 to move dimensions 32 and 37, found {d.tolist()}")
+print("temperatures per group, /groups, interpolate --groups top, traverse --group: as expected")
+PYEOF
 cli_done
