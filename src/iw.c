@@ -40,6 +40,14 @@ static int row_log_weights(vae_model *m, vae_data *d, int64_t row, uint64_t seed
     return VAE_OK;
 }
 
+int vae_iw_row(vae_model *m, vae_data *d, uint64_t seed, int K, int64_t row, double *logw, double *lk)
+{
+    int rc = row_log_weights(m, d, row, seed, K, logw);
+    if (rc) return rc;
+    *lk = vae_iw_log_mean_exp(logw, K);
+    return VAE_OK;
+}
+
 int vae_evaluate_iw(vae_model *m, vae_data *d, MPI_Comm comm, uint64_t seed, int K, int64_t limit, vae_iw_result *res)
 {
     int rank, P;

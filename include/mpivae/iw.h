@@ -40,6 +40,13 @@ typedef struct vae_iw_result {
  */
 int vae_evaluate_iw(vae_model *m, vae_data *d, MPI_Comm comm, uint64_t seed, int K, int64_t limit, vae_iw_result *res);
 
+/*
+ * L_K of one row of d (its noise keyed by seed, row and k, as above) into
+ * *lk; logw[K] is scratch. The family must have log_weights. 0 or a negative
+ * status (reported).
+ */
+int vae_iw_row(vae_model *m, vae_data *d, uint64_t seed, int K, int64_t row, double *logw, double *lk);
+
 /* The log-mean-exp of one row's log weights: log (1/K) sum_k exp(logw_k). */
 double vae_iw_log_mean_exp(const double *logw, int K);
 

@@ -8,6 +8,7 @@
 
 #include "mpivae/comm.h"
 #include "mpivae/image.h"
+#include "mpivae/iw.h"
 #include "mpivae/latent.h"
 #include "mpivae/status.h"
 #include "mpivae/tools.h"
@@ -179,13 +180,16 @@ static int anomaly_write(const char *out, const vae_model *f, const float *cols,
  * run's beta) and each term, with every latent at its mean. Non-finite
  * values are refused, naming the row.
  */
-static int score_rows(vae_model *m, vae_data *d, const vae_config *cfg, const char *ckpt, int64_t a, int64_t b, float *mine)
+static int score_rows(vae_model *m, vae_data *d, const vae_config *cfg, const char *ckpt, int64_t a, int64_t b, float *mine,
+                      int iw, uint64_t seed)
 {
     const vae_model *f = m;
     const int nt = f->n_terms, W = 1 + nt;
     const int64_t n = b - a;
     double *terms = calloc((size_t)(n + 1) * nt, sizeof(double)), row[VAE_MAX_TERMS];
-    int rc = terms ? vae_latent_score(m, d, a, b, terms) : vae_error(VAE_ENOMEM, "cannot allocate scores for %lld rows", (long long)n);
+    double *logw = malloc((size_t)(iw > 0 ? iw : 1) * sizeof(double));
+    int rc = terms && logw ? vae_latent_score(m, d, a, b, terms)
+                           : vae_error(VAE_ENOMEM, "cannot allocate scores for %lld rows", (long long)n);
     for (int64_t i = 0; !rc && i < n; i++) {
         int bad = 0;
         char vals[512] = "";
@@ -196,6 +200,9 @@ static int score_rows(vae_model *m, vae_data *d, const vae_config *cfg, const ch
             snprintf(vals + l, sizeof vals - l, "%s %g, ", f->terms[t].name, row[t]);
         }
         mine[i * W] = (float)vae_model_loss(f, row, cfg->beta);
+        double lk = 0.0;
+        if (iw > 0 && !(rc = vae_iw_row(m, d, seed, iw, a + i, logw, &lk))) mine[i * W] = (float)-lk;
+        if (rc) break;
         for (int q = 0; q < W; q++) bad |= !isfinite(mine[i * W + q]);
         if (bad)
             rc = vae_error(VAE_EDATA, "the model in '%s' gives a non-finite score for row %lld of '%s:%s' (%sbeta %g): its "
@@ -203,12 +210,14 @@ static int score_rows(vae_model *m, vae_data *d, const vae_config *cfg, const ch
                            cfg->beta);
     }
     free(terms);
+    free(logw);
     return rc;
 }
 
 static const char *anomaly_help =
     "usage: mpirun -np P mpivae anomaly --ckpt FILE --out SCORES.h5 [--data FILE[:/ds]]\n"
     "                                   [--labels FILE[:/ds] --normal-classes C1,C2,...] [--top K]\n"
+    "                                   [--iw K [--seed S]]\n"
     "\n"
     "Scores every row of --data (FILE alone is FILE:/train/images; default: the checkpoint's\n"
     "held-out data) by its negative ELBO with\n"
@@ -223,7 +232,10 @@ static const char *anomaly_help =
     "(FILE alone is FILE:/train/labels), else the 'labels' dataset beside the images; they are read\n"
     "and checked before any scoring. The ROC AUC of each score is printed on one line,\n"
     "  roc_auc=A (score) recon_auc=R kl_auc=K [anomaly and normal counts; labels]\n"
-    "(a <term>_auc per term of the family) and stored as the attribute 'roc_auc' of each dataset.\n";
+    "(a <term>_auc per term of the family) and stored as the attribute 'roc_auc' of each dataset.\n"
+    "\n"
+    "--iw K: the score is instead minus the importance-weighted bound L_K of each row (as eval --iw,\n"
+    "with noise keyed by --seed, default 1, the row and k); the terms stay those of z = mu.\n";
 
 /* The anomaly context rank 0 writes from: the scores of every row, the labels, the timing. */
 typedef struct anomaly_out {
@@ -314,7 +326,8 @@ int cli_cmd_anomaly(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL, *data = NULL, *labels_s = NULL;
     normal_classes nc = { 0 };
-    int top = 32;
+    int top = 32, iw = 0;
+    long seed = 1;
     cli_opt opts[] = {
         { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
         { "out", CLI_STRING, .target = &out, .metavar = "SCORES.h5", .required = 1 },
@@ -322,6 +335,8 @@ int cli_cmd_anomaly(int argc, char **argv)
         { "labels", CLI_STRING, .target = &labels_s },
         { "normal-classes", CLI_CUSTOM, .target = &nc, .parse = parse_classes },
         { "top", CLI_INT, .target = &top, .lo = 1, .hi = 10000 },
+        { "iw", CLI_INT, .target = &iw, .lo = 1, .hi = 1000000, .metavar = "K" },
+        { "seed", CLI_LONG, .target = &seed, .lo = 0, .hi = LONG_MAX },
         { 0 }
     };
     const cli_cmd cmd = { .name = "anomaly", .help = anomaly_help, .opts = opts };
@@ -340,6 +355,8 @@ int cli_cmd_anomaly(int argc, char **argv)
     memset(&d, 0, sizeof d);
     double t0 = MPI_Wtime();
     rc = cli_load_model(&ckpt, &cfg, &m, VAE_LATENT_CHUNK, VAE_TOOL_ANOMALY, "anomaly");
+    if (!rc && iw > 0 && !m.fam->log_weights)
+        rc = vae_error(VAE_EINVAL, "anomaly --iw: model family '%s' (checkpoint '%s') has no importance weights", m.fam->name, ckpt);
     if (!rc) rc = cli_open_tool_data(&d, data, &cfg, ckpt, VAE_LATENT_CHUNK);
     if (!rc) rc = vae_data_check(&d, cfg.arch.loss == VAE_LOSS_BCE, MPI_COMM_WORLD);
     if (rc) {
@@ -384,7 +401,7 @@ int cli_cmd_anomaly(int argc, char **argv)
     float *all = cli_rank == 0 ? malloc((size_t)N * W * sizeof(float)) : NULL;
     vae_defer_begin();
     if (!mine || (cli_rank == 0 && !all)) rc = vae_error(VAE_ENOMEM, "cannot allocate scores for %lld rows", (long long)N);
-    if (!rc) rc = score_rows(&m, &d, &cfg, ckpt, a, b, mine);
+    if (!rc) rc = score_rows(&m, &d, &cfg, ckpt, a, b, mine, iw, (uint64_t)seed);
     rc = vae_agree(rc, MPI_COMM_WORLD);
     if (!rc) rc = vae_gather_rows(mine, a, b, W, all, N, MPI_COMM_WORLD);
     double t_score = MPI_Wtime() - t0;

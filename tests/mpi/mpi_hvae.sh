@@ -137,6 +137,21 @@ if not b16 > b1:
     sys.exit(f"expected the K = 16 bound above K = 1's, found {b16} and {b1}")
 print(f"iw: K=1 {b1}, K=16 {b16}")
 PYEOF
+run_ok "$M" anomaly --ckpt "$CK" --data s.h5:/test/images --iw 1 --out A1.h5
+run_ok "${MPI[@]}" "$M" anomaly --ckpt "$CK" --data s.h5:/test/images --iw 16 --out A16.h5
+run_ok "$M" anomaly --ckpt "$CK" --data s.h5:/test/images --iw 16 --out A16b.h5
+expect_same "anomaly --iw 16 at 2 ranks against 1" A16.h5 A16b.h5 /score
+py_check "anomaly --iw: the mean score is minus eval --iw's bound" "$IW1" "$IW16" <<'PYEOF'
+import re, sys, h5py, numpy as np
+def bound(s):
+    return float(re.search(r">= (-?[0-9.]+) nats", s).group(1))
+for f, line in (("A1.h5", sys.argv[1]), ("A16.h5", sys.argv[2])):
+    with h5py.File(f, "r") as h:
+        s = h["/score"][()].astype(np.float64)
+    if not abs(-s.mean() - bound(line)) <= 1e-5 * abs(bound(line)) + 1e-4:
+        sys.exit(f"{f}: expected the mean score {s.mean()} to be minus the bound of '{line}'")
+print("anomaly --iw 1 and 16: mean score = -L_K of eval --iw")
+PYEOF
 run_ok "$M" sample --ckpt "$CK" --n 10 --out X.png
 run_ok "$M" sample --ckpt "$CK" --n 10 --out T0.png --temperature 0
 run_ok "$M" sample --ckpt "$CK" --n 10 --out T00.png --temperature 0,0
