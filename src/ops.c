@@ -189,8 +189,15 @@ double vae_kl_free_bits_loss(const float *mulv, float *dmulv, int B, int Z, floa
     return total;
 }
 
-double vae_bce_logits_loss(const float *a, const float *x, float *da, int B, int D, float scale,
-                           double *row_loss)
+/*
+ * The two losses below sum the same terms in a loop that also writes the
+ * gradient and in one that does not; without FMA contraction both loops
+ * round every term alike, so the loss does not depend on whether the
+ * gradient is asked for (with -ffp-contract=fast the compiler may fuse a
+ * multiply-add in one loop and not in the other).
+ */
+__attribute__((optimize("fp-contract=off"))) double vae_bce_logits_loss(const float *a, const float *x, float *da, int B,
+                                                                        int D, float scale, double *row_loss)
 {
     double total = 0.0;
     for (int r = 0; r < B; r++) {
@@ -234,8 +241,8 @@ double vae_bce_logits_loss(const float *a, const float *x, float *da, int B, int
     return total;
 }
 
-double vae_mse_loss(const float *a, const float *x, float *da, int B, int D, float scale,
-                    double *row_loss)
+__attribute__((optimize("fp-contract=off"))) double vae_mse_loss(const float *a, const float *x, float *da, int B, int D,
+                                                                 float scale, double *row_loss)
 {
     double total = 0.0;
     for (int r = 0; r < B; r++) {

@@ -16,6 +16,7 @@
 #      every rank (/params equal to a 0-step run's, metrics 'skipped' = 2 on
 #      every row, the count in the summary); --free-bits above every KL makes
 #      the KL gradient vanish: bit-identical to --beta 0;
+#      a NaN on one rank at step 3 skips that step on both (adam_t 5 of 6);
 #  (e) eval --iw 1, 16 on 1 and 2 ranks: the same line, K = 16 above K = 1;
 #      sample, reconstruct and encode work.
 source "$(dirname "$0")/mpilib.sh"
@@ -110,6 +111,19 @@ if len(s) != 6 or not (s == 2).all():
 with h5py.File("skip/checkpoints/step-6.h5", "r") as f:
     t = {k: int(v) for k, v in f.attrs.items() if k.startswith("adam_t")}
 print(f"skip: 6 of 6 updates skipped ({t})")
+PYEOF
+MPIVAE_TEST_NAN_STEPS=3:3 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --out nan
+expect_grep "a non-finite step on one rank" "step 3: non-finite reconstruction loss" last.err
+py_check "the non-finite step skipped on every rank" <<'PYEOF'
+import sys, h5py, numpy as np
+with h5py.File("nan/checkpoints/step-6.h5", "r") as f:
+    t = int(f.attrs["adam_t"])
+    bad = [n for n in f["params"] if not np.all(np.isfinite(f["params"][n][()]))]
+with h5py.File("nan/metrics.h5", "r") as f:
+    s = f["/train/skipped"][()].tolist()
+if t != 5 or bad or s != [0, 0, 1, 0, 0, 0]:
+    sys.exit(f"expected adam_t 5, finite parameters and skipped [0, 0, 1, 0, 0, 0], found {t}, {bad}, {s}")
+print("hvae: step 3 skipped on both ranks (adam_t 5 of 6 steps, skipped column 1 on step 3)")
 PYEOF
 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --free-bits 1e5 --out fb
 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --beta 0 --out b0

@@ -33,6 +33,7 @@ import torch
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hvae_model import HVAE  # noqa: E402
 from vae_model import ConvVAE, MLPVAE, loss_terms, per_sample_terms  # noqa: E402
 
 
@@ -75,7 +76,9 @@ def build(args, D, shape):
         hidden = [int(h) for h in args.hidden.split(",")]
         return MLPVAE(D, hidden, args.latent if args.latent else 20, args.loss)
     if shape is None:
-        sys.exit("bench_torch: --model conv needs image data [N,H,W] or [N,C,H,W]")
+        sys.exit(f"bench_torch: --model {args.model} needs image data [N,H,W] or [N,C,H,W]")
+    if args.model == "hvae":  # mpivae's defaults (src/family_hvae.c)
+        return HVAE(shape, [16, 32, 64], [0, 2, 2], args.latent if args.latent else 8, args.loss)
     return ConvVAE(shape, args.latent if args.latent else 16, args.loss)
 
 
@@ -93,6 +96,12 @@ def peak_rss_mb():
 
 def step(model, opt, xb, beta):
     opt.zero_grad(set_to_none=True)
+    if isinstance(model, HVAE):
+        r, kl, _ = model.terms(xb, torch.randn(xb.shape[0], sum(model.latent_dims())))
+        loss = (r + beta * kl.sum(0)).mean()
+        loss.backward()
+        opt.step()
+        return loss
     loss, recon, kl = loss_terms(model, xb, beta=beta)
     loss.backward()
     opt.step()
@@ -128,7 +137,13 @@ def bench(args, X, model):
 def evaluate(model, X, beta, bs=1000):
     tot_r = tot_k = 0.0
     for s in range(0, X.shape[0], bs):
-        recon, kl, _, _, _ = per_sample_terms(model, X[s:s + bs])
+        if isinstance(model, HVAE):
+            xb = X[s:s + bs]
+            with torch.no_grad():
+                recon, kl, _ = model.terms(xb, torch.randn(xb.shape[0], sum(model.latent_dims())))
+            kl = kl.sum(0)
+        else:
+            recon, kl, _, _, _ = per_sample_terms(model, X[s:s + bs])
         tot_r += recon.double().sum().item()
         tot_k += kl.double().sum().item()
     n = X.shape[0]
@@ -164,7 +179,7 @@ def main():
     p.add_argument("--data", required=True, help="HDF5 file (or FILE:/dataset)")
     p.add_argument("--dataset", default="/train/images")
     p.add_argument("--test-dataset", default="/test/images")
-    p.add_argument("--model", choices=["mlp", "conv"], default="mlp")
+    p.add_argument("--model", choices=["mlp", "conv", "hvae"], default="mlp")
     p.add_argument("--hidden", default="400", help="mlp hidden sizes, comma separated (default 400)")
     p.add_argument("--latent", type=int, default=0, help="latent size (default mlp 20, conv 16)")
     p.add_argument("--loss", choices=["bce", "mse"], default="bce")
