@@ -20,3 +20,10 @@ foreach(t IN ITEMS slurm_requeue_resume slurm_double_submit local_requeue_resume
 endforeach()
 set_tests_properties(slurm_requeue_resume slurm_double_submit PROPERTIES LABELS slurm RESOURCE_LOCK mpivae_local_slurm)
 set_tests_properties(local_requeue_resume PROPERTIES LABELS "slurm;mpi")
+# The same requeue and exact resume for --model hvae (a small one: 8x8 images, scales 4 and 8 channels).
+add_test(NAME slurm_requeue_resume_hvae
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/slurm/slurm_requeue_resume.sh $<TARGET_FILE:mpivae> ${CMAKE_SOURCE_DIR}
+                 ${MPIVAE_SLURM_MPIEXEC})
+set_tests_properties(slurm_requeue_resume_hvae PROPERTIES
+                     ENVIRONMENT "${MPIVAE_TEST_ENV};MPIVAE_TEST_EPOCHS=30;MPIVAE_TEST_MODEL_ARGS=--model hvae --hidden 4,8 --groups 1,1 --latent 2"
+                     TIMEOUT 240 LABELS slurm RESOURCE_LOCK mpivae_local_slurm)

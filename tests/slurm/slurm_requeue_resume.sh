@@ -30,7 +30,9 @@ source "$(dirname "$0")/lib.sh"
 slurm_test_init "$@"
 
 EPOCHS=${MPIVAE_TEST_EPOCHS:-120} # 512 rows / 16 = 32 steps per epoch
-TRAIN=(--epochs "$EPOCHS" --batch 16 --log-every 100)
+# MPIVAE_TEST_MODEL_ARGS: the model's options (default: train's, the mlp); slurm_requeue_resume_hvae gives hvae's.
+read -r -a MODEL_ARGS <<<"${MPIVAE_TEST_MODEL_ARGS:-}"
+TRAIN=(--epochs "$EPOCHS" --batch 16 --log-every 100 "${MODEL_ARGS[@]}")
 TOTAL=$((EPOCHS * 32))
 DELAY=${MPIVAE_TEST_DELAY_MS:-2} # 3840 steps: at least 7.7 s per run
 synth "$WORK/s.h5"
@@ -80,6 +82,11 @@ expect_eq "runs of job $J (banners)" 2 "$(grep -c '^mpivae .*: world size 2' "$O
 expect_file "$RUN_DIR/checkpoints/step-$N.h5"
 FINAL=$RUN_DIR/checkpoints/step-$TOTAL.h5
 expect_file "$FINAL"
+if [[ " ${MODEL_ARGS[*]} " =~ " --model "([a-z]+)" " ]]; then
+    grep -q "^model: ${BASH_REMATCH[1]} " "$OUT" ||
+        fail "expected the job's banner to say 'model: ${BASH_REMATCH[1]}', found: $(grep '^model' "$OUT" | head -1)"
+    note "the job trained --model ${BASH_REMATCH[1]}"
+fi
 
 # --- the same configuration, uninterrupted, same rank count
 REF=$WORK/run-ref
