@@ -609,6 +609,7 @@ int vae_ckpt_find_latest(const char *dir, char *path, size_t path_len)
             rc = vae_error(VAE_EDATA, "'%s' says it is step %ld", p, st.step);
         if (!rc) rc = vae_model_plan(&m, &c.arch);
         if (!rc) rc = vae_ckpt_check_tensors(p, &m, 1);
+        if (!rc) vae_model_free(&m); /* the plan's own state (a family's), before init plans again */
         if (!rc) rc = vae_model_init(&m, &c.arch, 1);
         if (!rc) rc = vae_ckpt_read_tensors(p, &m, 1);
         vae_model_free(&m);

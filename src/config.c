@@ -48,7 +48,7 @@ const vae_field vae_config_fields[] = {
       "model family (default mlp), one of:", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "hidden", "hidden", VAE_FT_HIDDEN, OFF(arch.hidden), 0, 0, 0, 0, NULL, "H[,H2,...]", NULL,
       "mlp: hidden layer sizes (default 400); conv: channels of the\nstride-2 Conv2d layers (default 32,64), mirrored by\n"
-      "ConvTranspose2d layers in the decoder",
+      "ConvTranspose2d layers in the decoder; hvae: channels at each\nscale, finest first (default 16,32,64)",
       VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "latent", "latent", VAE_FT_INT, OFF(arch.latent), 1, 4096, 0, 0, NULL, "Z", NULL,
       "latent dimensions (default 20 for mlp, 16 for conv); hvae: latent\nchannels per group (default 8)", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
@@ -66,8 +66,8 @@ const vae_field vae_config_fields[] = {
       "raise the KL weight linearly from 0 to beta over STEPS (default 0)", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "capacity", "cfg.capacity_max", VAE_FT_CAPACITY, OFF(capacity_max), 0, LONG_MAX, 0, 1e6, "off", "C:STEPS", NULL,
       "capacity-controlled beta-VAE (Burgess et al. 2018): the KL term\nbecomes beta * |KL - C| per sample, C rising "
-      "linearly from 0 to\nC nats over STEPS steps (beta plays gamma; default off)",
-      VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
+      "linearly from 0 to\nC nats over STEPS steps (beta plays gamma; default off; mlp and conv)",
+      VAE_RESUME_FIXED, NULL, NULL, 0, 0, "mlp,conv" },
     { "free-bits", "cfg.free_bits", VAE_FT_DOUBLE, OFF(free_bits), 0, 0, 0, 1e6, "0", "F", NULL,
       "a floor of F nats under each sample's KL of each latent group\n(Kingma et al. 2016; default 0: off)",
       VAE_RESUME_FIXED, NULL, NULL, 0, 1, NULL },

@@ -131,6 +131,20 @@ static int check(const vae_arch *a, int cli, char *why, size_t len)
                                : "attribute 'latent' is %d, outside 1..1024 for hvae", a->latent);
         return VAE_EINVAL;
     }
+    /* Sizes that fit in an int (and a float's exact integers, for encode's /groups): latent values and streams. */
+    double z = 0.0, hs = a->Hh, ws = a->W, stream = 0.0;
+    for (int s = 0; s < a->n_hidden; s++) {
+        z += (double)a->groups[s] * a->latent * hs * ws;
+        stream = fmax(stream, fmax((double)a->hidden[s], 2.0 * a->latent) * hs * ws);
+        hs = ceil(hs / 2);
+        ws = ceil(ws / 2);
+    }
+    if (z > 16777216.0 || stream > 16777216.0) {
+        snprintf(why, len, "--model hvae with %s %dx%d: %.0f latent values a row and %.0f values in the widest "
+                 "activation a row; at most 2^24 (16777216) each are taken (fewer --groups, --latent or --hidden channels)",
+                 cli ? "data" : "input_shape", a->Hh, a->W, z, stream);
+        return VAE_EINVAL;
+    }
     int H = a->Hh, W = a->W;
     for (int s = 1; s < a->n_hidden; s++) { /* the up convolution pads H and W alike */
         int h = (H + 1) / 2, w = (W + 1) / 2;

@@ -196,9 +196,18 @@ double vae_kl_free_bits_loss(const float *mulv, float *dmulv, int B, int Z, floa
  * gradient is asked for (with -ffp-contract=fast the compiler may fuse a
  * multiply-add in one loop and not in the other).
  */
-__attribute__((optimize("fp-contract=off"))) double vae_bce_logits_loss(const float *a, const float *x, float *da, int B,
-                                                                        int D, float scale, double *row_loss)
+#if defined(__clang__)
+#define NO_CONTRACT_FN
+#define NO_CONTRACT_BODY _Pragma("clang fp contract(off)")
+#else
+#define NO_CONTRACT_FN __attribute__((optimize("fp-contract=off")))
+#define NO_CONTRACT_BODY
+#endif
+
+NO_CONTRACT_FN double vae_bce_logits_loss(const float *a, const float *x, float *da, int B, int D, float scale,
+                                          double *row_loss)
 {
+    NO_CONTRACT_BODY
     double total = 0.0;
     for (int r = 0; r < B; r++) {
         const float *ar = a + (size_t)r * D, *xr = x + (size_t)r * D;
@@ -241,9 +250,10 @@ __attribute__((optimize("fp-contract=off"))) double vae_bce_logits_loss(const fl
     return total;
 }
 
-__attribute__((optimize("fp-contract=off"))) double vae_mse_loss(const float *a, const float *x, float *da, int B, int D,
-                                                                 float scale, double *row_loss)
+NO_CONTRACT_FN double vae_mse_loss(const float *a, const float *x, float *da, int B, int D, float scale,
+                                   double *row_loss)
 {
+    NO_CONTRACT_BODY
     double total = 0.0;
     for (int r = 0; r < B; r++) {
         const float *ar = a + (size_t)r * D, *xr = x + (size_t)r * D;

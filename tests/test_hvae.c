@@ -6,9 +6,12 @@
  *     merge), bce and mse, with and without noise, odd image sizes (the up
  *     convolutions' output padding), scales without groups, and channel
  *     counts on both sides of the conv ops' lowering switch (8).
- * (b) The PyTorch twin's fixture (tests/pytorch/hvae_twin.py, float64): the
- *     loss terms and every gradient of one batch, and the log importance
- *     weights of each row.
+ * (b) The PyTorch twin's fixture (tests/pytorch/make_fixture_hvae.py over
+ *     tests/pytorch/hvae_model.py, float64): the loss terms and every
+ *     gradient of one batch, and the log importance weights of each row (the
+ *     logits, internal to the model, enter through the reconstruction term).
+ * (d) --free-bits with the floor between the rows' KLs: finite differences
+ *     of recon + beta * sum over groups and rows of max(KL, F).
  * (c) The architecture checks and the terms.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -51,7 +54,7 @@ static void test_fd(void)
     fd_check_model("hvae 1x4x4 [8,9] groups [1,1] merge bce B 1", &a, 2, 1, 1.0f, 1, 38);
 }
 
-/* (b) One case of the PyTorch fixture: terms, logits, every gradient, the log weights. */
+/* (b) One case of the PyTorch fixture: terms, every gradient, the log weights. */
 static void fixture_case(hid_t file, const char *gname)
 {
     char label[160], loss[16] = "", post[16] = "", path[VAE_NAME_LEN + 16];
@@ -95,10 +98,9 @@ static void fixture_case(hid_t file, const char *gname)
     const int K = m.n_latents;
     size_t nx = (size_t)B * m.D, nz = (size_t)B * m.Z;
     float *eps = malloc(nz * sizeof(float));
-    double *logits = malloc(nx * sizeof(double)), ekl[16], logw_ref[64], logw[64], erecon = 0;
+    double ekl[16], logw_ref[64], logw[64], erecon = 0;
     CHECK_EQ(read_dset(g, "x", H5T_NATIVE_FLOAT, vae_model_input(&m), nx), 0);
     CHECK_EQ(read_dset(g, "eps", H5T_NATIVE_FLOAT, eps, nz), 0);
-    CHECK_EQ(read_dset(g, "logits", H5T_NATIVE_DOUBLE, logits, nx), 0);
     CHECK_EQ(read_dset(g, "expected_recon", H5T_NATIVE_DOUBLE, &erecon, 1), 0);
     CHECK_EQ(read_dset(g, "expected_kl", H5T_NATIVE_DOUBLE, ekl, (size_t)K), 0);
     CHECK_EQ(read_dset(g, "logw", H5T_NATIVE_DOUBLE, logw_ref, (size_t)B), 0);
@@ -162,7 +164,6 @@ static void fixture_case(hid_t file, const char *gname)
     free(img);
     free(x);
     free(eps);
-    free(logits);
     vae_model_free(&m);
     H5Gclose(g);
 }
@@ -178,6 +179,84 @@ static void test_fixture(const char *path)
     fixture_case(f, "merge");
     fixture_case(f, "wide");
     H5Fclose(f);
+}
+
+/* (d) --free-bits F with F between the rows' KLs: the gradient of recon + beta * sum_k sum_r max(KL_kr, F). */
+static double free_bits_objective(vae_model *m, const float *eps, int B, float F, double *rows)
+{
+    double terms[VAE_MAX_TERMS];
+    vae_pass p = { eps, B, 1.0f, -1.0f, 1.0f, 0, terms, rows, F };
+    vae_model_pass(m, &p);
+    double L = terms[0];
+    for (int k = 0; k < m->n_latents; k++)
+        for (int r = 0; r < B; r++) L += fmax(rows[(size_t)(1 + k) * B + r], F);
+    return L;
+}
+
+static void test_free_bits(void)
+{
+    enum { B = 4 };
+    vae_arch a = hvae_arch(1, 4, 4, 2, (int[]){ 3, 4 }, (int[]){ 1, 1 }, 2, VAE_LOSS_BCE, VAE_POSTERIOR_RESIDUAL);
+    vae_model m;
+    CHECK_EQ(vae_model_init(&m, &a, B), 0);
+    vae_model_init_params(&m, 41);
+    float *x = vae_model_input(&m), *eps = malloc((size_t)B * m.Z * sizeof(float));
+    for (int i = 0; i < B * m.D; i++) x[i] = uniform(0, 1);
+    vae_rng_normal(41, VAE_RNG_EPS, 0, 0, eps, (int64_t)B * m.Z);
+    double rows[VAE_MAX_TERMS * B], kl[2 * B];
+    free_bits_objective(&m, eps, B, 0.0f, rows);
+    for (int i = 0; i < 2 * B; i++) kl[i] = rows[B + i]; /* kl1 then kl2, B rows each */
+    /* F: the median of the 8 KLs, so that about half the (group, row) pairs are under the floor */
+    for (int i = 0; i < 2 * B; i++)
+        for (int j = i + 1; j < 2 * B; j++)
+            if (kl[j] < kl[i]) {
+                double t = kl[i];
+                kl[i] = kl[j];
+                kl[j] = t;
+            }
+    const float F = (float)(0.5 * (kl[B - 1] + kl[B]));
+    zero_grads(&m);
+    double terms[VAE_MAX_TERMS];
+    vae_pass p = { eps, B, 1.0f, -1.0f, 1.0f, 1, terms, NULL, F };
+    vae_model_pass(&m, &p);
+    float *g = malloc(m.n_params * sizeof(float));
+    memcpy(g, m.grads, m.n_params * sizeof(float));
+    size_t mask_len = 0;
+    for (int i = 0; i < m.n_relu; i++) mask_len += (size_t)B * m.relu_row[i];
+    unsigned char *mask0 = malloc(mask_len + 2 * B), *mask1 = malloc(mask_len + 2 * B);
+    const double L0 = free_bits_objective(&m, eps, B, F, rows);
+    size_t n0 = relu_mask(&m, B, mask0);
+    for (int i = 0; i < 2 * B; i++) mask0[n0 + i] = rows[B + i] > F;
+    int checked = 0, under = 0;
+    for (int i = 0; i < 2 * B; i++) under += !mask0[n0 + i];
+    CHECK(under >= 3 && under <= 2 * B - 3);
+    const double h = 1e-3, atol = 10 * FLT_EPSILON * fabs(L0) / (2 * h);
+    for (int s = 0; s < 60; s++) {
+        size_t j = (size_t)(next_u64() % m.n_params);
+        float keep = m.params[j], pp = (float)(keep + h), pm = (float)(keep - h);
+        m.params[j] = pp;
+        double lp = free_bits_objective(&m, eps, B, F, rows);
+        size_t n1 = relu_mask(&m, B, mask1);
+        for (int i = 0; i < 2 * B; i++) mask1[n1 + i] = rows[B + i] > F;
+        int kink = n1 != n0 || memcmp(mask0, mask1, n0 + 2 * B);
+        m.params[j] = pm;
+        double lm = free_bits_objective(&m, eps, B, F, rows);
+        n1 = relu_mask(&m, B, mask1);
+        for (int i = 0; i < 2 * B; i++) mask1[n1 + i] = rows[B + i] > F;
+        kink |= n1 != n0 || memcmp(mask0, mask1, n0 + 2 * B);
+        m.params[j] = keep;
+        if (kink) continue;
+        CHECK_CLOSE("free bits: d objective / d param", g[j], (lp - lm) / ((double)pp - (double)pm), 2e-2, atol);
+        checked++;
+    }
+    CHECK_CMP_INT(checked, >=, 40);
+    printf("free bits %.4g (%d of %d group KLs under it): %d entries checked against finite differences\n", F, under,
+           2 * B, checked);
+    free(g);
+    free(eps);
+    free(mask0);
+    free(mask1);
+    vae_model_free(&m);
 }
 
 static int check_quiet(const vae_arch *a, char *msg, size_t len)
@@ -231,6 +310,7 @@ int main(int argc, char **argv)
     }
     test_fd();
     test_fixture(argv[1]);
+    test_free_bits();
     test_arch();
     printf("test_hvae: %d checks, %d failed\n", g_checks, g_failures);
     return g_failures ? 1 : 0;

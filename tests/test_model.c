@@ -296,6 +296,30 @@ static void test_adam(void)
     vae_adam h2 = { 0.05f, 0.8f, 0.99f, 1e-6f, 1.0f }; /* large steps, eps comparable to tiny grads */
     test_adam_case(&h2, "lr 0.05");
 
+    /*
+     * --clip's gradient scale: Adam with gscale s on g equals Adam on g * s
+     * (a power of two, so the product is exact), bit for bit, and differs
+     * from Adam on g.
+     */
+    {
+        enum { N = 5 };
+        float p1[N], p2[N], p3[N], m1[N] = { 0 }, m2[N] = { 0 }, m3[N] = { 0 }, v1[N] = { 0 }, v2[N] = { 0 }, v3[N] = { 0 };
+        static const float g[N] = { 0.5f, -1.25f, 3e-3f, 2.0f, -7.0f };
+        float gh[N];
+        for (int i = 0; i < N; i++) {
+            p1[i] = p2[i] = p3[i] = uniform(-1, 1);
+            gh[i] = g[i] * 0.25f;
+        }
+        vae_adam hs = { 1e-3f, 0.9f, 0.999f, 1e-8f, 0.25f }, h1 = { 1e-3f, 0.9f, 0.999f, 1e-8f, 1.0f };
+        for (int t = 1; t <= 3; t++) {
+            vae_adam_update(p1, g, m1, v1, N, &hs, t);
+            vae_adam_update(p2, gh, m2, v2, N, &h1, t);
+            vae_adam_update(p3, g, m3, v3, N, &h1, t);
+        }
+        CHECK(memcmp(p1, p2, sizeof p1) == 0 && memcmp(m1, m2, sizeof m1) == 0 && memcmp(v1, v2, sizeof v1) == 0);
+        CHECK(memcmp(m1, m3, sizeof m1) != 0);
+    }
+
     /* vae_sumsq in double. */
     /* 3e-20 squared underflows a float and 1e20 squared overflows one. */
     float g[5] = { 1.0f, -2.0f, 0.5f, 3e-20f, 1e20f };

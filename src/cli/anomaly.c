@@ -347,6 +347,7 @@ int cli_cmd_anomaly(int argc, char **argv)
     rc = cli_check_out("anomaly", out, ".h5", "anomaly writes HDF5 (SCORES.h5) with SCORES-hist.png and SCORES-top.png beside it");
     if (rc) return rc;
     if (labels_s && !normal_s) return cli_usage_error("anomaly", "--labels needs --normal-classes");
+    if (seed != 1 && iw == 0) return cli_usage_error("anomaly", "--seed keys the importance samples of --iw; give --iw K");
     if (cli_parse_only()) return 0;
     vae_config cfg;
     vae_model m;

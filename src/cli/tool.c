@@ -35,6 +35,7 @@ int cli_load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_bat
     if (!rc) rc = vae_family_serves(vae_family_get(cfg->arch.kind), tool, cmd, path);
     if (!rc) rc = vae_model_plan(m, &cfg->arch);
     if (!rc) rc = vae_ckpt_check_tensors(path, m, 0);
+    if (!rc) vae_model_free(m); /* the plan's own state (a family's), before init plans again */
     if (!rc) rc = vae_model_init(m, &cfg->arch, max_batch);
     if (!rc) rc = vae_ckpt_read_tensors(path, m, 0);
     return vae_agree(rc, MPI_COMM_WORLD);

@@ -102,6 +102,8 @@ expect_eq "eval --mean at 2 ranks against 1" "$loss" "$(loss_of last.out)"
 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --log-every 3 --skip-threshold 1e-9 --out skip
 expect_grep "skip warning" "above --skip-threshold 1e-09; update skipped" last.err
 expect_grep "skip summary" "gradient norm: 6 updates skipped over --skip-threshold, 0 clipped" last.out
+run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 1 --log-every 3 --skip-threshold 1e-9 --out skip1
+expect_same "6 skipped updates against 1: the initial parameters" skip/checkpoints/step-6.h5 skip1/checkpoints/step-1.h5 /params
 py_check "every update skipped" <<'PYEOF'
 import sys, h5py, numpy as np
 with h5py.File("skip/metrics.h5", "r") as f:
@@ -109,9 +111,18 @@ with h5py.File("skip/metrics.h5", "r") as f:
 if len(s) != 6 or not (s == 2).all():
     sys.exit(f"expected 'skipped' = 2 on all 6 rows, found {s.tolist()}")
 with h5py.File("skip/checkpoints/step-6.h5", "r") as f:
-    t = {k: int(v) for k, v in f.attrs.items() if k.startswith("adam_t")}
-print(f"skip: 6 of 6 updates skipped ({t})")
+    t = int(f.attrs["adam_t"])
+    g = {k: int(v) for k, v in f["/optimizer"].attrs.items() if k.startswith("t.")}
+if t != 0 or any(g.values()):
+    sys.exit(f"expected no update taken (adam_t 0, every group's t 0), found adam_t {t}, {g}")
+print(f"skip: 6 of 6 updates skipped (adam_t 0, {g})")
 PYEOF
+run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --log-every 3 --clip 1e-3 --out clip
+expect_grep "--clip 1e-3 clips every step" "gradient norm: 0 updates skipped over --skip-threshold, 6 clipped to --clip, of 6 steps" last.out
+run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --log-every 3 --out noclip
+rc=0
+h5diff clip/checkpoints/step-6.h5 noclip/checkpoints/step-6.h5 /optimizer/m >/dev/null 2>&1 || rc=$?
+expect_eq "--clip 1e-3 changes Adam's moments (h5diff status 1)" 1 "$rc"
 MPIVAE_TEST_NAN_STEPS=3:3 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --out nan
 expect_grep "a non-finite step on one rank" "step 3: non-finite reconstruction loss" last.err
 py_check "the non-finite step skipped on every rank" <<'PYEOF'
@@ -131,6 +142,9 @@ expect_identical "--free-bits 1e5 against --beta 0" fb/checkpoints/step-6.h5 b0/
 run_status "$M" train "${MODEL[@]}" --batch 30 --steps 6 --out plain2 --capacity 5:10 --free-bits 1
 expect_status "--free-bits with --capacity" 1 "$RC" last.err
 expect_grep "--free-bits with --capacity" "error: --free-bits and --capacity do not combine" last.err
+run_status "$M" train "${MODEL[@]}" --capacity 5:10 --steps 2 --out hcap
+expect_status "--capacity with --model hvae" 1 "$RC" last.err
+expect_grep "--capacity with --model hvae" "error: --capacity is an option of --model mlp,conv, not of --model hvae" last.err
 run_status "$M" train --data s.h5 --model mlp --groups 1 --steps 2 --out mlpg
 expect_status "--groups with --model mlp" 1 "$RC" last.err
 expect_grep "--groups with --model mlp" "error: --groups is an option of --model hvae, not of --model mlp" last.err
