@@ -139,7 +139,7 @@ PYEOF
 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --free-bits 1e5 --out fb
 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --beta 0 --out b0
 expect_identical "--free-bits 1e5 against --beta 0" fb/checkpoints/step-6.h5 b0/checkpoints/step-6.h5
-run_status "$M" train "${MODEL[@]}" --batch 30 --steps 6 --out plain2 --capacity 5:10 --free-bits 1
+run_status "$M" train --data s.h5 --model mlp --steps 6 --out plain2 --capacity 5:10 --free-bits 1
 expect_status "--free-bits with --capacity" 1 "$RC" last.err
 expect_grep "--free-bits with --capacity" "error: --free-bits and --capacity do not combine" last.err
 run_status "$M" train "${MODEL[@]}" --capacity 5:10 --steps 2 --out hcap
