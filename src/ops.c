@@ -145,8 +145,13 @@ double vae_kl_loss(const float *mulv, float *dmulv, int B, int Z, float scale, d
     return total;
 }
 
-double vae_kl_capacity_loss(const float *mulv, float *dmulv, int B, int Z, float scale, float C,
-                            double *row_kl)
+/*
+ * Each row's KL, with a gradient weight that depends on it: g(KL_r) times
+ * dKL_r/dmulv is added into dmulv. capacity: g = scale * sign(KL_r - C);
+ * free bits: g = scale where KL_r > C, else 0.
+ */
+static double kl_shaped_loss(const float *mulv, float *dmulv, int B, int Z, float scale, float C, int free_bits,
+                             double *row_kl)
 {
     double total = 0.0;
     for (int r = 0; r < B; r++) {
@@ -156,8 +161,8 @@ double vae_kl_capacity_loss(const float *mulv, float *dmulv, int B, int Z, float
         s *= -0.5;
         if (row_kl) row_kl[r] = s;
         total += s;
-        if (dmulv) {
-            float g = s > C ? scale : s < C ? -scale : 0.0f;
+        float g = free_bits ? (s > C ? scale : 0.0f) : (s > C ? scale : s < C ? -scale : 0.0f);
+        if (dmulv && g != 0.0f) {
             float *dmu = dmulv + (size_t)r * 2 * Z, *dlv = dmu + Z;
             for (int j = 0; j < Z; j++) {
                 dmu[j] += g * mu[j];
@@ -168,25 +173,15 @@ double vae_kl_capacity_loss(const float *mulv, float *dmulv, int B, int Z, float
     return total;
 }
 
+double vae_kl_capacity_loss(const float *mulv, float *dmulv, int B, int Z, float scale, float C,
+                            double *row_kl)
+{
+    return kl_shaped_loss(mulv, dmulv, B, Z, scale, C, 0, row_kl);
+}
+
 double vae_kl_free_bits_loss(const float *mulv, float *dmulv, int B, int Z, float scale, float F, double *row_kl)
 {
-    double total = 0.0;
-    for (int r = 0; r < B; r++) {
-        const float *mu = mulv + (size_t)r * 2 * Z, *lv = mu + Z;
-        double s = 0.0;
-        for (int j = 0; j < Z; j++) s += (double)(1.0f + lv[j] - mu[j] * mu[j] - expf(lv[j]));
-        s *= -0.5;
-        if (row_kl) row_kl[r] = s;
-        total += s;
-        if (dmulv && s > F) {
-            float *dmu = dmulv + (size_t)r * 2 * Z, *dlv = dmu + Z;
-            for (int j = 0; j < Z; j++) {
-                dmu[j] += scale * mu[j];
-                dlv[j] += scale * 0.5f * (expf(lv[j]) - 1.0f);
-            }
-        }
-    }
-    return total;
+    return kl_shaped_loss(mulv, dmulv, B, Z, scale, F, 1, row_kl);
 }
 
 /*

@@ -596,6 +596,38 @@ static void test_loss_without_gradient(void)
     }
 }
 
+/* Free bits: the rows whose KL is above F get vae_kl_loss's gradient, the others none; the KL itself is reported. */
+static void test_kl_free_bits(void)
+{
+    enum { B = 6, Z = 5 };
+    float mulv[B * 2 * Z], d1[B * 2 * Z] = { 0 }, d2[B * 2 * Z] = { 0 };
+    double k1[B], k2[B];
+    fill(mulv, B * 2 * Z, -1.5f, 1.5f);
+    double t1 = vae_kl_loss(mulv, d1, B, Z, 0.5f, k1);
+    double sorted[B];
+    memcpy(sorted, k1, sizeof sorted);
+    for (int i = 0; i < B; i++)
+        for (int j = i + 1; j < B; j++)
+            if (sorted[j] < sorted[i]) {
+                double t = sorted[i];
+                sorted[i] = sorted[j];
+                sorted[j] = t;
+            }
+    const float F = (float)(0.5 * (sorted[B / 2 - 1] + sorted[B / 2])); /* half the rows under it */
+    double t2 = vae_kl_free_bits_loss(mulv, d2, B, Z, 0.5f, F, k2);
+    CHECK_CMP_DBL(t2, ==, t1);
+    int under = 0;
+    for (int r = 0; r < B; r++) {
+        CHECK_CMP_DBL(k2[r], ==, k1[r]);
+        under += k1[r] <= F;
+        for (int j = 0; j < 2 * Z; j++) {
+            float want = k1[r] > F ? d1[r * 2 * Z + j] : 0.0f;
+            CHECK_CMP_DBL(d2[r * 2 * Z + j], ==, want);
+        }
+    }
+    CHECK_EQ(under, B / 2);
+}
+
 int main(void)
 {
     static const int lin[][3] = { { 3, 5, 7 }, { 1, 1, 1 }, { 4, 13, 2 }, { 2, 9, 17 }, { 5, 3, 11 } };
@@ -621,6 +653,7 @@ int main(void)
     }
     test_bce_large();
     test_loss_without_gradient();
+    test_kl_free_bits();
     test_nonfinite();
     test_sigmoid();
 
