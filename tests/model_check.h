@@ -342,4 +342,52 @@ static int list_group(hid_t loc, const char *gname, char names[][VAE_NAME_LEN], 
     return n;
 }
 
+
+/*
+ * Every parameter gradient of m against the fixture group g's grads/<name>
+ * (float64): max |ours - torch| <= 1e-4 * max |torch| over each tensor, and
+ * no reference all zero. Returns the largest such ratio, its tensor in *worst_name.
+ */
+static double fixture_check_grads(hid_t g, const char *gname, const vae_model *m, const char **worst_name)
+{
+    char label[160], path[VAE_NAME_LEN + 16];
+    double worst = 0;
+    *worst_name = "";
+    for (int i = 0; i < m->n_tensors; i++) {
+        const vae_tensor *t = &m->tensors[i];
+        double *ref = malloc(t->numel * sizeof(double));
+        snprintf(path, sizeof path, "grads/%s", t->name);
+        int rrc = read_dset(g, path, H5T_NATIVE_DOUBLE, ref, t->numel);
+        CHECK_EQ(rrc, 0);
+        if (!rrc) {
+            double gmax = 0, dmax = 0;
+            for (size_t j = 0; j < t->numel; j++) {
+                gmax = fmax(gmax, fabs(ref[j]));
+                dmax = fmax(dmax, fabs(m->grads[t->offset + j] - ref[j]));
+            }
+            snprintf(label, sizeof label, "/%.16s grads/%.63s (max |diff| vs 1e-4 max |grad|)", gname, t->name);
+            CHECK_CMP_DBL(gmax, >, 0.0);
+            CHECK_CLOSE(label, dmax, 0.0, 0, 1e-4 * gmax);
+            if (gmax > 0 && dmax / gmax > worst) {
+                worst = dmax / gmax;
+                *worst_name = t->name;
+            }
+        }
+        free(ref);
+    }
+    return worst;
+}
+
+/* Opens the fixture at path and runs one(file, case) for each name of cases (NULL-terminated). */
+static void fixture_run(const char *path, void (*one)(hid_t, const char *), const char *const *cases)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) fprintf(stderr, "cannot open fixture '%s'\n", path);
+    CHECK(f >= 0);
+    if (f < 0) return;
+    for (int i = 0; cases[i]; i++) one(f, cases[i]);
+    H5Fclose(f);
+}
+
 #endif
