@@ -216,4 +216,6 @@ void vae_model_generate(vae_model *m, float *noise, float temperature, int B, fl
     m->fam->generate(m, noise, temperature, B, images);
 }
 
+void vae_model_features(vae_model *m, int B, float *feat) { m->fam->features(m, B, feat); }
+
 double vae_model_flops_per_sample(const vae_model *m) { return m->fam->flops(m); }

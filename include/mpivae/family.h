@@ -144,6 +144,12 @@ typedef struct vae_family {
     void (*select_groups)(const vae_model *m, const double *terms, unsigned char *apply);
     /* The model line of the banner after "model: NAME" (e.g. " hidden 400 latent 20"). */
     void (*describe)(const vae_arch *a, char *buf, size_t len);
+    /*
+     * Optional (a classifier, for the Frechet distance): the values of the
+     * layer before the output, feat[B, model->n_features], of the B rows in
+     * the input buffer. NULL: the family has none.
+     */
+    void (*features)(vae_model *m, int B, float *feat);
 } vae_family;
 
 /* The family registered under index kind (vae_arch.kind), or NULL. */

@@ -130,6 +130,7 @@ typedef struct vae_model {
     int Z;          /* every latent value of a row: the sum of the latent groups' dims */
     int noise_dim;  /* noise floats per row in a training or evaluation pass */
     int prior_dim;  /* noise floats per row of vae_model_generate */
+    int n_features; /* values per row of vae_model_features (0: the family has none) */
     /* The loss terms (family.h): the family's list, or those its plan names (a hierarchy's KL per group). */
     int n_terms;
     vae_term terms[VAE_MAX_TERMS];
@@ -259,6 +260,9 @@ void vae_model_decode_given(vae_model *m, const float *z, int ngiven, int B, flo
 
 /* images[B,D] from the prior, with noise[B, prior_dim] of N(0, 1) (overwritten) and a temperature. */
 void vae_model_generate(vae_model *m, float *noise, float temperature, int B, float *images);
+
+/* feat[B, n_features] of the B rows in the input buffer (the family's features; n_features > 0). */
+void vae_model_features(vae_model *m, int B, float *feat);
 
 /* Multiply-adds x2 of one training step's dense products (forward + backward) per sample. */
 double vae_model_flops_per_sample(const vae_model *m);
