@@ -263,7 +263,7 @@ static int write_config(hid_t fid, const vae_config *c)
             break;
         case VAE_FT_HIDDEN: rc |= put_attr(fid, F->attr, H5T_NATIVE_INT, a->n_hidden, a->hidden); break;
         case VAE_FT_GROUPS:
-            if (a->n_groups > 0) rc |= put_attr(fid, F->attr, H5T_NATIVE_INT, a->n_groups, a->groups);
+            if (((const int *)at)[-1] > 0) rc |= put_attr(fid, F->attr, H5T_NATIVE_INT, ((const int *)at)[-1], (const int *)at);
             break;
         case VAE_FT_CAPACITY:
             rc |= put_double(fid, "cfg.capacity_max", c->capacity_max);
@@ -397,20 +397,21 @@ static int get_hidden(hid_t fid, const char *path, vae_arch *a)
     return get_attr(fid, path, "hidden", H5T_NATIVE_INT, a->n_hidden, a->hidden);
 }
 
-/* Latent groups per scale: an int array attribute of 1..VAE_MAX_HIDDEN values, or none (absent). */
-static int get_groups(hid_t fid, const char *path, const char *name, vae_arch *a)
+/* A list field (VAE_FT_GROUPS): an int array attribute of 1..VAE_MAX_HIDDEN values into vals, its count into vals[-1]; or none (absent). */
+static int get_groups(hid_t fid, const char *path, const char *name, int *vals)
 {
-    a->n_groups = 0;
+    int *n = vals - 1;
+    *n = 0;
     if (H5Aexists(fid, name) <= 0) return VAE_OK;
     hid_t at = H5Aopen(fid, name, H5P_DEFAULT);
     hid_t sp = H5Aget_space(at);
-    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    hssize_t k = H5Sget_simple_extent_npoints(sp);
     H5Sclose(sp);
     H5Aclose(at);
-    if (n < 1 || n > VAE_MAX_HIDDEN)
-        return vae_error(VAE_EDATA, "'%s': attribute '%s' has %lld values, not 1..%d", path, name, (long long)n, VAE_MAX_HIDDEN);
-    a->n_groups = (int)n;
-    return get_attr(fid, path, name, H5T_NATIVE_INT, a->n_groups, a->groups);
+    if (k < 1 || k > VAE_MAX_HIDDEN)
+        return vae_error(VAE_EDATA, "'%s': attribute '%s' has %lld values, not 1..%d", path, name, (long long)k, VAE_MAX_HIDDEN);
+    *n = (int)k;
+    return get_attr(fid, path, name, H5T_NATIVE_INT, *n, vals);
 }
 
 /* The seed: a whole number in 0..2^64-1, checked before HDF5's clamping conversion (-1 would read as 0). */
@@ -454,7 +455,7 @@ static int read_config(hid_t fid, const char *path, vae_config *c)
             break;
         case VAE_FT_FAMILY: rc = get_choice(fid, path, c, f); break;
         case VAE_FT_HIDDEN: rc = get_hidden(fid, path, &c->arch); break;
-        case VAE_FT_GROUPS: rc = get_groups(fid, path, F->attr, &c->arch); break;
+        case VAE_FT_GROUPS: rc = get_groups(fid, path, F->attr, (int *)at); break;
         case VAE_FT_CAPACITY:
             rc = get_double(fid, path, "cfg.capacity_max", &c->capacity_max);
             if (!rc) rc = get_long(fid, path, "cfg.capacity_steps", &c->capacity_steps);

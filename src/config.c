@@ -26,6 +26,7 @@ static const int memory_values[] = { 1, 0, -1 };
 static const char *const allreduce_names[] = { "shm", "blocking", "overlap", NULL };
 static const char *const binarize_names[] = { "none", "dynamic", NULL };
 static const char *const posterior_names[] = { "residual", "merge", NULL };
+static const char *const gen_loss_names[] = { "ns", "minimax", NULL };
 
 /* Each field: flag, attribute, type, member, integer range, real range, default, argument, section, help, resume. */
 const vae_field vae_config_fields[] = {
@@ -58,6 +59,23 @@ const vae_field vae_config_fields[] = {
       "hvae: the posterior of a group, a residual around its prior\n(NVAE; default) or the precision-weighted merge of "
       "the\nbottom-up estimate and the prior (LVAE)",
       VAE_RESUME_FIXED, posterior_names, NULL, 0, 1, "hvae" },
+    { "disc-hidden", "disc_hidden", VAE_FT_GROUPS, OFF(arch.disc), 1, 65536, 0, 0, NULL, "C[,C2,...]", NULL,
+      "vaegan: channels of the discriminator's Conv2d layers (kernel 4,\nstride 2, LeakyReLU 0.2), then a Linear to one logit\n"
+      "(default 32,64,128)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
+    { "feature-layer", "feature_layer", VAE_FT_INT, OFF(arch.feature_layer), 0, VAE_MAX_HIDDEN, 0, 0, "0", "L", NULL,
+      "vaegan: the discriminator layer (1..count) whose output is the\nfeature space of the reconstruction term (default 0: the last)",
+      VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
+    { "gamma", "gamma", VAE_FT_DOUBLE, OFF(arch.gamma), 0, 0, 0, 1e6, "1", "G", NULL,
+      "vaegan: weight of the feature reconstruction term in the\ndecoder's loss, gamma * llike + gen (default 1)",
+      VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
+    { "gen-loss", "gen_loss", VAE_FT_CHOICE, OFF(arch.gen_loss), 0, 0, 0, 0, "ns", "ns|minimax", NULL,
+      "vaegan: the decoder's adversarial loss, -log D(fake)\n(non-saturating; default) or log(1 - D(fake)) (minimax)",
+      VAE_RESUME_FIXED, gen_loss_names, NULL, 0, 1, "vaegan" },
+    { "equilibrium", "equilibrium", VAE_FT_DOUBLE, OFF(arch.equilibrium), 0, 0, 0, 1e6, "0", "E", NULL,
+      "vaegan: Larsen's rule: leave the discriminator out of a step\nwhen its loss on real or fake images is below E - M, the\n"
+      "decoder when either is above E + M (e.g. 0.68; default 0: off)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
+    { "eq-margin", "eq_margin", VAE_FT_DOUBLE, OFF(arch.eq_margin), 0, 0, 0, 1e6, "0.35", "M", NULL,
+      "vaegan: the margin M of --equilibrium (default 0.35)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
     { "loss", "loss", VAE_FT_CHOICE, OFF(arch.loss), 0, 0, 0, 0, "bce", "bce|mse", NULL,
       "Bernoulli (data in [0,1]) or Gaussian/squared error (default bce)", VAE_RESUME_FIXED, loss_names, NULL, 0, 0, NULL },
     { "beta", "beta", VAE_FT_DOUBLE, OFF(beta), 0, 0, 0, 1e6, "1", "B", NULL, "KL weight (default 1)", VAE_RESUME_FIXED,
@@ -77,6 +95,10 @@ const vae_field vae_config_fields[] = {
       VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "lr", "cfg.lr", VAE_FT_DOUBLE, OFF(lr), 0, 0, 0, 10, "1e-3", "LR", NULL, "Adam learning rate (default 1e-3)",
       VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
+    { "dec-lr", "cfg.dec_lr", VAE_FT_DOUBLE, OFF(dec_lr), 0, 0, 0, 10, "0", "LR", NULL,
+      "vaegan: the decoder's learning rate (default 0: --lr)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
+    { "disc-lr", "cfg.disc_lr", VAE_FT_DOUBLE, OFF(disc_lr), 0, 0, 0, 10, "0", "LR", NULL,
+      "vaegan: the discriminator's learning rate (default 0: --lr)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
     { "adam-beta1", "cfg.beta1", VAE_FT_DOUBLE, OFF(beta1), 0, 0, 0, 0.999999, "0.9", "B1", NULL, "Adam's beta1 (default 0.9)",
       VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "adam-beta2", "cfg.beta2", VAE_FT_DOUBLE, OFF(beta2), 0, 0, 0, 0.999999999, "0.999", "B2", NULL,
@@ -163,10 +185,14 @@ static int set_double(const char *flag, const char *text, double lo, double hi, 
     return VAE_OK;
 }
 
-/* "G1,G2,...", each 0..64, or none. */
-static int set_groups(vae_arch *a, const vae_field *F, const char *s, char *why, size_t len)
+/* The count of a list field (VAE_FT_GROUPS): the int just before its array. */
+static int *list_count(void *c, const vae_field *F) { return (int *)((char *)c + F->off) - 1; }
+
+/* "G1,G2,...", each F->ilo..F->ihi, or none. */
+static int set_groups(vae_config *c, const vae_field *F, const char *s, char *why, size_t len)
 {
-    a->n_groups = 0;
+    int *n = list_count(c, F), *vals = (int *)((char *)c + F->off);
+    *n = 0;
     if (!strcmp(s, "none")) return VAE_OK;
     for (const char *p = s;;) {
         char *end;
@@ -176,11 +202,11 @@ static int set_groups(vae_arch *a, const vae_field *F, const char *s, char *why,
             snprintf(why, len, "--%s '%s' is not a list of whole numbers (G1,G2,...)", F->flag, s);
             return VAE_EINVAL;
         }
-        if (v < F->ilo || v > F->ihi || a->n_groups == VAE_MAX_HIDDEN) {
-            snprintf(why, len, "--%s '%s': at most %d counts, each %ld..%ld", F->flag, s, VAE_MAX_HIDDEN, F->ilo, F->ihi);
+        if (v < F->ilo || v > F->ihi || *n == VAE_MAX_HIDDEN) {
+            snprintf(why, len, "--%s '%s': at most %d values, each %ld..%ld", F->flag, s, VAE_MAX_HIDDEN, F->ilo, F->ihi);
             return VAE_EINVAL;
         }
-        a->groups[a->n_groups++] = (int)v;
+        vals[(*n)++] = (int)v;
         if (!*end) return VAE_OK;
         p = end + 1;
     }
@@ -277,7 +303,7 @@ int vae_config_set(vae_config *c, int f, const char *text, char *why, size_t len
         return VAE_OK;
     }
     case VAE_FT_HIDDEN: return set_hidden(&c->arch, text, why, len);
-    case VAE_FT_GROUPS: return set_groups(&c->arch, F, text, why, len);
+    case VAE_FT_GROUPS: return set_groups(c, F, text, why, len);
     case VAE_FT_CAPACITY: return set_capacity(c, F, text, why, len);
     case VAE_FT_DATA:
         if (vae_data_full_spec(text, AT(c, f, char), VAE_PATH_LEN)) {
@@ -349,13 +375,15 @@ void vae_config_format(const vae_config *c, int f, char *buf, size_t len)
             snprintf(buf + l, len - l, "%s%d", i ? "," : "", c->arch.hidden[i]);
         }
         return;
-    case VAE_FT_GROUPS:
-        snprintf(buf, len, "%s", c->arch.n_groups ? "" : "none");
-        for (int i = 0; i < c->arch.n_groups; i++) {
+    case VAE_FT_GROUPS: {
+        const int *n = list_count((void *)c, F), *vals = (const int *)((const char *)c + F->off);
+        snprintf(buf, len, "%s", *n ? "" : "none");
+        for (int i = 0; i < *n; i++) {
             size_t l = strlen(buf);
-            snprintf(buf + l, len - l, "%s%d", i ? "," : "", c->arch.groups[i]);
+            snprintf(buf + l, len - l, "%s%d", i ? "," : "", vals[i]);
         }
         return;
+    }
     case VAE_FT_CAPACITY:
         if (c->capacity_max < 0) snprintf(buf, len, "off");
         else {
@@ -397,16 +425,24 @@ void vae_config_family_defaults(vae_config *c, uint64_t set)
                       (set & vae_config_bit(vae_config_field("latent"))) != 0);
 }
 
+/* Whether field F is an option of family fam (its `only` list names it, or it has none). */
+static int field_of_family(const vae_field *F, const vae_family *fam)
+{
+    if (!F->only || !fam) return 1;
+    size_t n = strlen(fam->name);
+    int ok = 0;
+    for (const char *p = F->only; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ','))
+        ok |= !strncmp(p, fam->name, n) && (p[n] == ',' || !p[n]);
+    return ok;
+}
+
 int vae_config_check_options(const vae_config *c, uint64_t set, char *why, size_t len)
 {
     const vae_family *fam = vae_family_get(c->arch.kind);
     for (int f = 0; f < vae_config_nfields && fam; f++) {
         const char *only = vae_config_fields[f].only;
         if (!only || !(set & vae_config_bit(f))) continue;
-        size_t n = strlen(fam->name);
-        int ok = 0;
-        for (const char *p = only; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) ok |= !strncmp(p, fam->name, n) && (p[n] == ',' || !p[n]);
-        if (!ok) {
+        if (!field_of_family(&vae_config_fields[f], fam)) {
             snprintf(why, len, "--%s is an option of --model %s, not of --model %s", vae_config_fields[f].flag, only, fam->name);
             return VAE_EINVAL;
         }
@@ -439,6 +475,14 @@ int vae_config_check(const vae_config *c, char *why, size_t len)
                 return VAE_EINVAL;
             }
             continue;
+        } else if (F->type == VAE_FT_GROUPS) {
+            const int *n = list_count((void *)c, F), *vals = (const int *)((const char *)c + F->off);
+            for (int i = 0; i < *n; i++)
+                if (vals[i] < F->ilo || vals[i] > F->ihi) {
+                    snprintf(why, len, "attribute '%s' has the value %d, outside %ld..%ld", F->attr, vals[i], F->ilo, F->ihi);
+                    return VAE_EINVAL;
+                }
+            continue;
         } else continue;
         if (!(v >= lo && v <= hi)) { /* NaN fails too */
             snprintf(why, len, "attribute '%s' is %g, outside %g..%g", F->attr, v, lo, hi);
@@ -452,11 +496,6 @@ int vae_config_check(const vae_config *c, char *why, size_t len)
     for (int i = 0; i < a->n_hidden; i++)
         if (a->hidden[i] < 1 || a->hidden[i] > 65536) {
             snprintf(why, len, "attribute 'hidden' has the size %d, outside 1..65536", a->hidden[i]);
-            return VAE_EINVAL;
-        }
-    for (int i = 0; i < a->n_groups; i++)
-        if (a->groups[i] < 0 || a->groups[i] > 64) {
-            snprintf(why, len, "attribute 'groups' has the count %d, outside 0..64", a->groups[i]);
             return VAE_EINVAL;
         }
     if (!(c->capacity_max == -1.0 || (c->capacity_max >= 0 && c->capacity_max <= 1e6))) {
@@ -574,6 +613,7 @@ void vae_config_describe(const vae_config *c, char *buf, size_t len)
     for (int f = 0; f < vae_config_nfields; f++) {
         const vae_field *F = &vae_config_fields[f];
         if (F->type == VAE_FT_DATA || F->type == VAE_FT_TESTDATA || F->type == VAE_FT_PATH) continue; /* their own lines */
+        if (!field_of_family(F, vae_family_get(c->arch.kind))) continue; /* another family's option */
         vae_config_format(c, f, v, sizeof v);
         size_t l = strlen(buf);
         snprintf(buf + l, len - l, "%s--%s %s", l ? " " : "", F->flag, v);

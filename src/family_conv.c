@@ -52,7 +52,7 @@ static int check(const vae_arch *a, int cli, char *why, size_t len)
  * with ReLU between, the last one giving the logits (the names of PyTorch's
  * nn.Sequential indices).
  */
-static void plan(vae_model *m)
+void vae__conv_plan_layers(vae_model *m)
 {
     const vae_arch *a = &m->arch;
     int n = a->n_hidden, h = a->Hh, w = a->W, cin = a->C;
@@ -99,6 +99,11 @@ static void plan(vae_model *m)
         heads->flat_c = dec->flat_c = cin_flat;
         heads->flat_hw = dec->flat_hw = flat / cin_flat;
     }
+}
+
+static void plan(vae_model *m)
+{
+    vae__conv_plan_layers(m);
     vae__stack_finish_plan(m);
 }
 

@@ -94,6 +94,16 @@ void vae_relu_backward(const float *Y, float *dY, size_t n)
     for (size_t i = 0; i < n; i++) dY[i] = Y[i] > 0.0f ? dY[i] : 0.0f;
 }
 
+void vae_leaky_relu(const float *x, float *y, size_t n, float slope)
+{
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : slope * x[i];
+}
+
+void vae_leaky_relu_backward(const float *Y, float *dY, size_t n, float slope)
+{
+    for (size_t i = 0; i < n; i++) dY[i] = Y[i] > 0.0f ? dY[i] : slope * dY[i];
+}
+
 void vae_reparam_forward(const float *mulv, const float *eps, float *z, int B, int Z)
 {
     for (int r = 0; r < B; r++) {

@@ -30,6 +30,21 @@ void vae__stack_add_conv(vae_model *m, const char *name, int transposed, int cin
 void vae__stack_finish_plan(vae_model *m);
 
 int vae__stack_init(vae_model *m, int max_batch);
+
+/*
+ * Layer i's forward pass on B rows (its input: the input buffer for the
+ * first encoder layer, model->z for the first decoder layer, else layer
+ * i - 1's output), and its backward pass: dY at its output, dX (NULL: not
+ * wanted) at its input; the parameter gradients are added into model->grads.
+ */
+void vae__stack_layer_forward(vae_model *m, int i, int B);
+void vae__stack_layer_backward(vae_model *m, int i, float *dY, float *dX, int B);
+
+/* The encoder's layers on B rows of the input buffer: mulv[B, 2Z] (mu | logvar), in the arena. */
+const float *vae__stack_encode_mulv(vae_model *m, int B);
+
+/* The conv family's layers (family_conv.c): strided convolutions with --hidden channels, the heads, the mirror. */
+void vae__conv_plan_layers(vae_model *m);
 void vae__stack_pass(vae_model *m, const vae_pass *p);
 void vae__stack_encode(vae_model *m, int B, float *mu, float *logvar);
 void vae__stack_decode(vae_model *m, const float *z, int B, float *images);

@@ -424,6 +424,11 @@ static int build_model(run *R)
     }
     vae_adam adam = { (float)cfg->lr, (float)cfg->beta1, (float)cfg->beta2, (float)cfg->adam_eps, 1.0f };
     vae_model_set_adam(m, &adam);
+    /* --dec-lr and --disc-lr: the groups of those names (a VAE-GAN's decoder and discriminator). */
+    for (int g = 0; g < m->n_groups; g++) {
+        if (!strcmp(m->groups[g].name, "dec") && cfg->dec_lr > 0) m->groups[g].adam.lr = (float)cfg->dec_lr;
+        if (!strcmp(m->groups[g].name, "disc") && cfg->disc_lr > 0) m->groups[g].adam.lr = (float)cfg->disc_lr;
+    }
     uint64_t h = params_hash(m->params, m->n_params), hmin = h, hmax = h;
     MPI_Allreduce(MPI_IN_PLACE, &hmin, 1, MPI_UINT64_T, MPI_MIN, R->comm);
     MPI_Allreduce(MPI_IN_PLACE, &hmax, 1, MPI_UINT64_T, MPI_MAX, R->comm);

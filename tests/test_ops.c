@@ -11,7 +11,7 @@
  * h = 1e-4. The float forward is compared with the double reference too.
  *
  * Ops: linear (dX, dW, db; no activation, and ReLU through
- * vae_relu_backward; dX == NULL), reparameterisation (mu and logvar, with
+ * vae_relu_backward; dX == NULL), LeakyReLU, reparameterisation (mu and logvar, with
  * eps and eps == NULL), KL, BCE from logits (including |logits| up to 1000,
  * where a naive sigmoid or log(1 + exp(a)) overflows), MSE, and the sigmoid.
  * Backward functions that add into their outputs are called twice to check
@@ -197,6 +197,36 @@ static void test_relu_backward(void)
     vae_relu_backward(Y, dY, 6);
     CHECK(dY[0] == 1.0f && dY[1] == 0.0f && dY[2] == 0.0f && dY[3] == 4.0f && dY[4] == 0.0f &&
           dY[5] == 0.0f);
+}
+
+/*
+ * LeakyReLU: the forward against max(x, 0) + slope min(x, 0) in double, and
+ * the backward against central differences of L = sum G .* y(x), away from
+ * the kink (|x| > 1e-3 > h); the backward through the output, in place.
+ */
+static void test_leaky_relu(void)
+{
+    enum { N = 37 };
+    const float slope = 0.2f;
+    float x[N], y[N], dY[N], G[N];
+    fill(x, N, -2.0f, 2.0f);
+    fill(G, N, -1.0f, 1.0f);
+    for (int i = 0; i < N; i++)
+        if (fabsf(x[i]) < 1e-3f) x[i] = 0.5f;
+    vae_leaky_relu(x, y, N, slope);
+    memcpy(dY, G, sizeof dY);
+    vae_leaky_relu_backward(y, dY, N, slope);
+    const double h = 1e-4;
+    for (int i = 0; i < N; i++) {
+        double xd = x[i], ref = xd > 0 ? xd : (double)slope * xd;
+        CHECK_CLOSE("leaky forward", y[i], ref, 1e-7, 0);
+        double lp = xd + h > 0 ? xd + h : (double)slope * (xd + h), lm = xd - h > 0 ? xd - h : (double)slope * (xd - h);
+        CHECK_CLOSE("leaky backward", dY[i], G[i] * (lp - lm) / (2 * h), 1e-6, 1e-9);
+    }
+    float z[N];
+    memcpy(z, x, sizeof z);
+    vae_leaky_relu(z, z, N, slope); /* in place */
+    for (int i = 0; i < N; i++) CHECK_CMP_DBL(z[i], ==, y[i]);
 }
 
 /* ---------------------------------------------------------------------- reparameterisation */
@@ -636,6 +666,7 @@ int main(void)
         test_linear_shape(lin[i][0], lin[i][1], lin[i][2], VAE_ACT_RELU);
     }
     test_relu_backward();
+    test_leaky_relu();
 
     static const int bz[][2] = { { 3, 5 }, { 1, 1 }, { 4, 7 }, { 2, 3 } };
     for (size_t i = 0; i < sizeof bz / sizeof bz[0]; i++) {

@@ -37,6 +37,7 @@ typedef struct vae_config {
     double skip_threshold;   /* skip the update when the global gradient norm exceeds it (0: off) */
     double clip;             /* scale the gradient to this global norm when above it (0: off) */
     int binarize;            /* enum vae_binarize */
+    double disc_lr, dec_lr;  /* vaegan: the learning rates of the groups disc and dec (0: --lr) */
 } vae_config;
 
 /* --binarize: none, or every pixel drawn as Bernoulli(intensity) each time its row is used. */
@@ -76,7 +77,8 @@ enum vae_field_type {
     VAE_FT_CHOICE,   /* int: choices[k] names values[k]; stored as the name, or the value when numeric */
     VAE_FT_FAMILY,   /* vae_arch.kind: a family's name (family.h) */
     VAE_FT_HIDDEN,   /* vae_arch.hidden[n_hidden]: "H1,H2,..." */
-    VAE_FT_GROUPS,   /* vae_arch.groups[n_groups]: "G1,G2,...", or none (n_groups 0; not stored) */
+    VAE_FT_GROUPS,   /* an int list "G1,G2,..." whose count is the int member just before the array
+                        (vae_arch's n_groups, groups), or none (count 0; not stored) */
     VAE_FT_CAPACITY, /* capacity_max and capacity_steps: "C:STEPS", or off (-1) */
     VAE_FT_DATA,     /* a data spec FILE[:/dataset] (FILE alone is FILE:/train/images) */
     VAE_FT_TESTDATA, /* the same, or none ("") */

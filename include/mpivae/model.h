@@ -34,7 +34,7 @@
 #define VAE_MAX_READY 64
 
 /* The built-in families' indices in the registry (family.h): vae_arch.kind. */
-enum vae_model_kind { VAE_MODEL_MLP = 0, VAE_MODEL_CONV = 1, VAE_MODEL_HVAE = 2 };
+enum vae_model_kind { VAE_MODEL_MLP = 0, VAE_MODEL_CONV = 1, VAE_MODEL_HVAE = 2, VAE_MODEL_VAEGAN = 3 };
 enum vae_loss_kind { VAE_LOSS_BCE = 0, VAE_LOSS_MSE = 1 };
 
 /*
@@ -59,7 +59,20 @@ typedef struct vae_arch {
     int n_groups;                 /* hvae: latent groups per scale (0: the family has no such list) */
     int groups[VAE_MAX_HIDDEN];
     int posterior;                /* hvae: enum vae_posterior */
+    int n_disc;                   /* vaegan: the discriminator's conv layers */
+    int disc[VAE_MAX_HIDDEN];     /* vaegan: their channels */
+    int feature_layer;            /* vaegan: the layer (1..n_disc) whose output is the feature space (0: the last) */
+    int gen_loss;                 /* vaegan: enum vae_gen_loss */
+    double gamma;                 /* vaegan: weight of the feature term in the decoder's loss */
+    double equilibrium, eq_margin; /* vaegan: Larsen's equilibrium rule (equilibrium 0: off) */
 } vae_arch;
+
+/* A list option's count is the int just before its array (config.h's VAE_FT_GROUPS). */
+_Static_assert(offsetof(vae_arch, groups) == offsetof(vae_arch, n_groups) + sizeof(int), "n_groups before groups");
+_Static_assert(offsetof(vae_arch, disc) == offsetof(vae_arch, n_disc) + sizeof(int), "n_disc before disc");
+
+/* vaegan's adversarial loss for the decoder: -log D(fake) (non-saturating), or log(1 - D(fake)) (Larsen's minimax). */
+enum vae_gen_loss { VAE_GEN_NS = 0, VAE_GEN_MINIMAX = 1 };
 
 /* hvae's posterior: NVAE's residual around the prior, or LVAE's precision-weighted merge. */
 enum vae_posterior { VAE_POSTERIOR_RESIDUAL = 0, VAE_POSTERIOR_MERGE = 1 };

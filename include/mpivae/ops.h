@@ -27,6 +27,12 @@ void vae_linear_backward(const float *X, const float *W, const float *dY, float 
 /* dY[n] *= (Y[n] > 0): ReLU backward through the ReLU's output Y. */
 void vae_relu_backward(const float *Y, float *dY, size_t n);
 
+/* y[n] = x[n] > 0 ? x[n] : slope * x[n] (in place when y == x); 0 < slope < 1. */
+void vae_leaky_relu(const float *x, float *y, size_t n, float slope);
+
+/* dY[n] *= (Y[n] > 0 ? 1 : slope): LeakyReLU backward through its output Y (same sign as its input). */
+void vae_leaky_relu_backward(const float *Y, float *dY, size_t n, float slope);
+
 /*
  * mulv[B,2Z] holds mu (first Z) and logvar (last Z) per row.
  * z[B,Z] = mu + exp(logvar / 2) * eps; eps == NULL means z = mu.

@@ -18,6 +18,7 @@ import sys
 import h5py
 import numpy as np
 import torch
+from torch.nn.utils.stateless import functional_call
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +56,7 @@ def make_case(f, name, shape, hidden, groups, latent, B, loss, posterior, beta, 
     names = [n for n, _ in m.named_parameters()]
 
     def objective(*params):
-        r, kl, _ = torch.func.functional_call(m, dict(zip(names, params)), (x.double(), eps.double()), {}, strict=True)
+        r, kl, _ = functional_call(m, dict(zip(names, params)), (x.double(), eps.double()))
         return r.mean() + beta * kl.sum(0).mean()
 
     m.forward = m.terms  # functional_call calls forward
