@@ -13,6 +13,7 @@
 #include "mpivae/tools.h"
 
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +270,19 @@ static int syevd(int F, int vectors, double *a, double *w)
     return rc;
 }
 
+/*
+ * The eigenvalues of a PSD matrix that are 0 up to rounding: below
+ * F eps max|w|, the error of a symmetric eigensolver. Counted as 0, they add
+ * nothing to a trace of square roots, where each would add its own square
+ * root, sqrt(eps) of the scale (1e-8 relative), to the sum.
+ */
+static double rounding_floor(int F, const double *w)
+{
+    double mx = 0;
+    for (int i = 0; i < F; i++) mx = fmax(mx, fabs(w[i]));
+    return F * DBL_EPSILON * mx;
+}
+
 int vae_fid_distance(int F, const double *mu1, const double *S1, const double *mu2, const double *S2, vae_fid_result *r)
 {
     const size_t FF = (size_t)F * F;
@@ -288,7 +302,8 @@ int vae_fid_distance(int F, const double *mu1, const double *S1, const double *m
         rc = syevd(F, 1, V, w);
     }
     if (!rc) {
-        for (int i = 0; i < F; i++) s[i] = sqrt(w[i] > 0 ? w[i] : 0.0);
+        const double t1 = rounding_floor(F, w);
+        for (int i = 0; i < F; i++) s[i] = w[i] > t1 ? sqrt(w[i]) : 0.0;
         /* M = V^T S2 V (column-major; S2 is symmetric, so either layout), then diag(s) M diag(s), symmetrised. */
         cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, F, F, F, 1.0, S2, F, V, F, 0.0, T, F);
         cblas_dgemm(CblasColMajor, CblasTrans, CblasNoTrans, F, F, F, 1.0, V, F, T, F, 0.0, M, F);
@@ -300,7 +315,8 @@ int vae_fid_distance(int F, const double *mu1, const double *S1, const double *m
         rc = syevd(F, 0, M, w);
     }
     if (!rc) {
-        for (int i = 0; i < F; i++) r->trsqrt += sqrt(w[i] > 0 ? w[i] : 0.0);
+        const double t2 = rounding_floor(F, w);
+        for (int i = 0; i < F; i++) r->trsqrt += w[i] > t2 ? sqrt(w[i]) : 0.0;
         r->fid_raw = r->dmu2 + r->tr1 + r->tr2 - 2.0 * r->trsqrt;
         /* Below 0 only by rounding of the traces' difference: a relative 1e-9 of what was subtracted. */
         r->fid = r->fid_raw < 0 && r->fid_raw >= -1e-9 * (r->dmu2 + r->tr1 + r->tr2) ? 0.0 : r->fid_raw;

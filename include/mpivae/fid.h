@@ -14,9 +14,10 @@
  * A = S1^{1/2} = V diag(s) V^T, the matrix S1 S2 is similar to the
  * symmetric A S2 A, whose eigenvalues are those of
  * M = diag(s) (V^T S2 V) diag(s) (dsyevd again); tr((S1 S2)^{1/2}) is the
- * sum of sqrt(max(lambda_i(M), 0)). Eigenvalues below 0 are rounding of
- * PSD matrices (a set of N <= d rows has a singular covariance) and count
- * as 0.
+ * sum of sqrt(lambda_i(M)). Eigenvalues of S1 or M below d eps max|lambda|
+ * (eps = DBL_EPSILON), negative ones included, are 0 up to the solver's
+ * rounding and count as 0: a singular covariance (N <= d rows, a dead
+ * feature) would otherwise add sqrt(eps) of its scale per null direction.
  *
  * Statistics are accumulated in double over fixed chunks of VAE_FID_CHUNK
  * rows (shard.h splits the chunks over ranks): each chunk gives its count,
