@@ -229,9 +229,9 @@ int vae_fid_acc_finish(vae_fid_acc *a, MPI_Comm comm, vae_fid_stats *out)
                 for (int j = 0; j <= i; j++) out->m2[(size_t)i * F + j] = out->m2[(size_t)j * F + i] = m2[(size_t)i * F + j];
         }
     }
-    int both[2] = { rc, 0 };
-    if ((mrc = MPI_Bcast(both, 1, MPI_INT, 0, comm)) != MPI_SUCCESS) return vae_mpi_error(mrc, "MPI_Bcast");
-    if (both[0]) return both[0];
+    /* Rank 0's status (a failure there was reported there), then its statistics. */
+    if ((mrc = MPI_Bcast(&rc, 1, MPI_INT, 0, comm)) != MPI_SUCCESS) return vae_mpi_error(mrc, "MPI_Bcast");
+    if (rc) return rc;
     long long n = out->n;
     if ((mrc = MPI_Bcast(&n, 1, MPI_LONG_LONG, 0, comm)) != MPI_SUCCESS ||
         (mrc = MPI_Bcast(out->mean, F, MPI_DOUBLE, 0, comm)) != MPI_SUCCESS ||
