@@ -32,15 +32,22 @@ void vae_sample_prior_groups(vae_model *m, uint64_t seed, uint64_t call, const f
     }
 }
 
-void vae_sample_prior(vae_model *m, uint64_t seed, uint64_t call, float temperature, int n,
-                      float *images)
+void vae_sample_prior_from(vae_model *m, uint64_t seed, uint64_t call, int64_t first, float temperature, int n,
+                           float *images)
 {
     const int K = m->prior_dim, D = m->D;
     for (int lo = 0; lo < n; lo += m->max_batch) {
         int b = n - lo < m->max_batch ? n - lo : m->max_batch;
-        for (int i = 0; i < b; i++) vae_rng_normal(seed, VAE_RNG_PRIOR, call, (uint64_t)(lo + i), m->eps + (size_t)i * K, K);
+        for (int i = 0; i < b; i++)
+            vae_rng_normal(seed, VAE_RNG_PRIOR, call, (uint64_t)(first + lo + i), m->eps + (size_t)i * K, K);
         vae_model_generate(m, m->eps, temperature, b, images + (size_t)lo * D);
     }
+}
+
+void vae_sample_prior(vae_model *m, uint64_t seed, uint64_t call, float temperature, int n,
+                      float *images)
+{
+    vae_sample_prior_from(m, seed, call, 0, temperature, n, images);
 }
 
 int vae_reconstruct_grid(vae_model *m, vae_data *d, int64_t first, int n, int cols, float *images)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what mpivae needs on Debian 12: build tools, Open MPI, OpenBLAS,
 # HDF5, libpng, zlib, the Fashion-MNIST package, and the test dependencies
-# (PyTorch and h5py from Debian, the reference implementation for tests; munge
+# (PyTorch, h5py and SciPy from Debian, the reference implementations for tests; munge
 # and Slurm for the job-script tests, which start their own one-node Slurm).
 set -euo pipefail
 SUDO=""
@@ -11,5 +11,5 @@ $SUDO apt-get update
 $SUDO apt-get install -y build-essential cmake pkg-config \
   openmpi-bin libopenmpi-dev libopenblas-dev libhdf5-dev hdf5-tools \
   libpng-dev zlib1g-dev dataset-fashion-mnist
-$SUDO apt-get install -y --no-install-recommends python3 python3-torch python3-h5py python3-numpy
+$SUDO apt-get install -y --no-install-recommends python3 python3-torch python3-h5py python3-numpy python3-scipy
 $SUDO apt-get install -y --no-install-recommends munge slurmctld slurmd slurm-client

@@ -18,6 +18,9 @@
  * the two groups' step counts differ.
  * Tools: eval, sample, reconstruct and encode; interpolate, traverse and
  * anomaly are left out, so that their refusal can be tested.
+ * Features (family.h's optional entry, for `mpivae fid`): the posterior
+ * means, feat[B,Z] = mu, a linear map of the pixels that a test recomputes
+ * from the checkpoint's tensors.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "mpivae/family.h"
@@ -71,6 +74,7 @@ static void plan(vae_model *m)
     vae_model_add_group(m, "dec", enc_end, m->n_params);
     vae_model_add_latent(m, "z", Z, 1, 1);
     m->noise_dim = m->prior_dim = Z;
+    m->n_features = Z;
 }
 
 static int init(vae_model *m, int max_batch)
@@ -158,6 +162,13 @@ static void encode(vae_model *m, int B, float *mu, float *logvar)
     }
 }
 
+/* feat[B, Z] = x enc.weight^T + enc.bias: the posterior means. */
+static void features(vae_model *m, int B, float *feat)
+{
+    lg *s = m->priv;
+    vae_linear_forward(m->input, m->params + s->we, m->params + s->be, feat, B, m->D, m->Z, VAE_ACT_NONE);
+}
+
 static void decode(vae_model *m, const float *z, int B, float *images)
 {
     lg *s = m->priv;
@@ -202,6 +213,7 @@ static const vae_family lingauss = {
     .flops = flops,
     .select_groups = select_groups,
     .describe = describe,
+    .features = features,
 };
 
 int main(int argc, char **argv)

@@ -18,6 +18,7 @@
 #   mpi_family_plugin      a family defined in tests/ trains, resumes bit for bit, evaluates, samples
 #   mpi_mpirun_signals     SIGUSR1, Ctrl-C, SIGTERM to a bare mpirun: the statuses and checkpoints the README gives
 #   mpi_hvae               --model hvae: P = 1, 2, 4 agree, exact resume, PyTorch twin, skip-threshold, free bits, IW
+#   mpi_fid                mpivae fid (test family lingauss): 0 on itself, P = 1, 2, 3 print the same, SciPy agrees
 set(MPIVAE_MPI_TESTS mpi_rank_independence mpi_resume_exact mpi_checkpoint_faults mpi_kill_rank mpi_bad_input
     mpi_nonfinite mpi_conv mpi_run_dir mpi_mpirun_signals mpi_hvae)
 if(MPIEXEC_EXECUTABLE)
@@ -44,3 +45,10 @@ add_test(NAME mpi_family_plugin
                  ${MPIVAE_MPI_LAUNCHER} ${MPIVAE_MPI_NPFLAG} ${MPIEXEC_PREFLAGS})
 set_tests_properties(mpi_family_plugin PROPERTIES ENVIRONMENT "${MPIVAE_TEST_ENV}" LABELS mpi TIMEOUT 240
                                        PROCESSORS 4 RESOURCE_LOCK mpivae_mpi_ranks)
+# mpivae fid on the test family's features (tests/mpi/mpi_fid.sh): 0 on itself, the same output at
+# 1, 2, 3 ranks, numpy and SciPy's FID on the same features, bad input refused.
+add_test(NAME mpi_fid
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/mpi/mpi_fid.sh $<TARGET_FILE:mpivae_lingauss> ${CMAKE_SOURCE_DIR}
+                 ${MPIVAE_MPI_LAUNCHER} ${MPIVAE_MPI_NPFLAG} ${MPIEXEC_PREFLAGS})
+set_tests_properties(mpi_fid PROPERTIES ENVIRONMENT "${MPIVAE_TEST_ENV}" LABELS mpi TIMEOUT 240
+                             PROCESSORS 3 RESOURCE_LOCK mpivae_mpi_ranks)

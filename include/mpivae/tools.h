@@ -23,6 +23,14 @@ void vae_sample_prior(vae_model *m, uint64_t seed, uint64_t call, float temperat
                       float *images);
 
 /*
+ * Samples first..first+n of the same sequence into images[n, D]: sample j's
+ * noise is keyed by (seed, call, j), so a range split over ranks gives the
+ * images vae_sample_prior gives in one piece.
+ */
+void vae_sample_prior_from(vae_model *m, uint64_t seed, uint64_t call, int64_t first, float temperature, int n,
+                           float *images);
+
+/*
  * Reconstructs rows first..first+n of d with z = mu: images[2n, D] holds, per
  * group of `cols`, a row of originals then a row of reconstructions (the grid
  * layout of the PNG). Returns 0 or a negative status.

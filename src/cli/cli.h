@@ -2,7 +2,7 @@
  * cli.h: internal header of the command line (src/cli/). main.c holds the
  * one main() and dispatches to the subcommands, which live by theme in
  * data.c, train.c, eval.c, images.c (sample, reconstruct), latent.c
- * (interpolate, traverse, encode) and anomaly.c. What they share: the
+ * (interpolate, traverse, encode), anomaly.c and fid.c. What they share: the
  * option parsing and usage errors (opts.c), the loading of a checkpoint and
  * its data for a tool (tool.c), and the all-or-nothing publishing of a
  * tool's output files (outputs.c).
@@ -39,6 +39,7 @@ int cli_cmd_interpolate(int argc, char **argv);
 int cli_cmd_traverse(int argc, char **argv);
 int cli_cmd_anomaly(int argc, char **argv);
 int cli_cmd_encode(int argc, char **argv);
+int cli_cmd_fid(int argc, char **argv);
 
 /* ---- option parsing and usage errors (opts.c) ---- */
 
@@ -142,7 +143,9 @@ int cli_bad_option(const char *cmd, int c, char **argv);
  * batches of max_batch. *ckpt may name a run directory: rank 0 picks its
  * newest good checkpoint, and *ckpt then points to that file's path. A
  * checkpoint whose model family does not serve tool (a VAE_TOOL_* bit) is
- * refused, naming the command cmd and the family.
+ * refused, naming the command cmd and the family; tool 0 takes any family
+ * (the caller checks what it needs, as fid checks for features). *ckpt
+ * points to a buffer that the next call overwrites.
  */
 int cli_load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_batch, unsigned tool, const char *cmd);
 

@@ -1,7 +1,7 @@
 /*
  * main.c: the program's one main(): MPI start-up, the table of subcommands
  * (data, train, eval, sample, reconstruct, interpolate, traverse, anomaly,
- * encode, each with --help) and the fatal path, cli_finish, that turns a
+ * encode, fid, each with --help) and the fatal path, cli_finish, that turns a
  * command's status into the exit status.
  *
  * Exit status: 0 success, 1 failure (after one message), 2 usage error,
@@ -48,6 +48,7 @@ static const struct command {
     { "traverse", cli_cmd_traverse, "vary single latent dimensions (the most active ones by default)" },
     { "anomaly", cli_cmd_anomaly, "score rows by negative ELBO, histogram, most anomalous rows, ROC AUC" },
     { "encode", cli_cmd_encode, "mu and logvar of every row into HDF5" },
+    { "fid", cli_cmd_fid, "Frechet distance of a classifier's features: samples, reconstructions, data" },
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

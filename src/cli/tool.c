@@ -32,7 +32,7 @@ int cli_load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_bat
     vae_defer_begin();
     rc = vae_ckpt_read_meta(path, cfg, &st);
     /* The file's tensors must match the attributes before a model of their size is allocated. */
-    if (!rc) rc = vae_family_serves(vae_family_get(cfg->arch.kind), tool, cmd, path);
+    if (!rc && tool) rc = vae_family_serves(vae_family_get(cfg->arch.kind), tool, cmd, path);
     if (!rc) rc = vae_model_plan(m, &cfg->arch);
     if (!rc) rc = vae_ckpt_check_tensors(path, m, 0);
     if (!rc) vae_model_free(m); /* the plan's own state (a family's), before init plans again */

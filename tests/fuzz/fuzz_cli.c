@@ -15,7 +15,7 @@
  *   - the status is 0 or 2 (usage): nothing but parsing runs;
  *   - a usage error prints exactly one "error:" line, or the usage text;
  *   - an accepted command (status 0, no help printed) of train, eval, sample,
- *     reconstruct, interpolate, traverse, anomaly or encode has no argument
+ *     reconstruct, interpolate, traverse, anomaly, encode or fid has no argument
  *     left over (a stray FILE or a second --ckpt's value after "--");
  *   - an accepted --hidden has no empty size ("400,,400", "400,");
  *   - an accepted --out is shorter than VAE_PATH_LEN (no silent truncation).
@@ -66,6 +66,7 @@ static const char *const *options_of(const char *cmd)
     static const char *const trav[] = { "ckpt", "out", "data", "index", "dims", "top", "range", "steps", "help", NULL };
     static const char *const anomaly[] = { "ckpt", "out", "data", "labels", "normal-classes", "top", "help", NULL };
     static const char *const encode[] = { "ckpt", "out", "data", "help", NULL };
+    static const char *const fid[] = { "classifier", "a", "b", "n", "seed", "data", "limit", "no-floor", "help", NULL };
     if (!strcmp(cmd, "train")) return train;
     if (!strcmp(cmd, "eval")) return eval;
     if (!strcmp(cmd, "sample")) return sample;
@@ -74,10 +75,14 @@ static const char *const *options_of(const char *cmd)
     if (!strcmp(cmd, "traverse")) return trav;
     if (!strcmp(cmd, "anomaly")) return anomaly;
     if (!strcmp(cmd, "encode")) return encode;
+    if (!strcmp(cmd, "fid")) return fid;
     return NULL;
 }
 
-static int is_flag(const char *name) { return !strcmp(name, "help") || !strcmp(name, "mean") || !strcmp(name, "spherical"); }
+static int is_flag(const char *name)
+{
+    return !strcmp(name, "help") || !strcmp(name, "mean") || !strcmp(name, "spherical") || !strcmp(name, "no-floor");
+}
 
 /* getopt_long's choice for "--name": an exact match, else the one option name starts; NULL if none or several. */
 static const char *match_option(const char *const *opts, const char *name, size_t len)
