@@ -565,4 +565,7 @@ const vae_family vae_family_vaegan = {
     .flops = flops,
     .select_groups = select_groups,
     .describe = describe,
+    .eval_note = "loss = recon + beta * kl is the ELBO of the decoder's pixels (a Bernoulli or Gaussian likelihood), "
+                 "which a VAE-GAN does not train: its decoder learns from llike (the discriminator's features) and "
+                 "gen; compare VAE-GANs by FID (mpivae fid)",
 };

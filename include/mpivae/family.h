@@ -150,6 +150,8 @@ typedef struct vae_family {
      * the input buffer. NULL: the family has none.
      */
     void (*features)(vae_model *m, int B, float *feat);
+    /* Optional: a line eval prints after its own (what its loss means for this family), or NULL. */
+    const char *eval_note;
 } vae_family;
 
 /* The family registered under index kind (vae_arch.kind), or NULL. */

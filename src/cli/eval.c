@@ -93,6 +93,7 @@ int cli_cmd_eval(int argc, char **argv)
         for (int t = 0; t < m.n_terms; t++) printf(" %s=%.6f", m.terms[t].name, r.terms[t]);
         printf(" rows=%lld z=%s data=%s:%s unit: %s\n", (long long)r.rows, use_mean ? "mean" : "sampled", d.file, d.dset,
                vae_loss_unit(cfg.arch.loss));
+        if (m.fam->eval_note) printf("note: %s\n", m.fam->eval_note);
     }
     if (!rc && m.fam->encode) rc = print_active_units(&m, &d, limit);
     vae_iw_result ir;
