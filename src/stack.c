@@ -218,7 +218,7 @@ static void flat_unpermute_add(const vae_layer *l, const float *gp, float *gw, f
         }
 }
 
-static void layer_forward(vae_model *m, int i, int B)
+void vae__stack_layer_forward(vae_model *m, int i, int B)
 {
     const vae_layer *l = &m->layers[i];
     const float *x = layer_input(m, i);
@@ -255,7 +255,7 @@ static int gates_input_grad(const vae_model *m, int i)
 }
 
 /* dY is the gradient at layer i's output (before its activation is undone, unless layer i + 1 did). */
-static void layer_backward(vae_model *m, int i, float *dY, float *dX, int B)
+void vae__stack_layer_backward(vae_model *m, int i, float *dY, float *dX, int B)
 {
     const vae_layer *l = &m->layers[i];
     if (l->act == VAE_ACT_RELU && !gates_input_grad(m, i + 1))
@@ -281,7 +281,7 @@ static void layer_backward(vae_model *m, int i, float *dY, float *dX, int B)
 /* The encoder: mulv[B, 2Z] of the B rows in the input buffer, in the arena. */
 static const float *encode_mulv(vae_model *m, int B)
 {
-    for (int i = 0; i < m->n_enc; i++) layer_forward(m, i, B);
+    for (int i = 0; i < m->n_enc; i++) vae__stack_layer_forward(m, i, B);
     return m->act[m->n_enc];
 }
 
@@ -303,7 +303,7 @@ void vae__stack_pass(vae_model *m, const vae_pass *p)
     double *row_recon = p->row_terms, *row_kl = p->row_terms ? p->row_terms + B : NULL;
     const float *mulv = encode_mulv(m, B);
     vae_reparam_forward(mulv, eps, m->z, B, Z);
-    for (int i = m->n_enc; i < nl; i++) layer_forward(m, i, B);
+    for (int i = m->n_enc; i < nl; i++) vae__stack_layer_forward(m, i, B);
     const float *logits = m->act[nl];
     const float *x = m->act[0];
 
@@ -327,7 +327,7 @@ void vae__stack_pass(vae_model *m, const vae_pass *p)
     float *dY = m->g0, *other = m->g1;
     for (int i = nl - 1; i >= m->n_enc; i--) {
         float *dX = i == m->n_enc ? m->dz : other;
-        layer_backward(m, i, dY, dX, B);
+        vae__stack_layer_backward(m, i, dY, dX, B);
         if (m->grad_ready) m->grad_ready(m->grad_ctx, m->layers[i].w, m->layers[i].b + m->layers[i].out);
         other = dY;
         dY = dX;
@@ -338,7 +338,7 @@ void vae__stack_pass(vae_model *m, const vae_pass *p)
     other = m->g0;
     for (int i = m->n_enc - 1; i >= 0; i--) {
         float *dX = i == 0 ? NULL : other;
-        layer_backward(m, i, dY, dX, B);
+        vae__stack_layer_backward(m, i, dY, dX, B);
         if (m->grad_ready) m->grad_ready(m->grad_ctx, m->layers[i].w, m->layers[i].b + m->layers[i].out);
         other = dY == m->dmulv ? m->g1 : dY;
         dY = dX;
@@ -349,7 +349,7 @@ void vae__stack_decode(vae_model *m, const float *z, int B, float *images)
 {
     int nl = m->n_enc + m->n_dec;
     if (z != m->z) memcpy(m->z, z, (size_t)B * m->Z * sizeof(float));
-    for (int i = m->n_enc; i < nl; i++) layer_forward(m, i, B);
+    for (int i = m->n_enc; i < nl; i++) vae__stack_layer_forward(m, i, B);
     size_t n = (size_t)B * m->D;
     if (m->arch.loss == VAE_LOSS_BCE) vae_sigmoid(m->act[nl], images, n);
     else memcpy(images, m->act[nl], n * sizeof(float));
@@ -395,7 +395,7 @@ void vae__stack_log_weights(vae_model *m, const float *eps, int B, double *logw)
     const int nl = m->n_enc + m->n_dec, Z = m->Z, D = m->D;
     const float *mulv = encode_mulv(m, B);
     vae_reparam_forward(mulv, eps, m->z, B, Z);
-    for (int i = m->n_enc; i < nl; i++) layer_forward(m, i, B);
+    for (int i = m->n_enc; i < nl; i++) vae__stack_layer_forward(m, i, B);
     memset(logw, 0, (size_t)B * sizeof(double));
     if (m->arch.loss == VAE_LOSS_BCE) vae_bce_logits_loss(m->act[nl], m->act[0], NULL, B, D, 1.0f, logw);
     else vae_mse_loss(m->act[nl], m->act[0], NULL, B, D, 1.0f, logw);

@@ -30,6 +30,21 @@ void vae__stack_add_conv(vae_model *m, const char *name, int transposed, int cin
 void vae__stack_finish_plan(vae_model *m);
 
 int vae__stack_init(vae_model *m, int max_batch);
+
+/*
+ * Layer i on B rows: act[i + 1] from its input (act[i], or z for the first
+ * decoder layer). A family whose layers are all "encoder" layers (n_dec 0,
+ * no latent) runs a plain feed-forward stack with these two.
+ */
+void vae__stack_layer_forward(vae_model *m, int i, int B);
+
+/*
+ * Backward through layer i: dY[B, out] is the gradient at its output (its
+ * ReLU is undone here unless layer i + 1's conv op did it); parameter
+ * gradients are added into m->grads; dX[B, in] is overwritten (NULL: not
+ * wanted).
+ */
+void vae__stack_layer_backward(vae_model *m, int i, float *dY, float *dX, int B);
 void vae__stack_pass(vae_model *m, const vae_pass *p);
 void vae__stack_encode(vae_model *m, int B, float *mu, float *logvar);
 void vae__stack_decode(vae_model *m, const float *z, int B, float *images);
