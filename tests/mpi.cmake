@@ -18,8 +18,9 @@
 #   mpi_family_plugin      a family defined in tests/ trains, resumes bit for bit, evaluates, samples
 #   mpi_mpirun_signals     SIGUSR1, Ctrl-C, SIGTERM to a bare mpirun: the statuses and checkpoints the README gives
 #   mpi_hvae               --model hvae: P = 1, 2, 4 agree, exact resume, PyTorch twin, skip-threshold, free bits, IW
+#   mpi_classify           mpivae classify: P = 1, 2, 3 agree, exact resume, eval against the PyTorch twin, bad labels
 set(MPIVAE_MPI_TESTS mpi_rank_independence mpi_resume_exact mpi_checkpoint_faults mpi_kill_rank mpi_bad_input
-    mpi_nonfinite mpi_conv mpi_run_dir mpi_mpirun_signals mpi_hvae)
+    mpi_nonfinite mpi_conv mpi_run_dir mpi_mpirun_signals mpi_hvae mpi_classify)
 if(MPIEXEC_EXECUTABLE)
   set(MPIVAE_MPI_LAUNCHER ${MPIEXEC_EXECUTABLE})
 else()
