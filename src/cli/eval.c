@@ -101,8 +101,8 @@ int cli_cmd_eval(int argc, char **argv)
     /* Refusals every rank reaches alike: rank 0 says why. */
     if (!rc && iw > 0 && !m.fam->log_weights)
         rc = cli_rank ? VAE_EINVAL
-                      : vae_error(VAE_EINVAL, "eval --iw: model family '%s' (checkpoint '%s') has no importance weights",
-                                  m.fam->name, ckpt);
+                      : vae_error(VAE_EINVAL, "eval --iw: model family '%s' has no importance weights (no IW bound; "
+                                  "checkpoint '%s')", m.fam->name, ckpt);
     if (!rc && labels && !m.labels)
         rc = cli_rank ? VAE_EINVAL
                       : vae_error(VAE_EINVAL, "eval --labels: model family '%s' (checkpoint '%s') takes no labels",
