@@ -38,6 +38,13 @@ const vae_field vae_config_fields[] = {
       "held-out data for --eval-every and the tools' default (default:\nFILE:/test/images of the training file when it "
       "has one); none:\nno evaluation (--eval-every is then refused)",
       VAE_RESUME_CHANGE, NULL, NULL, 0, 0, NULL },
+    { "labels", "cfg.labels", VAE_FT_LABELS, OFF(labels), 0, 0, 0, 0, NULL, "FILE[:/dataset]", NULL,
+      "classifier: the class of each training row, integers 0..K-1\n(default: the dataset 'labels' beside --data's, e.g.\n"
+      "FILE:/train/labels; FILE alone is FILE:/train/labels)",
+      VAE_RESUME_CHANGE, NULL, NULL, 0, 1, "classifier" },
+    { "test-labels", "cfg.test_labels", VAE_FT_LABELS, OFF(test_labels), 0, 0, 0, 0, NULL, "FILE[:/dataset]", NULL,
+      "classifier: the classes of the held-out rows (default: 'labels'\nbeside --test-data's, e.g. FILE:/test/labels)",
+      VAE_RESUME_CHANGE, NULL, NULL, 0, 1, "classifier" },
     { "data-in-memory", "cfg.in_memory", VAE_FT_CHOICE, OFF(in_memory), 0, 0, 0, 0, "auto", "MODE", NULL,
       "yes (one copy per node in shared memory), no (stream rows\nfrom the file per batch), auto (default: yes when it fits)",
       VAE_RESUME_RUN, memory_names, memory_values, 1, 0, NULL },
@@ -49,10 +56,10 @@ const vae_field vae_config_fields[] = {
       "model family (default mlp), one of:", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "hidden", "hidden", VAE_FT_HIDDEN, OFF(arch.hidden), 0, 0, 0, 0, NULL, "H[,H2,...]", NULL,
       "mlp: hidden layer sizes (default 400); conv: channels of the\nstride-2 Conv2d layers (default 32,64), mirrored by\n"
-      "ConvTranspose2d layers in the decoder; hvae: channels at each\nscale, finest first (default 16,32,64)",
+      "ConvTranspose2d layers in the decoder; hvae: channels at each\nscale, finest first (default 16,32,64); classifier: channels of\nits Conv2d layers (default 32,64)",
       VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "latent", "latent", VAE_FT_INT, OFF(arch.latent), 1, 4096, 0, 0, NULL, "Z", NULL,
-      "latent dimensions (default 20 for mlp, 16 for conv); hvae: latent\nchannels per group (default 8)", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
+      "latent dimensions (default 20 for mlp, 16 for conv); hvae: latent\nchannels per group (default 8); classifier: the features, the\nwidth of the layer before the output (default 128)", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "groups", "groups", VAE_FT_GROUPS, OFF(arch.groups), 0, 64, 0, 0, NULL, "G[,G2,...]", NULL,
       "hvae: latent groups at each scale of --hidden, finest first\n(default 0,2,2)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "hvae" },
     { "posterior", "posterior", VAE_FT_CHOICE, OFF(arch.posterior), 0, 0, 0, 0, "residual", "residual|merge", NULL,
@@ -76,6 +83,9 @@ const vae_field vae_config_fields[] = {
       "decoder when either is above E + M (e.g. 0.68; default 0: off)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
     { "eq-margin", "eq_margin", VAE_FT_DOUBLE, OFF(arch.eq_margin), 0, 0, 0, 1e6, "0.35", "M", NULL,
       "vaegan: the margin M of --equilibrium (default 0.35)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
+    { "classes", "classes", VAE_FT_INT, OFF(arch.classes), 0, 65536, 0, 0, "0", "K", NULL,
+      "classifier: the number of classes (default 0: the training\nlabels' largest value + 1)", VAE_RESUME_FIXED, NULL, NULL,
+      0, 1, "classifier" },
     { "loss", "loss", VAE_FT_CHOICE, OFF(arch.loss), 0, 0, 0, 0, "bce", "bce|mse", NULL,
       "Bernoulli (data in [0,1]) or Gaussian/squared error (default bce)", VAE_RESUME_FIXED, loss_names, NULL, 0, 0, NULL },
     { "beta", "beta", VAE_FT_DOUBLE, OFF(beta), 0, 0, 0, 1e6, "1", "B", NULL, "KL weight (default 1)", VAE_RESUME_FIXED,
@@ -321,6 +331,15 @@ int vae_config_set(vae_config *c, int f, const char *text, char *why, size_t len
             return VAE_EINVAL;
         }
         return VAE_OK;
+    case VAE_FT_LABELS:
+        if (!text[0] || !strncmp(text, ":/", 2) ||
+            (size_t)snprintf(AT(c, f, char), VAE_PATH_LEN, "%s%s", text, strstr(text, ":/") ? "" : ":" VAE_LABELS_DEFAULT_DSET) >=
+                VAE_PATH_LEN) {
+            AT(c, f, char)[0] = '\0';
+            snprintf(why, len, "--%s '%s' is not FILE[:/dataset]", F->flag, text);
+            return VAE_EINVAL;
+        }
+        return VAE_OK;
     case VAE_FT_PATH:
         if (strlen(text) >= VAE_PATH_LEN) {
             snprintf(why, len, "--%s is %zu characters long; at most %d are taken", F->flag, strlen(text), VAE_PATH_LEN - 1);
@@ -556,7 +575,7 @@ void vae_config_merge_resume(vae_config *cfg, const vae_config *ck, uint64_t set
         const vae_field *F = &vae_config_fields[f];
         int given = (set & vae_config_bit(f)) != 0;
         if (F->resume == VAE_RESUME_FIXED || (F->resume != VAE_RESUME_RUN && !given)) continue;
-        if (F->type == VAE_FT_PATH || F->type == VAE_FT_DATA || F->type == VAE_FT_TESTDATA)
+        if (F->type == VAE_FT_PATH || F->type == VAE_FT_DATA || F->type == VAE_FT_TESTDATA || F->type == VAE_FT_LABELS)
             memcpy(AT(&merged, f, char), CAT(cfg, f, char), VAE_PATH_LEN);
         else if (F->type == VAE_FT_INT || F->type == VAE_FT_CHOICE)
             *AT(&merged, f, int) = *CAT(cfg, f, int);
@@ -612,7 +631,8 @@ void vae_config_describe(const vae_config *c, char *buf, size_t len)
     buf[0] = '\0';
     for (int f = 0; f < vae_config_nfields; f++) {
         const vae_field *F = &vae_config_fields[f];
-        if (F->type == VAE_FT_DATA || F->type == VAE_FT_TESTDATA || F->type == VAE_FT_PATH) continue; /* their own lines */
+        if (F->type == VAE_FT_DATA || F->type == VAE_FT_TESTDATA || F->type == VAE_FT_PATH || F->type == VAE_FT_LABELS)
+            continue; /* their own lines */
         if (!field_of_family(F, vae_family_get(c->arch.kind))) continue; /* another family's option */
         vae_config_format(c, f, v, sizeof v);
         size_t l = strlen(buf);

@@ -571,8 +571,99 @@ void vae_data_set_binarize(vae_data *d, int on, uint64_t seed, uint64_t a)
     d->bin_a = a;
 }
 
+int vae_read_labels(const char *spec, const char *default_dset, int64_t n, int64_t *labels)
+{
+    char file[VAE_PATH_LEN], dset[256];
+    int rc = vae_data_parse_spec(spec, default_dset, file, sizeof file, dset, sizeof dset);
+    if (rc) return rc;
+    struct stat sb;
+    if (stat(file, &sb) != 0) return vae_error(VAE_EIO, "cannot open labels file '%s': %s", file, strerror(errno));
+    if (S_ISDIR(sb.st_mode) || H5Fis_hdf5(file) <= 0) return vae_error(VAE_EDATA, "labels file '%s' is not an HDF5 file", file);
+    hid_t fid = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (fid < 0) return vae_error(VAE_EIO, "cannot open labels file '%s'", file);
+    if (H5Lexists(fid, dset, H5P_DEFAULT) <= 0 || H5Oexists_by_name(fid, dset, H5P_DEFAULT) <= 0) {
+        H5Fclose(fid);
+        return vae_error(VAE_EDATA, "'%s' has no labels dataset '%s'", file, dset);
+    }
+    hid_t ds = H5Dopen2(fid, dset, H5P_DEFAULT);
+    if (ds < 0) {
+        H5Fclose(fid);
+        return vae_error(VAE_EDATA, "labels '%s:%s' is not a dataset", file, dset);
+    }
+    hid_t sp = H5Dget_space(ds), t = H5Dget_type(ds);
+    hsize_t dims[H5S_MAX_RANK] = { 0 };
+    int nd = H5Sget_simple_extent_ndims(sp);
+    if (nd > 0) H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (nd != 1 || (int64_t)dims[0] != n)
+        rc = vae_error(VAE_EDATA, "labels '%s:%s' must be 1-D with %lld values (one per row), found rank %d with %lld "
+                       "values in its first dimension", file, dset, (long long)n, nd, (long long)dims[0]);
+    else if (H5Tget_class(t) != H5T_INTEGER)
+        rc = vae_error(VAE_EDATA, "labels '%s:%s' are not integers", file, dset);
+    else if (H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels) < 0)
+        rc = vae_error(VAE_EIO, "cannot read labels '%s:%s' (file damaged?)", file, dset);
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Dclose(ds);
+    H5Fclose(fid);
+    return rc;
+}
+
+void vae_data_labels_beside(const char *file, const char *dset, char *out, size_t len)
+{
+    const char *slash = strrchr(dset, '/');
+    int dir = slash ? (int)(slash - dset) : 0;
+    snprintf(out, len, "%s:%.*s/labels", file, dir, dset);
+}
+
+int vae_data_open_labels(vae_data *d, const char *spec, MPI_Comm comm)
+{
+    char file[VAE_PATH_LEN], dset[256];
+    vae_defer_begin();
+    int rc = vae_data_parse_spec(spec, VAE_LABELS_DEFAULT_DSET, file, sizeof file, dset, sizeof dset);
+    int64_t *lab = NULL;
+    if (!rc) {
+        snprintf(d->label_spec, sizeof d->label_spec, "%s:%s", file, dset);
+        free(d->labels);
+        d->labels = malloc((size_t)d->N * sizeof(int));
+        lab = malloc((size_t)d->N * sizeof(int64_t));
+        if (!d->labels || !lab) rc = vae_error(VAE_ENOMEM, "cannot allocate the %lld labels of '%s'", (long long)d->N, spec);
+    }
+    if (!rc) rc = vae_read_labels(d->label_spec, VAE_LABELS_DEFAULT_DSET, d->N, lab);
+    d->label_max = 0;
+    for (int64_t i = 0; !rc && i < d->N; i++) {
+        if (lab[i] < 0 || lab[i] > 65535)
+            rc = vae_error(VAE_EDATA, "labels '%s' hold %lld in row %lld: a class must be 0..65535 (the rows of '%s:%s' "
+                           "have one class each)", d->label_spec, (long long)lab[i], (long long)i, d->file, d->dset);
+        else {
+            d->labels[i] = (int)lab[i];
+            if (d->labels[i] > d->label_max) d->label_max = d->labels[i];
+        }
+    }
+    free(lab);
+    rc = vae_agree(rc, comm);
+    if (rc) {
+        free(d->labels);
+        d->labels = NULL;
+    }
+    return rc;
+}
+
+int vae_data_check_classes(const vae_data *d, int classes, const char *what, MPI_Comm comm)
+{
+    if (d->label_max < classes) return VAE_OK;
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    int64_t row = 0;
+    while (d->labels[row] < classes) row++;
+    if (rank == 0)
+        vae_error(VAE_EDATA, "labels '%s' hold the class %d (row %lld), outside 0..%d: %s", d->label_spec, d->labels[row],
+                  (long long)row, classes - 1, what);
+    return VAE_EDATA;
+}
+
 void vae_data_close(vae_data *d)
 {
+    free(d->labels);
     if (d->has_win) MPI_Win_free(&d->win);
     if (d->did > 0) H5Dclose(d->did);
     if (d->fid > 0) H5Fclose(d->fid);

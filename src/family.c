@@ -8,14 +8,14 @@
 #include <stdio.h>
 #include <string.h>
 
-extern const vae_family vae_family_mlp, vae_family_conv, vae_family_hvae, vae_family_vaegan;
+extern const vae_family vae_family_mlp, vae_family_conv, vae_family_hvae, vae_family_vaegan, vae_family_classifier;
 
 enum { MAX_FAMILIES = 16 };
 
 /* The built-in families, in the order of enum vae_model_kind; registered ones follow. */
 static const vae_family *g_families[MAX_FAMILIES] = { &vae_family_mlp, &vae_family_conv, &vae_family_hvae,
-                                                       &vae_family_vaegan };
-static int g_n = 4;
+                                                       &vae_family_vaegan, &vae_family_classifier };
+static int g_n = 5;
 static char g_names[256];
 
 const vae_family *vae_family_get(int kind) { return kind >= 0 && kind < g_n ? g_families[kind] : NULL; }

@@ -219,40 +219,6 @@ int vae_gather_rows(const float *mine, int64_t lo, int64_t hi, int w, float *all
     return rc == MPI_SUCCESS ? VAE_OK : vae_error(VAE_EMPI, "MPI_Gatherv of %d-wide rows failed", w);
 }
 
-int vae_read_labels(const char *spec, const char *default_dset, int64_t n, int64_t *labels)
-{
-    char file[VAE_PATH_LEN], dset[256];
-    int rc = vae_data_parse_spec(spec, default_dset, file, sizeof file, dset, sizeof dset);
-    if (rc) return rc;
-    struct stat sb;
-    if (stat(file, &sb) != 0 || H5Fis_hdf5(file) <= 0)
-        return vae_error(VAE_EIO, "cannot open labels file '%s'", file);
-    hid_t fid = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (fid < 0) return vae_error(VAE_EIO, "cannot open labels file '%s'", file);
-    if (H5Lexists(fid, dset, H5P_DEFAULT) <= 0) {
-        H5Fclose(fid);
-        return vae_error(VAE_EDATA, "'%s' has no labels dataset '%s'", file, dset);
-    }
-    hid_t ds = H5Dopen2(fid, dset, H5P_DEFAULT);
-    hid_t sp = H5Dget_space(ds);
-    hid_t t = H5Dget_type(ds);
-    hsize_t dims[4] = { 0 };
-    int nd = H5Sget_simple_extent_ndims(sp);
-    H5Sget_simple_extent_dims(sp, dims, NULL);
-    if (nd != 1 || (int64_t)dims[0] != n)
-        rc = vae_error(VAE_EDATA, "labels '%s:%s' must be 1-D with %lld values (one per row), found rank %d with %lld",
-                       file, dset, (long long)n, nd, (long long)dims[0]);
-    else if (H5Tget_class(t) != H5T_INTEGER)
-        rc = vae_error(VAE_EDATA, "labels '%s:%s' are not integers", file, dset);
-    else if (H5Dread(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels) < 0)
-        rc = vae_error(VAE_EIO, "cannot read labels '%s:%s'", file, dset);
-    H5Tclose(t);
-    H5Sclose(sp);
-    H5Dclose(ds);
-    H5Fclose(fid);
-    return rc;
-}
-
 int vae_h5_write_matrix(const char *path, const char *dset, const float *v, int64_t d0, int64_t d1)
 {
     struct stat sb;

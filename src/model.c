@@ -150,6 +150,10 @@ int vae_model_init(vae_model *m, const vae_arch *arch, int max_batch)
         return vae_error(VAE_ENOMEM, "cannot allocate the model (%zu parameters, %.1f GB)", np,
                          4.0 * np * sizeof(float) / 1e9);
     }
+    if (m->fam->labeled && !(m->labels = calloc((size_t)max_batch, sizeof(int)))) {
+        vae_model_free(m);
+        return vae_error(VAE_ENOMEM, "cannot allocate the labels of a batch of %d", max_batch);
+    }
     rc = m->fam->init(m, max_batch);
     if (rc) {
         vae_model_free(m);
@@ -166,6 +170,7 @@ void vae_model_free(vae_model *m)
     free(m->m);
     free(m->v);
     free(m->arena);
+    free(m->labels);
     free(m->priv);
     memset(m, 0, sizeof *m);
 }

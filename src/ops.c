@@ -284,6 +284,29 @@ NO_CONTRACT_FN double vae_mse_loss(const float *a, const float *x, float *da, in
     return total;
 }
 
+double vae_softmax_xent_loss(const float *a, const int *y, float *da, int B, int K, float scale, double *row_loss,
+                             double *wrong)
+{
+    double total = 0.0;
+    for (int r = 0; r < B; r++) {
+        const float *ar = a + (size_t)r * K; /* [K] */
+        float *dr = da ? da + (size_t)r * K : NULL;
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            if (ar[k] > ar[best]) best = k;
+        const float m = ar[best];
+        double s = 0.0;
+        for (int k = 0; k < K; k++) s += exp((double)ar[k] - m);
+        const double lse = (double)m + log(s), l = lse - (double)ar[y[r]];
+        if (dr)
+            for (int k = 0; k < K; k++) dr[k] = scale * (float)(exp((double)ar[k] - m) / s - (k == y[r] ? 1.0 : 0.0));
+        if (row_loss) row_loss[r] += l;
+        if (wrong) wrong[r] = best != y[r] || isnan(m) ? 1.0 : 0.0; /* a NaN row counts as wrong */
+        total += l;
+    }
+    return total;
+}
+
 void vae_sigmoid(const float *a, float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++) {

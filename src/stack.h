@@ -32,12 +32,18 @@ void vae__stack_finish_plan(vae_model *m);
 int vae__stack_init(vae_model *m, int max_batch);
 
 /*
- * Layer i's forward pass on B rows (its input: the input buffer for the
- * first encoder layer, model->z for the first decoder layer, else layer
- * i - 1's output), and its backward pass: dY at its output, dX (NULL: not
- * wanted) at its input; the parameter gradients are added into model->grads.
+ * Layer i on B rows: act[i + 1] from its input (act[i], or z for the first
+ * decoder layer). A family whose layers are all "encoder" layers (n_dec 0,
+ * no latent) runs a plain feed-forward stack with these two.
  */
 void vae__stack_layer_forward(vae_model *m, int i, int B);
+
+/*
+ * Backward through layer i: dY[B, out] is the gradient at its output (its
+ * ReLU is undone here unless layer i + 1's conv op did it); parameter
+ * gradients are added into m->grads; dX[B, in] is overwritten (NULL: not
+ * wanted).
+ */
 void vae__stack_layer_backward(vae_model *m, int i, float *dY, float *dX, int B);
 
 /* The encoder's layers on B rows of the input buffer: mulv[B, 2Z] (mu | logvar), in the arena. */

@@ -100,6 +100,7 @@ int vae_write_run_samples(vae_model *m, vae_data *d, const char *dir, long step,
     const int n = 64, cols = 8, nrec = 32;
     const vae_arch *a = &m->arch;
     char h5[1200], png[1200], sdir[1100], name[64];
+    if (!(m->fam->tools & (VAE_TOOL_SAMPLE | VAE_TOOL_RECONSTRUCT))) return VAE_OK; /* a classifier: no images */
     snprintf(sdir, sizeof sdir, "%s/samples", dir);
     int rc = vae__mkdir_p(sdir);
     if (rc) return rc;

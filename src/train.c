@@ -150,13 +150,17 @@ static void print_banner(const vae_config *c, const vae_model *m, const vae_data
         if (td) printf("held-out data: %s:%s, %lld rows%s\n", td->file, td->dset, (long long)td->N,
                        td->binarize ? ", binarized (" VAE_BINARIZE_FIXED_TEXT ")" : "");
         else printf("held-out data: none (no evaluation; the tools need --data)\n");
+        if (d->labels)
+            printf("labels: %s%s%s, %d classes\n", d->label_spec, td && td->labels ? ", held-out " : "",
+                   td && td->labels ? td->label_spec : "", c->arch.classes);
         char arch[256];
         m->fam->describe(&c->arch, arch, sizeof arch);
         printf("model: %s%s", m->fam->name, arch);
         if (c->capacity_max >= 0)
             printf(" capacity %g over %ld steps,", c->capacity_max, c->capacity_steps);
-        printf(" latent %d, loss %s, beta %g, %zu parameters, %.3f MFLOP per sample per step\n", m->Z,
-               c->arch.loss == VAE_LOSS_MSE ? "mse" : "bce", c->beta, m->n_params, vae_model_flops_per_sample(m) / 1e6);
+        if (m->n_latents > 0) /* a VAE; a classifier has none of these */
+            printf(" latent %d, loss %s, beta %g,", m->Z, c->arch.loss == VAE_LOSS_MSE ? "mse" : "bce", c->beta);
+        printf(" %zu parameters, %.3f MFLOP per sample per step\n", m->n_params, vae_model_flops_per_sample(m) / 1e6);
         printf("training: %d epochs, global batch %d (%d..%d per rank), lr %g, seed %llu, run directory %s\n",
                c->epochs, c->batch, c->batch / P, (c->batch + P - 1) / P, c->lr, (unsigned long long)c->seed, c->out);
         char opts[2048];
@@ -202,6 +206,12 @@ int vae_evaluate(vae_model *m, vae_data *d, MPI_Comm comm, uint64_t seed, double
         for (int i = 0; i < b; i++) idx[i] = r + i;
         rc = vae_data_rows(d, idx, b, vae_model_input(m));
         if (rc) break;
+        if (m->labels && !d->labels) {
+            rc = vae_error(VAE_EINVAL, "model family '%s' needs the labels of '%s:%s', and none were opened", m->fam->name,
+                           d->file, d->dset);
+            break;
+        }
+        if (m->labels) vae_data_labels(d, idx, b, m->labels);
         if (!use_mean)
             for (int i = 0; i < b; i++)
                 vae_rng_normal(seed, VAE_RNG_EVAL, 0, (uint64_t)(r + i), m->eps + (size_t)i * m->noise_dim, m->noise_dim);
@@ -396,6 +406,38 @@ static int open_data(run *R)
     return rc;
 }
 
+/* 2b. A family that learns from labels: the labels of the training and held-out rows, and the number of classes. */
+static int open_labels(run *R)
+{
+    vae_config *cfg = R->cfg;
+    const vae_family *fam = vae_family_get(cfg->arch.kind);
+    if (!fam || !fam->labeled) return VAE_OK;
+    char spec[VAE_PATH_LEN + 300], what[VAE_PATH_LEN + 96];
+    if (cfg->labels[0]) snprintf(spec, sizeof spec, "%s", cfg->labels);
+    else vae_data_labels_beside(R->d.file, R->d.dset, spec, sizeof spec);
+    int rc = vae_data_open_labels(&R->d, spec, R->comm);
+    if (rc) return rc;
+    if (R->found > 0) snprintf(what, sizeof what, "checkpoint '%s' has %d classes", R->ckpt, cfg->arch.classes);
+    else if (cfg->arch.classes > 0) snprintf(what, sizeof what, "--classes %d", cfg->arch.classes);
+    else if (R->d.label_max < 1) {
+        if (R->rank == 0)
+            vae_error(VAE_EDATA, "labels '%s' hold only the class 0: a classifier needs 2 classes or more (or --classes K)",
+                      R->d.label_spec);
+        return VAE_EDATA;
+    } else {
+        cfg->arch.classes = R->d.label_max + 1;
+        snprintf(what, sizeof what, "the training labels '%.900s' have %d classes (their largest value + 1)", R->d.label_spec,
+                 cfg->arch.classes);
+    }
+    rc = vae_data_check_classes(&R->d, cfg->arch.classes, what, R->comm);
+    if (rc || !R->have_test) return rc;
+    if (cfg->test_labels[0]) snprintf(spec, sizeof spec, "%s", cfg->test_labels);
+    else vae_data_labels_beside(R->td.file, R->td.dset, spec, sizeof spec);
+    rc = vae_data_open_labels(&R->td, spec, R->comm);
+    if (!rc) rc = vae_data_check_classes(&R->td, cfg->arch.classes, what, R->comm);
+    return rc;
+}
+
 /* 3. The model: keyed init (or the checkpoint's values), then a check that all replicas agree. */
 static int build_model(run *R)
 {
@@ -527,7 +569,9 @@ static int skip_step(run *R, const step_result *s)
         char vals[512] = "";
         for (int i = 0; i < f->n_terms; i++) {
             if (!strcmp(what, "gradient") && !isfinite(s->terms[i]))
-                what = i == 0 ? "reconstruction loss" : f->terms[i].kind == VAE_TERM_BETA ? "KL term" : f->terms[i].name;
+                what = !strcmp(f->terms[i].name, "recon") ? "reconstruction loss"
+                       : f->terms[i].kind == VAE_TERM_BETA  ? "KL term"
+                                                            : f->terms[i].name;
             size_t l = strlen(vals);
             snprintf(vals + l, sizeof vals - l, "%s %g, ", f->terms[i].name, s->terms[i]);
         }
@@ -562,6 +606,7 @@ static int train_step(run *R, step_result *s)
     int nloc = (int)(hi - lo);
     for (int i = 0; i < nloc; i++) R->idx[i] = R->perm[pos + lo + i];
     int lrc = vae_data_rows(&R->d, R->idx, nloc, vae_model_input(m));
+    if (m->labels) vae_data_labels(&R->d, R->idx, nloc, m->labels);
     /* --binarize dynamic: a new draw of each row every epoch, keyed by (seed, epoch, row): the same on any P. */
     if (!lrc && cfg->binarize != VAE_BINARIZE_NONE)
         vae_data_binarize_rows(vae_model_input(m), R->idx, nloc, m->D, cfg->seed, (uint64_t)st->epoch);
@@ -722,6 +767,8 @@ static int eval_step(run *R)
     row[k++] = now_s() - R->t_start;
     printf("eval step %ld: test loss %.4f%s %s (%lld rows)\n", R->st.step, er.loss, terms, vae_loss_unit(cfg->arch.loss),
            (long long)er.rows);
+    double acc = vae_eval_accuracy(f, &er);
+    if (acc >= 0) printf("test accuracy: %.2f%% (%lld rows)\n", 100.0 * acc, (long long)er.rows);
     fflush(stdout);
     rc = vae_metrics_add_eval(R->mt, row);
     if (!rc) rc = vae_metrics_flush(R->mt);
@@ -853,6 +900,7 @@ int vae_train_run(vae_config *cfg, const char *resume, uint64_t set, MPI_Comm co
     int rc = resolve_resume(&R);
     if (rc) return rc;
     rc = open_data(&R);
+    if (!rc) rc = open_labels(&R);
     if (!rc) rc = build_model(&R);
     if (!rc) rc = open_run_dir(&R);
     if (!rc) rc = loop_init(&R);

@@ -1,7 +1,7 @@
 /*
- * model_check.h: what the whole-model tests (test_model.c, test_conv_model.c)
- * share: check macros that print the expression, both values and the line;
- * a small deterministic generator; the finite-difference check of every
+ * model_check.h: what the whole-model tests (test_model.c, test_conv_model.c,
+ * test_hvae.c, test_classifier.c) share: check macros that print the
+ * expression, both values and the line; a small deterministic generator; the finite-difference check of every
  * parameter tensor of a model; and HDF5 readers for the PyTorch fixtures.
  * Included by exactly one source file per test program (static definitions).
  */
@@ -58,7 +58,7 @@ static void vae_model_forward_backward(vae_model *m, const float *eps, int B, fl
 }
 
 /* mu and logvar of the B rows in the input, as the encoder's [B, 2Z] output (mu | logvar). */
-static float *encode_mulv(vae_model *m, int B)
+__attribute__((unused)) static float *encode_mulv(vae_model *m, int B)
 {
     const int Z = m->Z;
     float *mu = malloc((size_t)B * Z * sizeof(float)), *lv = malloc((size_t)B * Z * sizeof(float));
@@ -135,6 +135,9 @@ static void fd_check_model(const char *name, const vae_arch *arch, int max_batch
     float *x = vae_model_input(&m);
     for (size_t i = 0; i < (size_t)B * D; i++)
         x[i] = arch->loss == VAE_LOSS_BCE ? uniform(0, 1) : uniform(-1.5f, 1.5f);
+    /* A family that learns from labels (a classifier): a random class for each row. */
+    if (m.labels)
+        for (int r = 0; r < B; r++) m.labels[r] = (int)(next_u64() % (uint64_t)arch->classes);
     float *eps = malloc((size_t)B * Z * sizeof(float));
     vae_rng_normal(seed, VAE_RNG_EPS, 0, 0, eps, (int64_t)B * Z);
     const float *e = use_eps ? eps : NULL;
@@ -252,7 +255,7 @@ static int read_attr_i64(hid_t loc, const char *name, long long *v)
     return rc;
 }
 
-static int read_attr_f64(hid_t loc, const char *name, double *v)
+__attribute__((unused)) static int read_attr_f64(hid_t loc, const char *name, double *v)
 {
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     if (a < 0) return -1;
@@ -275,7 +278,7 @@ static int read_attr_i64s(hid_t loc, const char *name, long long *v, int max)
 }
 
 /* A fixed-length string attribute into buf (NUL-terminated). */
-static int read_attr_str(hid_t loc, const char *name, char *buf, size_t len)
+__attribute__((unused)) static int read_attr_str(hid_t loc, const char *name, char *buf, size_t len)
 {
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     if (a < 0) return -1;

@@ -19,9 +19,10 @@
 #   mpi_mpirun_signals     SIGUSR1, Ctrl-C, SIGTERM to a bare mpirun: the statuses and checkpoints the README gives
 #   mpi_hvae               --model hvae: P = 1, 2, 4 agree, exact resume, PyTorch twin, skip-threshold, free bits, IW
 #   mpi_vaegan             --model vaegan: P = 1, 2, 3 agree, equilibrium counts, exact resume, PyTorch twin, tools
+#   mpi_classify           mpivae classify: P = 1, 2, 3 agree, exact resume, eval against the PyTorch twin, bad labels
 #   mpi_fid                mpivae fid (test family lingauss): 0 on itself, P = 1, 2, 3 print the same, SciPy agrees
 set(MPIVAE_MPI_TESTS mpi_rank_independence mpi_resume_exact mpi_checkpoint_faults mpi_kill_rank mpi_bad_input
-    mpi_nonfinite mpi_conv mpi_run_dir mpi_mpirun_signals mpi_hvae mpi_vaegan)
+    mpi_nonfinite mpi_conv mpi_run_dir mpi_mpirun_signals mpi_hvae mpi_vaegan mpi_classify)
 if(MPIEXEC_EXECUTABLE)
   set(MPIVAE_MPI_LAUNCHER ${MPIEXEC_EXECUTABLE})
 else()

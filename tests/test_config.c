@@ -50,6 +50,7 @@ static void other_value(int f, char *text, size_t len)
     case VAE_FT_CAPACITY: snprintf(text, len, "3.5:77"); break;
     case VAE_FT_DATA: snprintf(text, len, "some/where.h5:/a/b"); break;
     case VAE_FT_TESTDATA: snprintf(text, len, "else/where.h5:/c"); break;
+    case VAE_FT_LABELS: snprintf(text, len, "its/labels.h5:/l/%s", F->flag); break;
     default: snprintf(text, len, "%s/run", g_dir); break;
     }
 }

@@ -13,7 +13,9 @@
  * Ops: linear (dX, dW, db; no activation, and ReLU through
  * vae_relu_backward; dX == NULL), LeakyReLU, reparameterisation (mu and logvar, with
  * eps and eps == NULL), KL, BCE from logits (including |logits| up to 1000,
- * where a naive sigmoid or log(1 + exp(a)) overflows), MSE, and the sigmoid.
+ * where a naive sigmoid or log(1 + exp(a)) overflows), MSE, the sigmoid, and
+ * the softmax cross-entropy (with logits up to 1000, where a naive exp
+ * overflows, its argmax error flags and a NaN logit).
  * Backward functions that add into their outputs are called twice to check
  * that they accumulate. Shapes are small and odd (B=3, in=5, out=7, ...).
  *
@@ -658,6 +660,115 @@ static void test_kl_free_bits(void)
     CHECK_EQ(under, B / 2);
 }
 
+/* ---------------------------------------------------------------------- softmax cross-entropy */
+
+/* Double reference: sum over rows of log sum_k exp(a_k) - a_y (log-sum-exp); row[B] gets each row's value. */
+static double xent_ref(const double *a, const int *y, int B, int K, double *row)
+{
+    double t = 0;
+    for (int r = 0; r < B; r++) {
+        const double *ar = a + (size_t)r * K;
+        double m = ar[0], s = 0;
+        for (int k = 1; k < K; k++) m = fmax(m, ar[k]);
+        for (int k = 0; k < K; k++) s += exp(ar[k] - m);
+        double l = m + log(s) - ar[y[r]];
+        if (row) row[r] = l;
+        t += l;
+    }
+    return t;
+}
+
+static void test_xent_shape(int B, int K, float amp)
+{
+    char label[96];
+    size_t n = (size_t)B * K;
+    float *a = fmalloc(n), *da = fmalloc(n), *da2 = fmalloc(n);
+    double *ad = dmalloc(n), *row = dmalloc(B), *rowd = dmalloc(B), *wrong = dmalloc(B);
+    int *y = calloc((size_t)B, sizeof(int));
+    fill(a, n, -amp, amp);
+    for (int r = 0; r < B; r++) y[r] = (int)(next_u64() % (uint64_t)K);
+    to_double(a, ad, n);
+    const float scale = 0.37f;
+
+    /*
+     * Forward: the row's sum of exponentials and its logarithm in double
+     * from float logits: the result is the reference up to double rounding
+     * (1e-12 relative of m + |a_y| is ample).
+     */
+    double totd = xent_ref(ad, y, B, K, rowd);
+    for (int r = 0; r < B; r++) row[r] = 1.0; /* row_loss is added to */
+    for (size_t i = 0; i < n; i++) da[i] = 777.0f; /* da is overwritten */
+    double tot = vae_softmax_xent_loss(a, y, da, B, K, scale, row, wrong);
+    snprintf(label, sizeof label, "xent forward B=%d K=%d amp=%g", B, K, amp);
+    CHECK(isfinite(tot));
+    CHECK_CLOSE(label, tot, totd, 1e-12, 1e-12);
+    for (int r = 0; r < B; r++) {
+        CHECK_CLOSE(label, row[r] - 1.0, rowd[r], 1e-12, 1e-12);
+        CHECK_CMP_DBL(rowd[r], >=, 0.0);
+        /* wrong: the first largest logit is not at y. */
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            if (a[(size_t)r * K + k] > a[(size_t)r * K + best]) best = k;
+        CHECK_CMP_DBL(wrong[r], ==, best != y[r] ? 1.0 : 0.0);
+    }
+    CHECK_CLOSE(label, vae_softmax_xent_loss(a, y, NULL, B, K, scale, NULL, NULL), totd, 1e-12, 1e-12);
+
+    /*
+     * Backward: da = scale (softmax(a) - onehot(y)), computed in double and
+     * rounded to float: rtol 1e-6 and atol 1e-8 against the central
+     * difference of the double reference.
+     */
+    snprintf(label, sizeof label, "xent da B=%d K=%d amp=%g", B, K, amp);
+    double dsum = 0;
+    for (size_t k = 0; k < n; k++) {
+        double keep = ad[k];
+        ad[k] = keep + FD_H;
+        double lp = xent_ref(ad, y, B, K, NULL);
+        ad[k] = keep - FD_H;
+        double lm = xent_ref(ad, y, B, K, NULL);
+        ad[k] = keep;
+        CHECK(isfinite(da[k]));
+        CHECK_CLOSE(label, da[k], scale * (lp - lm) / (2 * FD_H), 1e-6, 1e-8);
+        dsum += da[k];
+    }
+    /* Each row's gradient sums to 0 (softmax sums to 1). */
+    CHECK_CLOSE(label, dsum, 0.0, 0, 1e-6 * B);
+    memcpy(da2, da, n * sizeof(float));
+    vae_softmax_xent_loss(a, y, da, B, K, scale, NULL, NULL);
+    CHECK(memcmp(da, da2, n * sizeof(float)) == 0);
+    free(a), free(da), free(da2), free(ad), free(row), free(rowd), free(wrong), free(y);
+}
+
+/* Logits where exp overflows a float (and a double beyond 709), ties, and a NaN logit. */
+static void test_xent_extremes(void)
+{
+    /* Row 0: the class far ahead: loss ~ 0. Row 1: the class far behind: loss = the gap. Row 2: a tie. */
+    float a[3 * 3] = { 1000, -1000, 0, 1000, 0, -1000, 5, 5, 5 };
+    int y[3] = { 0, 2, 1 };
+    float da[9];
+    double row[3] = { 0, 0, 0 }, wrong[3];
+    double l = vae_softmax_xent_loss(a, y, da, 3, 3, 1.0f, row, wrong);
+    CHECK(isfinite(l));
+    CHECK_CLOSE("xent far ahead", row[0], 0.0, 0, 1e-12);
+    CHECK_CLOSE("xent far behind", row[1], 2000.0, 1e-12, 0);
+    CHECK_CLOSE("xent tie", row[2], log(3.0), 1e-12, 0);
+    for (int k = 0; k < 9; k++) CHECK(isfinite(da[k]));
+    CHECK_CLOSE("xent far behind da", da[3], 1.0, 0, 1e-7);
+    CHECK_CLOSE("xent far behind da", da[5], -1.0, 0, 1e-7);
+    CHECK_CMP_DBL(wrong[0], ==, 0.0);
+    CHECK_CMP_DBL(wrong[1], ==, 1.0);
+    CHECK_CMP_DBL(wrong[2], ==, 1.0); /* a tie goes to the first: class 0, not 1 */
+    /* A NaN logit makes the loss non-finite (training skips the step) and the row wrong. */
+    for (int pos = 0; pos < 3; pos++) {
+        float b[3] = { 1, 2, 3 };
+        int c = 2;
+        double w = 0;
+        b[pos] = NAN;
+        CHECK(!isfinite(vae_softmax_xent_loss(b, &c, NULL, 1, 3, 1.0f, NULL, &w)));
+        if (pos == 0) CHECK_CMP_DBL(w, ==, 1.0);
+    }
+}
+
 int main(void)
 {
     static const int lin[][3] = { { 3, 5, 7 }, { 1, 1, 1 }, { 4, 13, 2 }, { 2, 9, 17 }, { 5, 3, 11 } };
@@ -687,6 +798,12 @@ int main(void)
     test_kl_free_bits();
     test_nonfinite();
     test_sigmoid();
+    static const int bk[][2] = { { 3, 10 }, { 1, 2 }, { 5, 7 }, { 2, 1 } };
+    for (size_t i = 0; i < sizeof bk / sizeof bk[0]; i++) {
+        test_xent_shape(bk[i][0], bk[i][1], 3.0f);
+        test_xent_shape(bk[i][0], bk[i][1], 40.0f); /* one class dominates */
+    }
+    test_xent_extremes();
 
     printf("test_ops: %d checks, %d failed\n", g_checks, g_failures);
     return g_failures ? 1 : 0;

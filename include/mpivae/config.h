@@ -18,6 +18,7 @@ typedef struct vae_config {
     char data[VAE_PATH_LEN]; /* FILE:/dataset, as given (relative to the working directory) */
     char test_data[VAE_PATH_LEN]; /* "" when there is none */
     char data_abs[VAE_PATH_LEN], test_data_abs[VAE_PATH_LEN]; /* the same with the file's absolute path ("" unknown) */
+    char labels[VAE_PATH_LEN], test_labels[VAE_PATH_LEN]; /* classifier: FILE:/dataset, or "": 'labels' beside the rows */
     char out[VAE_PATH_LEN];
     double beta;             /* KL weight */
     long warmup;             /* steps of linear KL warm-up from 0 to beta (0: none) */
@@ -82,7 +83,8 @@ enum vae_field_type {
     VAE_FT_CAPACITY, /* capacity_max and capacity_steps: "C:STEPS", or off (-1) */
     VAE_FT_DATA,     /* a data spec FILE[:/dataset] (FILE alone is FILE:/train/images) */
     VAE_FT_TESTDATA, /* the same, or none ("") */
-    VAE_FT_PATH      /* a path (not empty) */
+    VAE_FT_PATH,     /* a path (not empty) */
+    VAE_FT_LABELS    /* labels FILE[:/dataset] (FILE alone is FILE:/train/labels), or "" (not given) */
 };
 
 /* What a resumed run does with a field given on its command line. */

@@ -38,6 +38,9 @@ typedef struct vae_data {
     float min, max;    /* value range found by vae_data_check */
     int binarize;      /* vae_data_rows binarizes with key (bin_seed, bin_a, row): vae_data_set_binarize */
     uint64_t bin_seed, bin_a;
+    int *labels;       /* [N] each row's class (vae_data_open_labels), or NULL */
+    int label_max;     /* the largest label */
+    char label_spec[VAE_PATH_LEN + 256]; /* the labels as FILE:/dataset, for messages */
 } vae_data;
 
 /*
@@ -129,7 +132,46 @@ static inline void vae_data_binarize_fixed(vae_data *d, int on)
     vae_data_set_binarize(d, on, VAE_BINARIZE_FIXED_SEED, VAE_BINARIZE_FIXED_A);
 }
 
-/* Closes files, frees the shared window; safe on a zeroed struct. Collective when in memory. */
+/*
+ * Labels: a 1-D integer dataset of one class per row beside the rows, named
+ * FILE[:/dataset] where FILE alone is FILE:/train/labels (as in every
+ * command that takes labels).
+ */
+#define VAE_LABELS_DEFAULT_DSET "/train/labels"
+
+/* Reads the integer dataset spec of exactly n values (labels) as int64; reports what is wrong. */
+int vae_read_labels(const char *spec, const char *default_dset, int64_t n, int64_t *labels);
+
+/*
+ * The labels of the rows of file:dset when none are named: the dataset
+ * 'labels' beside them (FILE:/train/images -> FILE:/train/labels), as
+ * FILE:/dataset into out.
+ */
+void vae_data_labels_beside(const char *file, const char *dset, char *out, size_t len);
+
+/*
+ * Reads the labels spec for the rows of d on every rank of comm (each rank
+ * holds all N, 4 bytes a row) into d->labels: a 1-D integer dataset of d->N
+ * values in 0..65535. Collective: every rank fails together, with one
+ * message naming the file, the dataset and what is wrong.
+ */
+int vae_data_open_labels(vae_data *d, const char *spec, MPI_Comm comm);
+
+/*
+ * Refuses labels of d that are not below classes: a message (rank 0 of comm)
+ * naming the labels, the value, its row and what fixed the classes (`what`,
+ * a phrase: "checkpoint 'X' has 10 classes"), and VAE_EDATA on every rank.
+ * Labels must have been opened.
+ */
+int vae_data_check_classes(const vae_data *d, int classes, const char *what, MPI_Comm comm);
+
+/* The classes of rows idx[0..n) of d into out[n]. */
+static inline void vae_data_labels(const vae_data *d, const int64_t *idx, int n, int *out)
+{
+    for (int i = 0; i < n; i++) out[i] = d->labels[idx[i]];
+}
+
+/* Closes files, frees the shared window and the labels; safe on a zeroed struct. Collective when in memory. */
 void vae_data_close(vae_data *d);
 
 #endif

@@ -102,6 +102,13 @@ typedef struct vae_family {
     int n_terms;          /* the terms, unless plan names others in the model's */
     const vae_term *terms;
     unsigned tools;    /* enum vae_tool bits it serves */
+    /*
+     * 1: the family learns from labels (a classifier): whoever fills
+     * model->input fills model->labels[B] with each row's class in
+     * 0..arch.classes-1, and the training data and the evaluated data come
+     * with a labels dataset (dataset.h).
+     */
+    int labeled;
     /* --hidden and --latent when not given (the arch's other fields are set). */
     void (*defaults)(vae_arch *a, int hidden_set, int latent_set);
     /*

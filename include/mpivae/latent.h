@@ -66,9 +66,6 @@ double vae_roc_auc(const float *score, const unsigned char *positive, int64_t n)
 /* Gathers each rank's rows [lo, hi) of width w floats into all[n, w] on rank 0 (MPI_Gatherv). */
 int vae_gather_rows(const float *mine, int64_t lo, int64_t hi, int w, float *all, int64_t n, MPI_Comm comm);
 
-/* Reads an integer dataset of n values (labels) as int64. */
-int vae_read_labels(const char *spec, const char *default_dset, int64_t n, int64_t *labels);
-
 /* Writes a float32 dataset [d0, d1] (d1 = 0 for 1-D), chunked, to an open-or-new HDF5 file. */
 int vae_h5_write_matrix(const char *path, const char *dset, const float *v, int64_t d0, int64_t d1);
 

@@ -34,7 +34,7 @@
 #define VAE_MAX_READY 64
 
 /* The built-in families' indices in the registry (family.h): vae_arch.kind. */
-enum vae_model_kind { VAE_MODEL_MLP = 0, VAE_MODEL_CONV = 1, VAE_MODEL_HVAE = 2, VAE_MODEL_VAEGAN = 3 };
+enum vae_model_kind { VAE_MODEL_MLP = 0, VAE_MODEL_CONV = 1, VAE_MODEL_HVAE = 2, VAE_MODEL_VAEGAN = 3, VAE_MODEL_CLASSIFIER = 4 };
 enum vae_loss_kind { VAE_LOSS_BCE = 0, VAE_LOSS_MSE = 1 };
 
 /*
@@ -65,6 +65,7 @@ typedef struct vae_arch {
     int gen_loss;                 /* vaegan: enum vae_gen_loss */
     double gamma;                 /* vaegan: weight of the feature term in the decoder's loss */
     double equilibrium, eq_margin; /* vaegan: Larsen's equilibrium rule (equilibrium 0: off) */
+    int classes;                  /* classifier: the number of classes K (labels 0..K-1); 0 for the VAEs */
 } vae_arch;
 
 /* A list option's count is the int just before its array (config.h's VAE_FT_GROUPS). */
@@ -164,6 +165,7 @@ typedef struct vae_model {
     int max_batch;
     float *arena;
     float *input; /* [max_batch, D] */
+    int *labels;  /* [max_batch] the class of each input row, filled beside the input (families with labels) */
     void *priv;   /* a family's own state, freed by vae_model_free (free()) */
     /* The layer-stack families' state (mlp, conv): */
     float *act[VAE_MAX_LAYERS + 1]; /* act[0] = x[B,D]; act[i+1] = output of layer i */

@@ -84,6 +84,18 @@ double vae_bce_logits_loss(const float *a, const float *x, float *da, int B, int
 double vae_mse_loss(const float *a, const float *x, float *da, int B, int D, float scale,
                     double *row_loss);
 
+/*
+ * Softmax cross-entropy of logits a[B,K] against classes y[B] (each in
+ * 0..K-1): per row log sum_k exp(a_k) - a_y, taken as m + log sum_k
+ * exp(a_k - m) with m = max_k a_k (log-sum-exp: no overflow for any finite
+ * logits). Returns the sum over rows; row_loss[B] += each row's value when
+ * not NULL; wrong[B] (when not NULL) gets 1 where the first largest logit
+ * is not at y, else 0. When da is not NULL, da = scale * (softmax(a) -
+ * onehot(y)) (overwritten).
+ */
+double vae_softmax_xent_loss(const float *a, const int *y, float *da, int B, int K, float scale, double *row_loss,
+                             double *wrong);
+
 /* y[n] = sigmoid(a[n]), numerically safe for large |a|. */
 void vae_sigmoid(const float *a, float *y, size_t n);
 

@@ -12,6 +12,7 @@
 
 #include <mpi.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Exit status of `mpivae train` after a signal made it checkpoint and stop: requeue and resume. */
 #define VAE_EXIT_REQUEUE 75
@@ -38,6 +39,17 @@ typedef struct vae_eval_result {
 
 int vae_evaluate(vae_model *m, vae_data *d, MPI_Comm comm, uint64_t seed, double beta,
                  int use_mean, int64_t limit, vae_eval_result *res);
+
+/*
+ * The accuracy of an evaluation, 1 - the mean of the model's reported-only
+ * term "error" (a classifier's: 1 for a wrong class), or -1 when it has none.
+ */
+static inline double vae_eval_accuracy(const vae_model *m, const vae_eval_result *r)
+{
+    for (int i = 0; i < m->n_terms; i++)
+        if (m->terms[i].kind == VAE_TERM_STAT && !strcmp(m->terms[i].name, "error")) return 1.0 - r->terms[i];
+    return -1.0;
+}
 
 /* Asks training to stop at the end of the current step (from a signal handler or a test). */
 void vae_train_request_stop(void);

@@ -371,13 +371,7 @@ int cli_cmd_anomaly(int argc, char **argv)
     /* Labels: explicit, or 'labels' beside the images; read and checked before any scoring. */
     char lab_spec[VAE_PATH_LEN + 300] = "";
     if (labels_s) snprintf(lab_spec, sizeof lab_spec, "%s", labels_s);
-    else if (normal_s) {
-        char dir[256];
-        snprintf(dir, sizeof dir, "%s", d.dset);
-        char *slash = strrchr(dir, '/');
-        if (slash) *slash = '\0';
-        snprintf(lab_spec, sizeof lab_spec, "%s:%s/labels", d.file, dir);
-    }
+    else if (normal_s) vae_data_labels_beside(d.file, d.dset, lab_spec, sizeof lab_spec);
     unsigned char *anomalous = NULL; /* [N] on rank 0 */
     char lab_where[VAE_PATH_LEN + 300] = "";
     if (normal_s && cli_rank == 0) {

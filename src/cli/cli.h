@@ -1,7 +1,7 @@
 /*
  * cli.h: internal header of the command line (src/cli/). main.c holds the
  * one main() and dispatches to the subcommands, which live by theme in
- * data.c, train.c, eval.c, images.c (sample, reconstruct), latent.c
+ * data.c, train.c (train, classify), eval.c, images.c (sample, reconstruct), latent.c
  * (interpolate, traverse, encode), anomaly.c and fid.c. What they share: the
  * option parsing and usage errors (opts.c), the loading of a checkpoint and
  * its data for a tool (tool.c), and the all-or-nothing publishing of a
@@ -32,6 +32,7 @@ int cli_finish(int rc);
 
 int cli_cmd_data(int argc, char **argv);
 int cli_cmd_train(int argc, char **argv);
+int cli_cmd_classify(int argc, char **argv);
 int cli_cmd_eval(int argc, char **argv);
 int cli_cmd_sample(int argc, char **argv);
 int cli_cmd_reconstruct(int argc, char **argv);

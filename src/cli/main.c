@@ -1,7 +1,7 @@
 /*
  * main.c: the program's one main(): MPI start-up, the table of subcommands
- * (data, train, eval, sample, reconstruct, interpolate, traverse, anomaly,
- * encode, fid, each with --help) and the fatal path, cli_finish, that turns a
+ * (data, train, classify, eval, sample, reconstruct, interpolate, traverse,
+ * anomaly, encode, fid, each with --help) and the fatal path, cli_finish, that turns a
  * command's status into the exit status.
  *
  * Exit status: 0 success, 1 failure (after one message), 2 usage error,
@@ -41,7 +41,8 @@ static const struct command {
 } commands[] = {
     { "data", cli_cmd_data, "import Fashion-MNIST, write a synthetic set, describe an HDF5 file" },
     { "train", cli_cmd_train, "train a VAE data-parallel over MPI ranks (mpirun -np P mpivae train ...)" },
-    { "eval", cli_cmd_eval, "held-out loss of a checkpoint in nats per sample" },
+    { "classify", cli_cmd_classify, "train a conv classifier of labeled data (train --model classifier)" },
+    { "eval", cli_cmd_eval, "held-out loss of a checkpoint in nats per sample (a classifier's: and accuracy)" },
     { "sample", cli_cmd_sample, "decode prior samples of a checkpoint into a PNG grid and HDF5" },
     { "reconstruct", cli_cmd_reconstruct, "inputs over their reconstructions, PNG grid and HDF5" },
     { "interpolate", cli_cmd_interpolate, "decode a path between the codes of two inputs" },
