@@ -25,7 +25,11 @@
 #      each exits 1 with exactly one message naming the file, the dataset and
 #      the problem (or the option), and leaves no checkpoint;
 #  (e) classify refuses another --model (a usage error, status 2), train
-#      refuses --classes for a VAE (status 1); train --model classifier trains too.
+#      refuses --classes for a VAE (status 1); train --model classifier trains too;
+#  (f) mpivae fid with the classifier's features: the test set against itself
+#      is 0, the floor (train against test) is above 0 and the same at 2 ranks,
+#      a conv VAE's samples after 6 steps are above the floor, the same at 1
+#      and 2 ranks.
 source "$(dirname "$0")/mpilib.sh"
 mpi_init "$@"
 need_python_modules torch
@@ -163,5 +167,28 @@ expect_fail_with 1 "--classes is an option of --model classifier, not of --model
     "$M" train --data s.h5 --classes 3 --out y2
 run_ok "$M" train --model classifier "${MODEL[@]}" --batch 64 --epochs 1 --out t1
 expect_grep "train --model classifier" "^test accuracy: " last.out
+
+# --- (f) mpivae fid with this classifier's features (16 of them)
+run_ok "$M" fid --classifier "$CK" --a s.h5:/test/images --b s.h5:/test/images
+expect_grep "fid: a set against itself" "^FID a vs b: 0(\\.0+)? \\(N_a 64, N_b 64, features 16\\)" last.out
+expect_grep "fid: the floor" "^FID train vs test \\(floor\\): [0-9.]+ \\(N_train 256, N_test 64" last.out
+FLOOR=$(grep "floor" last.out)
+mpi_cmd 2
+run_ok "${MPI[@]}" "$M" fid --classifier "$CK" --a s.h5:/test/images --b s.h5:/test/images
+expect_eq "fid's floor at 2 ranks against 1" "$FLOOR" "$(grep "floor" last.out)"
+run_ok "${MPI[@]}" "$M" train --data s.h5 --model conv --hidden 4,8 --latent 2 --batch 30 --steps 6 --out vae
+run_ok "${MPI[@]}" "$M" fid --classifier "$CK" --a samples:vae --b s.h5:/test/images --n 64 --no-floor
+expect_grep "fid of a VAE's samples" "^FID a vs b: [0-9.]+ \\(N_a 64, N_b 64, features 16\\)" last.out
+FS=$(grep "^FID a vs b" last.out)
+run_ok "$M" fid --classifier "$CK" --a samples:vae --b s.h5:/test/images --n 64 --no-floor
+expect_eq "fid of samples at 1 rank against 2" "$FS" "$(grep "^FID a vs b" last.out)"
+py_check "the samples' FID is above the floor" "$FS" "$FLOOR" <<'PYEOF'
+import re, sys
+fs = float(re.search(r"FID a vs b: ([0-9.]+)", sys.argv[1]).group(1))
+fl = float(re.search(r"\(floor\): ([0-9.]+)", sys.argv[2]).group(1))
+if not fs > fl > 0:
+    sys.exit(f"expected the FID of 6-step samples ({fs}) above the train-versus-test floor ({fl}) above 0")
+print(f"fid: samples {fs}, floor {fl}")
+PYEOF
 
 cli_done
