@@ -69,18 +69,18 @@ const vae_field vae_config_fields[] = {
     { "disc-hidden", "disc_hidden", VAE_FT_GROUPS, OFF(arch.disc), 1, 65536, 0, 0, NULL, "C[,C2,...]", NULL,
       "vaegan: channels of the discriminator's Conv2d layers (kernel 4,\nstride 2, LeakyReLU 0.2), then a Linear to one logit\n"
       "(default 32,64,128)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
-    { "feature-layer", "feature_layer", VAE_FT_INT, OFF(arch.feature_layer), 0, VAE_MAX_HIDDEN, 0, 0, "0", "L", NULL,
-      "vaegan: the discriminator layer (1..count) whose output is the\nfeature space of the reconstruction term (default 0: the last)",
-      VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
+    { "feature-layer", "feature_layer", VAE_FT_INT, OFF(arch.feature_layer), 0, VAE_MAX_HIDDEN, 0, 0, "1", "L", NULL,
+      "vaegan: the discriminator layer (1..count; 0: the last) whose\noutput is the feature space of the reconstruction term "
+      "(default 1)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
     { "gamma", "gamma", VAE_FT_DOUBLE, OFF(arch.gamma), 0, 0, 0, 1e6, "1", "G", NULL,
       "vaegan: weight of the feature reconstruction term in the\ndecoder's loss, gamma * llike + gen (default 1)",
       VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
     { "gen-loss", "gen_loss", VAE_FT_CHOICE, OFF(arch.gen_loss), 0, 0, 0, 0, "ns", "ns|minimax", NULL,
       "vaegan: the decoder's adversarial loss, -log D(fake)\n(non-saturating; default) or log(1 - D(fake)) (minimax)",
       VAE_RESUME_FIXED, gen_loss_names, NULL, 0, 1, "vaegan" },
-    { "equilibrium", "equilibrium", VAE_FT_DOUBLE, OFF(arch.equilibrium), 0, 0, 0, 1e6, "0", "E", NULL,
+    { "equilibrium", "equilibrium", VAE_FT_DOUBLE, OFF(arch.equilibrium), 0, 0, 0, 1e6, "0.68", "E", NULL,
       "vaegan: Larsen's rule: leave the discriminator out of a step\nwhen its loss on real or fake images is below E - M, the\n"
-      "decoder when either is above E + M (e.g. 0.68; default 0: off)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
+      "decoder when either is above E + M (default 0.68; 0: off)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
     { "eq-margin", "eq_margin", VAE_FT_DOUBLE, OFF(arch.eq_margin), 0, 0, 0, 1e6, "0.35", "M", NULL,
       "vaegan: the margin M of --equilibrium (default 0.35)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
     { "classes", "classes", VAE_FT_INT, OFF(arch.classes), 0, 65536, 0, 0, "0", "K", NULL,

@@ -87,7 +87,7 @@ typedef struct vg {
     size_t scratch_len;
 } vg;
 
-/* The conv VAE's 32,64 and 16; a discriminator of 32,64,128 whose last layer gives the features. */
+/* The conv VAE's 32,64 and 16; a discriminator of 32,64,128 (--feature-layer 0: the last layer gives the features). */
 static void defaults(vae_arch *a, int hidden_set, int latent_set)
 {
     if (!hidden_set) {

@@ -34,7 +34,7 @@ K=13
 for P in 1 2 3; do
     mpi_cmd "$P"
     run_ok "${MPI[@]}" "$M" "${CFG[@]}" --out "p$P"
-    expect_grep "P=$P banner" "^model: vaegan channels 4,8 disc 4,9 features layer 2 gamma 1 non-saturating equilibrium" last.out
+    expect_grep "P=$P banner" "^model: vaegan channels 4,8 disc 4,9 features layer 1 gamma 1 non-saturating equilibrium" last.out
     expect_grep "P=$P log line with every term" "llike [0-9.]* dis_real [0-9.]* dis_fake [0-9.]* gen [0-9.]* d_x [0-9.]* d_rec [0-9.]* d_prior [0-9.]*" last.out
 done
 for P in 2 3; do
