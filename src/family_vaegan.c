@@ -23,7 +23,7 @@
  *   dis_fake -log(1 - D(x~)) - log(1 - D(x_p))   (dis_real + dis_fake = -L_GAN)
  *   gen      the decoder's adversarial loss: -log D(x~) - log D(x_p)
  *            (--gen-loss ns, the default) or log(1 - D(x~)) + log(1 - D(x_p))
- *            (minimax: -L_GAN's terms that the decoder changes)
+ *            (minimax: the terms of L_GAN that the decoder changes, -dis_fake)
  *   recon    the pixel reconstruction term of the conv VAE (reported: with kl
  *            it makes the ELBO that eval prints, not what is trained)
  *   d_x, d_rec, d_prior: D(x), D(x~), D(x_p), whose means the log shows

@@ -7,7 +7,7 @@
 #    1 2 3) for the same wall-clock time, SECONDS seconds (default 300) under mpirun
 #    -np 2: the run is stopped by SIGUSR1, which checkpoints it (as a Slurm time
 #    limit would), so every run ends on a checkpoint. Extra options per family come
-#    from ARGS_<family> (e.g. ARGS_vaegan="--equilibrium 0.68").
+#    from ARGS_<family> (e.g. ARGS_vaegan="--equilibrium 0 --feature-layer 2").
 # 3. For each run, `mpivae fid`: 10,000 prior samples against the 10,000 test images,
 #    with the classifier's features; the train-versus-test floor once.
 # 4. Prints a table: per family the FID of each seed, mean and spread (sample standard

@@ -132,6 +132,9 @@ run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 1 --skip-threshol
 py_check "--disc-lr 1e-30: the discriminator stays, the rest moves" <<'PYEOF'
 import sys, h5py, numpy as np
 with h5py.File("dlr/checkpoints/step-6.h5", "r") as a, h5py.File("init/checkpoints/step-1.h5", "r") as b:
+    td = int(a["/optimizer"].attrs["t.disc"])
+    if td < 1:
+        sys.exit(f"expected the discriminator updated in some of the 6 steps (t.disc {td}), or the check says nothing")
     for n in a["params"]:
         same = np.array_equal(a["params"][n][()], b["params"][n][()])
         if n.startswith("dis") and not same:
