@@ -548,17 +548,19 @@ static void conv2d_backward_cm(const float *x, const float *w, const float *dy, 
     float *xc = ph + phase_floats(g->H, g->W, g->s, g->p); /* x_n or dx_n in NCHW */
     for (int n = 0; n < B; n++) {
         const float *dyn = dy + n * ny; /* [Cout, HWo], or [HWo, Cout] channels last */
-        if (ylast) sum_rows(dyn, (size_t)HWo, Cout, db);
-        else
-            for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + (size_t)o * HWo, (size_t)HWo);
-        const float *xn = x + n * nx;
-        if (xlast) {
-            to_nchw(xn, 1, Cin, HW, NULL, xc);
-            xn = xc;
+        if (dw) {
+            if (ylast) sum_rows(dyn, (size_t)HWo, Cout, db);
+            else
+                for (int o = 0; o < Cout; o++) db[o] += sum_floats(dyn + (size_t)o * HWo, (size_t)HWo);
+            const float *xn = x + n * nx;
+            if (xlast) {
+                to_nchw(xn, 1, Cin, HW, NULL, xc);
+                xn = xc;
+            }
+            im2col(g, xn, Cin, col, (size_t)HWo, ph);
+            cblas_sgemm(CblasRowMajor, ylast ? CblasTrans : CblasNoTrans, CblasTrans, Cout, K, HWo,
+                        1.0f, dyn, ylast ? Cout : HWo, col, HWo, 1.0f, dw, K);
         }
-        im2col(g, xn, Cin, col, (size_t)HWo, ph);
-        cblas_sgemm(CblasRowMajor, ylast ? CblasTrans : CblasNoTrans, CblasTrans, Cout, K, HWo,
-                    1.0f, dyn, ylast ? Cout : HWo, col, HWo, 1.0f, dw, K);
         if (!dx) continue;
         cblas_sgemm(CblasRowMajor, CblasTrans, ylast ? CblasTrans : CblasNoTrans, K, HWo, Cout,
                     1.0f, w, K, dyn, ylast ? Cout : HWo, 0.0f, col, HWo);
@@ -626,18 +628,20 @@ static void conv2d_backward_pm(const float *x, const float *w, const float *dy, 
     band bd[MAX_BANDS];
     int nbd = bands_of(g, bd);
     permute_taps(w, Cout, Cin, kk, wp);
-    memset(dwp, 0, sizeof(float) * K * Cout);
+    if (dw) memset(dwp, 0, sizeof(float) * K * Cout);
     for (int n0 = 0; n0 < B; n0 += nb) {
         int m = B - n0 < nb ? B - n0 : nb;
         grid_in(dy + (size_t)n0 * Cout * grid, ylast, m, Cout, g->Ho, g->Wo, dys);
-        const float *xt = nhwc_of(x + (size_t)n0 * Cin * HW, xlast, m, Cin, HW, xs);
-        sum_rows(dys, (size_t)m * grid, Cout, db);
-        im2col_pm(g, xt, m, Cin, col);
-        for (int q = 0; q < nbd; q++) {
-            span sp = span_of(&bd[q], m, g->Wo, kc);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, sp.kb, sp.rows, 1.0f,
-                        dys + sp.r0 * Cout, Cout, col + sp.r0 * K + sp.k0, (int)K, 1.0f,
-                        dwp + sp.k0, (int)K);
+        if (dw) {
+            const float *xt = nhwc_of(x + (size_t)n0 * Cin * HW, xlast, m, Cin, HW, xs);
+            sum_rows(dys, (size_t)m * grid, Cout, db);
+            im2col_pm(g, xt, m, Cin, col);
+            for (int q = 0; q < nbd; q++) {
+                span sp = span_of(&bd[q], m, g->Wo, kc);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, sp.kb, sp.rows, 1.0f,
+                            dys + sp.r0 * Cout, Cout, col + sp.r0 * K + sp.k0, (int)K, 1.0f,
+                            dwp + sp.k0, (int)K);
+            }
         }
         if (!dx) continue;
         for (int q = 0; q < nbd; q++) {
@@ -655,7 +659,7 @@ static void conv2d_backward_pm(const float *x, const float *w, const float *dy, 
         }
         gate_dx(x + (size_t)n0 * Cin * HW, dxc, (size_t)m * Cin * HW, layout);
     }
-    unpermute_taps_add(dwp, Cout, Cin, kk, dw);
+    if (dw) unpermute_taps_add(dwp, Cout, Cin, kk, dw);
 }
 
 void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y, int B, int Cin,

@@ -82,7 +82,7 @@ typedef struct vg {
     float *g0, *g1;       /* [3B, maxrs] */
     float *dxa, *dxg;     /* [B, D], [2B, D]: gradients at the discriminator's input */
     float *e1;            /* [B, Z]: the reparameterisation's noise */
-    float *keep_dec, *keep_dis; /* the groups' gradients as the pass found them (it adds into them) */
+    float *keep_dec;      /* the decoder's gradient as the pass found it (it adds into it) */
     float *scratch;
     size_t scratch_len;
 } vg;
@@ -219,9 +219,8 @@ static int init(vae_model *m, int max_batch)
     n[k++] = (size_t)max_batch * m->D;           /* dxa */
     n[k++] = 2 * (size_t)max_batch * m->D;       /* dxg */
     n[k++] = (size_t)max_batch * m->Z;           /* e1 */
-    size_t ndec = m->groups[G_DEC].hi - m->groups[G_DEC].lo, ndis = m->groups[G_DISC].hi - m->groups[G_DISC].lo;
+    size_t ndec = m->groups[G_DEC].hi - m->groups[G_DEC].lo;
     n[k++] = ndec;                               /* keep_dec */
-    n[k++] = ndis;                               /* keep_dis */
     n[k++] = need;                               /* scratch */
     for (int i = 0; i < k; i++) total += (n[i] + 15) & ~(size_t)15;
     /* The family's buffers live behind its plan in m->priv (freed with it), 64-byte aligned. */
@@ -246,7 +245,6 @@ static int init(vae_model *m, int max_batch)
     TAKE(g->dxg);
     TAKE(g->e1);
     TAKE(g->keep_dec);
-    TAKE(g->keep_dis);
     TAKE(g->scratch);
 #undef TAKE
     /* The kinks, for the finite-difference tests: the decoder's ReLUs over both halves, every LeakyReLU. */
@@ -296,17 +294,19 @@ static void disc_forward(vae_model *m, vg *g, int R)
 /*
  * Backward from dy, the gradient at the output of conv layer `top` (0-based)
  * for rows [r0, r0 + nr) (overwritten), down to the input: dx[nr, D] (NULL:
- * not wanted). The parameter gradients are added into the block.
+ * not wanted). With params, the parameter gradients are added into the
+ * block; without, only the input gradients are computed.
  */
-static void disc_back(vae_model *m, vg *g, int r0, int nr, int top, float *dy, float *dx)
+static void disc_back(vae_model *m, vg *g, int r0, int nr, int top, float *dy, float *dx, int params)
 {
     float *other = dy == g->g0 ? g->g1 : g->g0;
     for (int i = top; i >= 0; i--) {
         const dconv *c = &g->d[i];
         vae_leaky_relu_backward(g->act[i + 1] + (size_t)r0 * g->rs[i + 1], dy, (size_t)nr * c->out, SLOPE);
         float *dX = i == 0 ? dx : other;
-        vae_conv2d_backward(g->act[i] + (size_t)r0 * g->rs[i], m->params + c->w, dy, dX, m->grads + c->w,
-                            m->grads + c->b, nr, c->cin, c->hin, c->win, c->cout, 4, 2, 1, c->layout, g->scratch);
+        vae_conv2d_backward(g->act[i] + (size_t)r0 * g->rs[i], m->params + c->w, dy, dX, params ? m->grads + c->w : NULL,
+                            params ? m->grads + c->b : NULL, nr, c->cin, c->hin, c->win, c->cout, 4, 2, 1, c->layout,
+                            g->scratch);
         other = dy;
         dy = dX;
     }
@@ -433,28 +433,23 @@ static void pass(vae_model *m, const vae_pass *p)
     if (!p->backward) return;
 
     /*
-     * (1) d llike / d x~ through the discriminator, for the encoder as it
-     * is and for the decoder times gamma. What the conv ops add into the
-     * disc range on the way, here and in (2), is undone after (2).
+     * (1) d llike / d x~ through the discriminator (input gradients only),
+     * for the encoder as it is and for the decoder times gamma.
      */
-    const vae_param_group *dis = &m->groups[G_DISC];
-    const size_t ndis = dis->hi - dis->lo;
-    memcpy(g->keep_dis, m->grads + dis->lo, ndis * sizeof(float));
     float *dy = g->g0;
     for (int r = 0; r < B; r++) {
         const float *a = frec + (size_t)r * fL, *b = fx + (size_t)r * fL;
         float *d = dy + (size_t)r * fL;
         for (size_t j = 0; j < fL; j++) d[j] = gs * (a[j] - b[j]);
     }
-    disc_back(m, g, B, B, g->L - 1, dy, g->dxa);
-    /* (2) d gen / d [x~; x_p] through the discriminator. */
+    disc_back(m, g, B, B, g->L - 1, dy, g->dxa, 0);
+    /* (2) d gen / d [x~; x_p] through the discriminator (input gradients only). */
     for (int r = 0; r < 2 * B; r++) {
         double s = sigm(g->logit[B + r]);
         g->dl[r] = (float)(ns ? gs * (s - 1.0) : -gs * s);
     }
     fc_back(m, g, B, 2 * B, g->dl, g->g0, 0);
-    disc_back(m, g, B, 2 * B, g->nd - 1, g->g0, g->dxg);
-    memcpy(m->grads + dis->lo, g->keep_dis, ndis * sizeof(float)); /* what (1) and (2) added there is not a gradient */
+    disc_back(m, g, B, 2 * B, g->nd - 1, g->g0, g->dxg, 0);
     /*
      * (3) The decoder: llike's gradient over the B rows of x~ gives dz (for
      * the encoder) and the decoder's llike gradient, scaled to gamma times
@@ -483,7 +478,7 @@ static void pass(vae_model *m, const vae_pass *p)
     /* (4) The discriminator's own gradient: -L_GAN over [x; x~; x_p], targets 1, 0, 0. */
     for (int r = 0; r < 3 * B; r++) g->dl[r] = (float)(gs * (sigm(g->logit[r]) - (r < B ? 1.0 : 0.0)));
     fc_back(m, g, 0, 3 * B, g->dl, g->g0, 1);
-    disc_back(m, g, 0, 3 * B, g->nd - 1, g->g0, NULL);
+    disc_back(m, g, 0, 3 * B, g->nd - 1, g->g0, NULL, 1);
 }
 
 /*
@@ -513,7 +508,11 @@ static void log_weights(vae_model *m, const float *eps, int B, double *logw)
     vae__stack_log_weights(m, g->e1, B, logw);
 }
 
-/* Per data row: the encoder once, the decoder on 2 rows and back over 3, the discriminator on 3 and back over 6. */
+/*
+ * Per data row: the encoder once; the decoder forward on 2 rows, backward
+ * on 3; the discriminator forward on 3, its weight gradient on 3 and input
+ * gradients on 6 (the first layer's on 3).
+ */
 static double flops(const vae_model *m)
 {
     const vg *g = m->priv;
@@ -528,9 +527,9 @@ static double flops(const vae_model *m)
     for (int i = 0; g && i < g->nd; i++) {
         const dconv *c = &g->d[i];
         double mac = (double)c->out * c->cin * 16;
-        f += 2.0 * mac * (3.0 + 6.0 * 2.0);
+        f += 2.0 * mac * (3.0 + 3.0 + (i == 0 ? 3.0 : 6.0));
     }
-    if (g) f += 2.0 * g->F * (3.0 + 6.0 * 2.0);
+    if (g) f += 2.0 * g->F * (3.0 + 3.0 + 6.0);
     return f;
 }
 

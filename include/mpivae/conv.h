@@ -84,7 +84,8 @@ void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y
  * Given dy[B,Cout,Hout,Wout] (already multiplied by the activation's
  * derivative): per sample, with col = im2col(x_n) [Cin*k*k, Hout*Wout],
  * dw[Cout, Cin*k*k] += dy_n col^T, db[o] += sum_{i,j} dy_n[o,i,j], and when
- * dx is not NULL dx_n[Cin,H,W] = col2im(w^T dy_n) (overwritten).
+ * dx is not NULL dx_n[Cin,H,W] = col2im(w^T dy_n) (overwritten). With dw
+ * and db both NULL, the input gradient only: no weight gradient is computed.
  */
 void vae_conv2d_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
                          float *db, int B, int Cin, int H, int W, int Cout, int k, int s, int p,
