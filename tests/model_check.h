@@ -10,6 +10,7 @@
 
 #include "mpivae/model.h"
 #include "mpivae/ops.h"
+#include "mpivae/status.h"
 
 #include <float.h>
 #include <hdf5.h>
@@ -71,6 +72,17 @@ __attribute__((unused)) static float *encode_mulv(vae_model *m, int B)
     free(mu);
     free(lv);
     return mulv;
+}
+
+/* vae_arch_check's status, with the message it reports kept in msg (not printed). */
+static inline int arch_check_quiet(const vae_arch *a, char *msg, size_t len)
+{
+    msg[0] = '\0';
+    vae_defer_begin();
+    int rc = vae_arch_check(a);
+    vae_defer_take(msg, len);
+    vae_defer_end(0);
+    return rc;
 }
 
 static void zero_grads(vae_model *m)

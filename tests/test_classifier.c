@@ -191,16 +191,6 @@ static void test_fixture(const char *path)
 
 /* ---------------------------------------------------------------------- (c) checks and what it serves */
 
-static int arch_check_quiet(const vae_arch *a, char *msg, size_t len)
-{
-    msg[0] = '\0';
-    vae_defer_begin();
-    int rc = vae_arch_check(a);
-    vae_defer_take(msg, len);
-    vae_defer_end(0);
-    return rc;
-}
-
 static void test_arch_check(void)
 {
     char msg[1024];

@@ -258,17 +258,6 @@ static void test_fixture(const char *path)
 
 /* ---------------------------------------------------------------------- (c) sizes the strides do not divide */
 
-/* vae_arch_check's status, with the message it reports kept in msg (not printed). */
-static int arch_check_quiet(const vae_arch *a, char *msg, size_t len)
-{
-    msg[0] = '\0';
-    vae_defer_begin();
-    int rc = vae_arch_check(a);
-    vae_defer_take(msg, len);
-    vae_defer_end(0);
-    return rc;
-}
-
 static void test_arch_check(void)
 {
     char msg[2048];

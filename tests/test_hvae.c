@@ -238,21 +238,11 @@ static void test_free_bits(void)
     vae_model_free(&m);
 }
 
-static int check_quiet(const vae_arch *a, char *msg, size_t len)
-{
-    msg[0] = '\0';
-    vae_defer_begin();
-    int rc = vae_arch_check(a);
-    vae_defer_take(msg, len);
-    vae_defer_end(0);
-    return rc;
-}
-
 static void test_arch(void)
 {
     char msg[512];
     vae_arch a = hvae_arch(1, 28, 28, 3, (int[]){ 16, 32, 64 }, (int[]){ 0, 2, 2 }, 8, VAE_LOSS_BCE, 0);
-    CHECK_EQ(check_quiet(&a, msg, sizeof msg), 0);
+    CHECK_EQ(arch_check_quiet(&a, msg, sizeof msg), 0);
     vae_model m;
     CHECK_EQ(vae_model_plan(&m, &a), 0);
     /* recon, a KL per group (top first), and their sum as a reported-only term */
@@ -267,17 +257,17 @@ static void test_arch(void)
     CHECK_EQ(m.Z, 2 * 8 * 49 + 2 * 8 * 196);
     vae_model_free(&m);
     a.Hh = 27; /* 27x28: 14x14, then 7x7 up to 14x13 and 14x14 at once: no one output padding */
-    CHECK_EQ(check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
+    CHECK_EQ(arch_check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
     CHECK(strstr(msg, "27x28") != NULL);
     a.Hh = 28;
     a.n_groups = 2; /* a count per scale */
-    CHECK_EQ(check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
+    CHECK_EQ(arch_check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
     CHECK(strstr(msg, "--groups has 2 counts") != NULL);
     a = hvae_arch(1, 28, 28, 2, (int[]){ 16, 32 }, (int[]){ 0, 0 }, 8, VAE_LOSS_BCE, 0);
-    CHECK_EQ(check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
+    CHECK_EQ(arch_check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
     CHECK(strstr(msg, "0 latent groups") != NULL);
     a = hvae_arch(1, 28, 28, 2, (int[]){ 16, 32 }, (int[]){ 8, 7 }, 8, VAE_LOSS_BCE, 0);
-    CHECK_EQ(check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
+    CHECK_EQ(arch_check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
     CHECK(strstr(msg, "15 latent groups") != NULL);
 }
 

@@ -25,8 +25,6 @@
 #include "mpivae/model.h"
 #include "mpivae/rng.h"
 
-#include "mpivae/status.h"
-
 #define TEST_SEED 0x5EEDFACEull
 /* This test uses a part of the shared helpers. */
 #pragma GCC diagnostic push
@@ -231,17 +229,21 @@ static void test_equilibrium(void)
 /* The architecture checks. */
 static void test_check(void)
 {
+    char msg[512];
     vae_arch a = small_arch(VAE_LOSS_BCE, VAE_GEN_NS, 3); /* 2 discriminator layers */
-    CHECK_EQ(vae_arch_check(&a), VAE_EINVAL);
+    CHECK_EQ(arch_check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
+    CHECK(strstr(msg, "--feature-layer 3 is not a discriminator layer (1..2)") != NULL);
     a.feature_layer = 2;
-    CHECK_EQ(vae_arch_check(&a), 0);
+    CHECK_EQ(arch_check_quiet(&a, msg, sizeof msg), 0);
     a.n_disc = 4; /* 8 -> 4 -> 2 -> 1 -> below 1 */
     a.disc[2] = a.disc[3] = 4;
-    CHECK_EQ(vae_arch_check(&a), VAE_EINVAL);
+    CHECK_EQ(arch_check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
+    CHECK(strstr(msg, "halve 8x8 to below 1x1 at layer 4") != NULL);
     a.n_disc = 3;
-    CHECK_EQ(vae_arch_check(&a), 0);
+    CHECK_EQ(arch_check_quiet(&a, msg, sizeof msg), 0);
     a.Hh = 6; /* 2 conv layers need 4 | H */
-    CHECK_EQ(vae_arch_check(&a), VAE_EINVAL);
+    CHECK_EQ(arch_check_quiet(&a, msg, sizeof msg), VAE_EINVAL);
+    CHECK(strstr(msg, "needs H and W divisible by 4") != NULL);
 }
 
 /* ---- (c) the fixture ---- */

@@ -22,14 +22,13 @@ All float64 values are computed in float64 from the float32 params and x. Determ
 import os
 import sys
 
-import h5py
 import numpy as np
 import torch
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from classifier_model import ConvClassifier, terms  # noqa: E402
-from make_fixture_mlp import dset, group  # noqa: E402
+from make_fixture_mlp import dset, fixture_file, group  # noqa: E402
 
 CASES = [
     # name, (C, H, W), channels, F, K, B, seed
@@ -75,23 +74,10 @@ def make_case(f, name, shape, channels, Fdim, K, B, seed):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "fixtures", "classifier_fixture.h5")
-    out = os.path.normpath(out)
-    tmp = out + ".tmp"
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_V18, h5py.h5f.LIBVER_V18)
-    fid = h5py.h5f.create(tmp.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl)
-    with h5py.File(fid) as f:
-        f.attrs["description"] = np.bytes_(
-            "mpivae conv classifier reference values from tests/pytorch/make_fixture_classifier.py")
+    with fixture_file("classifier_fixture.h5", "mpivae conv classifier reference values from tests/pytorch/make_fixture_classifier.py") as f:
         for case in CASES:
             xe, er = make_case(f, *case)
             print(f"{case[0]}: xent={xe:.12g} error={er:.12g}")
-    os.replace(tmp, out)
-    print(f"wrote {out} ({os.path.getsize(out)} bytes)")
 
 
 if __name__ == "__main__":

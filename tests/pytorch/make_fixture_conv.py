@@ -26,13 +26,12 @@ The file is deterministic (fixed seeds, no HDF5 timestamps).
 import os
 import sys
 
-import h5py
 import numpy as np
 import torch
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fixture_mlp import dset, group  # noqa: E402  (compact, timestamp-free HDF5 objects)
+from make_fixture_mlp import dset, fixture_file, group  # noqa: E402
 from vae_model import ConvVAE, per_sample_terms  # noqa: E402
 
 CASES = [
@@ -92,25 +91,10 @@ def make_case(f, name, shape, channels, Z, B, loss, beta, seed):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "fixtures", "conv_fixture.h5")
-    out = os.path.normpath(out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = out + ".tmp"
-    # v1.8 file format (compact groups, small object headers); root group without timestamps.
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_V18, h5py.h5f.LIBVER_V18)
-    fid = h5py.h5f.create(tmp.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl)
-    with h5py.File(fid) as f:
-        f.attrs["description"] = np.bytes_(
-            "mpivae convolutional VAE reference values from tests/pytorch/make_fixture_conv.py")
+    with fixture_file("conv_fixture.h5", "mpivae convolutional VAE reference values from tests/pytorch/make_fixture_conv.py") as f:
         for case in CASES:
             l, r, k = make_case(f, *case)
             print(f"{case[0]}: loss={l:.12g} recon={r:.12g} kl={k:.12g}")
-    os.replace(tmp, out)
-    print(f"wrote {out} ({os.path.getsize(out)} bytes)")
 
 
 if __name__ == "__main__":

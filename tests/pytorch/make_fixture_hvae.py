@@ -15,7 +15,6 @@ weights with eps), grads/<name> float64 (of expected_recon + beta * sum(expected
 import os
 import sys
 
-import h5py
 import numpy as np
 import torch
 from torch.nn.utils.stateless import functional_call
@@ -23,7 +22,7 @@ from torch.nn.utils.stateless import functional_call
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hvae_model import HVAE  # noqa: E402
-from make_fixture_mlp import dset, group  # noqa: E402
+from make_fixture_mlp import dset, fixture_file, group  # noqa: E402
 
 CASES = [
     # name, (C, H, W), hidden, groups, latent, B, loss, posterior, beta, seed
@@ -93,22 +92,10 @@ def make_case(f, name, shape, hidden, groups, latent, B, loss, posterior, beta, 
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "fixtures", "hvae_fixture.h5")
-    out = os.path.normpath(out)
-    tmp = out + ".tmp"
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_V18, h5py.h5f.LIBVER_V18)
-    fid = h5py.h5f.create(tmp.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl)
-    with h5py.File(fid) as f:
-        f.attrs["description"] = np.bytes_("mpivae hvae reference values from tests/pytorch/make_fixture_hvae.py")
+    with fixture_file("hvae_fixture.h5", "mpivae hvae reference values from tests/pytorch/make_fixture_hvae.py") as f:
         for case in CASES:
             l, r, k = make_case(f, *case)
             print(f"{case[0]}: loss={l:.12g} recon={r:.12g} kl={k} (gradcheck in float64 passed)")
-    os.replace(tmp, out)
-    print(f"wrote {out} ({os.path.getsize(out)} bytes)")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ All float64 values are computed in float64 from the float32 params, x and eps ca
 The file is deterministic (fixed seeds, no HDF5 timestamps).
 """
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -75,6 +76,27 @@ def group(parent, name):
     return parent[name]
 
 
+@contextlib.contextmanager
+def fixture_file(name, description):
+    """The fixture file sys.argv[1], or tests/fixtures/NAME: written as NAME.tmp, renamed when the
+    block ends. v1.8 file format (compact groups, small object headers; readable by HDF5 >= 1.8),
+    the root group without timestamps, so that the file is byte-reproducible."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = os.path.normpath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "fixtures", name))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = out + ".tmp"
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_V18, h5py.h5f.LIBVER_V18)
+    fid = h5py.h5f.create(tmp.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl)
+    with h5py.File(fid) as f:
+        f.attrs["description"] = np.bytes_(description)
+        yield f
+    os.replace(tmp, out)
+    print(f"wrote {out} ({os.path.getsize(out)} bytes)")
+
+
 def make_case(f, name, D, hidden, Z, B, loss, beta, seed):
     torch.manual_seed(seed)
     model32 = MLPVAE(D, hidden, Z, loss)  # default nn.Linear init, float32
@@ -118,26 +140,10 @@ def make_case(f, name, D, hidden, Z, B, loss, beta, seed):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "fixtures", "mlp_fixture.h5")
-    out = os.path.normpath(out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = out + ".tmp"
-    # v1.8 file format (compact groups, small object headers); readable by HDF5 >= 1.8.
-    # Root group without timestamps.
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_V18, h5py.h5f.LIBVER_V18)
-    fid = h5py.h5f.create(tmp.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl)
-    with h5py.File(fid) as f:
-        f.attrs["description"] = np.bytes_(
-            "mpivae MLP VAE reference values from tests/pytorch/make_fixture_mlp.py")
+    with fixture_file("mlp_fixture.h5", "mpivae MLP VAE reference values from tests/pytorch/make_fixture_mlp.py") as f:
         for case in CASES:
             l, r, k = make_case(f, *case)
             print(f"{case[0]}: loss={l:.12g} recon={r:.12g} kl={k:.12g}")
-    os.replace(tmp, out)
-    print(f"wrote {out} ({os.path.getsize(out)} bytes)")
 
 
 if __name__ == "__main__":

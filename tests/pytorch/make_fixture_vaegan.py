@@ -16,14 +16,13 @@ tensors d dis_fake, for the discriminator's d llike (what must not reach them).
 import os
 import sys
 
-import h5py
 import numpy as np
 import torch
 from torch.nn.utils.stateless import functional_call
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fixture_mlp import dset, group  # noqa: E402
+from make_fixture_mlp import dset, fixture_file, group  # noqa: E402
 from vaegan_model import VAEGAN  # noqa: E402
 
 CASES = [
@@ -96,22 +95,10 @@ def make_case(f, name, shape, hidden, disc, fl, latent, B, loss, gen_loss, beta,
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "fixtures", "vaegan_fixture.h5")
-    out = os.path.normpath(out)
-    tmp = out + ".tmp"
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_V18, h5py.h5f.LIBVER_V18)
-    fid = h5py.h5f.create(tmp.encode(), h5py.h5f.ACC_TRUNC, fcpl=fcpl, fapl=fapl)
-    with h5py.File(fid) as f:
-        f.attrs["description"] = np.bytes_("mpivae vaegan reference values from tests/pytorch/make_fixture_vaegan.py")
+    with fixture_file("vaegan_fixture.h5", "mpivae vaegan reference values from tests/pytorch/make_fixture_vaegan.py") as f:
         for case in CASES:
             t = make_case(f, *case)
             print(f"{case[0]}: terms {['%.6g' % v for v in t]} (gradcheck of each group in float64 passed)")
-    os.replace(tmp, out)
-    print(f"wrote {out} ({os.path.getsize(out)} bytes)")
 
 
 if __name__ == "__main__":
