@@ -7,6 +7,7 @@
 #include "mpivae/status.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <hdf5.h>
 #include <stdio.h>
@@ -109,6 +110,20 @@ static int read_table(hid_t fid, vae_metrics_table *t, long keep_upto)
     return VAE_OK;
 }
 
+/* A fixed-length string attribute. */
+static int put_str(hid_t loc, const char *name, const char *v)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(v) + 1);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = a >= 0 && H5Awrite(a, t, v) >= 0 ? VAE_OK : VAE_EIO;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+    return rc;
+}
+
 /* Creates the group's datasets in a new file and writes the rows held. */
 static int write_table(hid_t fid, const vae_metrics_table *t)
 {
@@ -132,8 +147,153 @@ static int write_table(hid_t fid, const vae_metrics_table *t)
         H5Sclose(sp);
     }
     free(col);
+    /* The column order, for readers that do not know the family (the report). */
+    char cols[VAE_METRICS_MAX_FIELDS * 33] = "";
+    for (int f = 0; f < t->nf; f++) {
+        size_t l = strlen(cols);
+        snprintf(cols + l, sizeof cols - l, "%s%s", f ? "," : "", t->names[f]);
+    }
+    if (!rc && put_str(grp, "columns", cols)) rc = VAE_EIO;
     H5Gclose(grp);
     return rc;
+}
+
+/* Strings of a session, in the order of the /sessions string datasets. */
+static char **session_str(vae_metrics_session *s, int k) { return k == 0 ? &s->hosts : &s->banner; }
+static const char *const session_strs[] = { "hosts", "banner" };
+static const char *const session_ints[] = { "step", "ranks", "nodes", "slurm_job", "slurm_restart" };
+static long *session_int(vae_metrics_session *s, int k)
+{
+    long *v[] = { &s->step, &s->ranks, &s->nodes, &s->slurm_job, &s->slurm_restart };
+    return v[k];
+}
+
+/* Writes /sessions (every session held). */
+static int write_sessions(hid_t fid, vae_metrics *mt)
+{
+    hsize_t n = (hsize_t)mt->n_sessions;
+    hid_t grp = H5Gcreate2(fid, "/sessions", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (grp < 0) return VAE_EIO;
+    hid_t sp = H5Screate_simple(1, &n, NULL);
+    hid_t str = H5Tcopy(H5T_C_S1);
+    H5Tset_size(str, H5T_VARIABLE);
+    H5Tset_cset(str, H5T_CSET_UTF8);
+    int rc = VAE_OK;
+    double *d = malloc((n ? n : 1) * sizeof(double));
+    const char **sv = malloc((n ? n : 1) * sizeof(char *));
+    if (!d || !sv) rc = VAE_ENOMEM;
+    for (int k = 0; k < 6 && !rc; k++) { /* five int64 columns, then start */
+        for (hsize_t i = 0; i < n; i++) d[i] = k < 5 ? (double)*session_int(&mt->sessions[i], k) : mt->sessions[i].start;
+        hid_t ds = H5Dcreate2(grp, k < 5 ? session_ints[k] : "start", k < 5 ? H5T_STD_I64LE : H5T_IEEE_F64LE, sp,
+                              H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (ds < 0 || (n && H5Dwrite(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, d) < 0)) rc = VAE_EIO;
+        if (ds >= 0) H5Dclose(ds);
+    }
+    for (int k = 0; k < 2 && !rc; k++) {
+        for (hsize_t i = 0; i < n; i++) {
+            const char *v = *session_str(&mt->sessions[i], k);
+            sv[i] = v ? v : "";
+        }
+        hid_t ds = H5Dcreate2(grp, session_strs[k], str, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (ds < 0 || (n && H5Dwrite(ds, str, H5S_ALL, H5S_ALL, H5P_DEFAULT, sv) < 0)) rc = VAE_EIO;
+        if (ds >= 0) H5Dclose(ds);
+    }
+    free(d);
+    free(sv);
+    H5Tclose(str);
+    H5Sclose(sp);
+    H5Gclose(grp);
+    return rc;
+}
+
+static void free_sessions(vae_metrics *mt)
+{
+    for (int i = 0; i < mt->n_sessions; i++) {
+        free(mt->sessions[i].hosts);
+        free(mt->sessions[i].banner);
+    }
+    free(mt->sessions);
+    mt->sessions = NULL;
+    mt->n_sessions = 0;
+}
+
+/* The length of a 1-D dataset, or -1. */
+static long ds_len(hid_t grp, const char *name)
+{
+    if (H5Lexists(grp, name, H5P_DEFAULT) <= 0) return -1;
+    hid_t ds = H5Dopen2(grp, name, H5P_DEFAULT);
+    hid_t sp = ds >= 0 ? H5Dget_space(ds) : -1;
+    hsize_t l = 0;
+    long n = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_dims(sp, &l, NULL) == 1 ? (long)l : -1;
+    if (sp >= 0) H5Sclose(sp);
+    if (ds >= 0) H5Dclose(ds);
+    return n;
+}
+
+/*
+ * Reads /sessions of an existing file, those that started at a step <=
+ * keep_upto. A file without them (an earlier version's) has none; a damaged
+ * /sessions is dropped with the rest of what cannot be read (VAE_EDATA).
+ */
+static int read_sessions(hid_t fid, vae_metrics *mt, long keep_upto)
+{
+    if (H5Lexists(fid, "/sessions", H5P_DEFAULT) <= 0) return VAE_OK;
+    hid_t grp = H5Gopen2(fid, "/sessions", H5P_DEFAULT);
+    if (grp < 0) return VAE_EDATA;
+    long n = ds_len(grp, "step");
+    int rc = n >= 0 ? VAE_OK : VAE_EDATA;
+    for (int k = 1; k < 5 && !rc; k++) rc = ds_len(grp, session_ints[k]) == n ? VAE_OK : VAE_EDATA;
+    if (!rc && (ds_len(grp, "start") != n || ds_len(grp, "hosts") != n || ds_len(grp, "banner") != n)) rc = VAE_EDATA;
+    if (!rc && n > 0) {
+        mt->sessions = calloc((size_t)n, sizeof *mt->sessions);
+        if (!mt->sessions) rc = VAE_ENOMEM;
+        else mt->n_sessions = (int)n;
+    }
+    double *d = n > 0 ? malloc((size_t)n * sizeof(double)) : NULL;
+    char **sv = n > 0 ? calloc((size_t)n, sizeof(char *)) : NULL;
+    if (n > 0 && (!d || !sv)) rc = VAE_ENOMEM;
+    hid_t str = H5Tcopy(H5T_C_S1);
+    H5Tset_size(str, H5T_VARIABLE);
+    H5Tset_cset(str, H5T_CSET_UTF8);
+    for (int k = 0; k < 6 && !rc && n > 0; k++) {
+        hid_t ds = H5Dopen2(grp, k < 5 ? session_ints[k] : "start", H5P_DEFAULT);
+        if (ds < 0 || H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, d) < 0) rc = VAE_EDATA;
+        if (ds >= 0) H5Dclose(ds);
+        for (long i = 0; i < n && !rc; i++) {
+            if (k < 5) *session_int(&mt->sessions[i], k) = (long)d[i];
+            else mt->sessions[i].start = d[i];
+        }
+    }
+    for (int k = 0; k < 2 && !rc && n > 0; k++) {
+        hid_t ds = H5Dopen2(grp, session_strs[k], H5P_DEFAULT);
+        hid_t sp = ds >= 0 ? H5Dget_space(ds) : -1;
+        if (ds < 0 || H5Dread(ds, str, H5S_ALL, H5S_ALL, H5P_DEFAULT, sv) < 0) rc = VAE_EDATA;
+        for (long i = 0; i < n && !rc; i++) {
+            *session_str(&mt->sessions[i], k) = strdup(sv[i] ? sv[i] : "");
+            if (!*session_str(&mt->sessions[i], k)) rc = VAE_ENOMEM;
+        }
+        if (ds >= 0 && sp >= 0 && !(rc == VAE_EDATA)) H5Dvlen_reclaim(str, sp, H5P_DEFAULT, sv);
+        if (sp >= 0) H5Sclose(sp);
+        if (ds >= 0) H5Dclose(ds);
+    }
+    H5Tclose(str);
+    free(d);
+    free(sv);
+    H5Gclose(grp);
+    if (rc) {
+        free_sessions(mt);
+        return rc;
+    }
+    int keep = 0;
+    for (int i = 0; i < mt->n_sessions; i++) {
+        if (mt->sessions[i].step <= keep_upto) mt->sessions[keep++] = mt->sessions[i];
+        else {
+            free(mt->sessions[i].hosts);
+            free(mt->sessions[i].banner);
+        }
+    }
+    mt->n_sessions = keep;
+    return VAE_OK;
 }
 
 static void fsync_path(const char *path, int dir)
@@ -161,6 +321,7 @@ static int rewrite(vae_metrics *mt)
     hid_t fid = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     int rc = fid >= 0 ? VAE_OK : VAE_EIO;
     for (int g = 0; g < 2 && !rc; g++) rc = write_table(fid, &mt->t[g]);
+    if (!rc) rc = write_sessions(fid, mt);
     if (fid >= 0 && H5Fclose(fid) < 0) rc = VAE_EIO;
     if (!rc) fsync_path(tmp, 0);
     if (!rc && rename(tmp, mt->path) != 0) rc = VAE_EIO;
@@ -187,7 +348,23 @@ static void set_columns(vae_metrics_table *t, const char *group, const char *con
     for (int i = 0; i < nt; i++) t->names[t->nf++] = tail[i];
 }
 
-int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae_model *f)
+/* Adds a copy of s as the newest session. */
+static int add_session(vae_metrics *mt, const vae_metrics_session *s)
+{
+    vae_metrics_session *ns = realloc(mt->sessions, (size_t)(mt->n_sessions + 1) * sizeof *ns);
+    if (!ns) return vae_error(VAE_ENOMEM, "cannot hold the run's sessions");
+    mt->sessions = ns;
+    vae_metrics_session *c = &ns[mt->n_sessions];
+    *c = *s;
+    c->hosts = strdup(s->hosts ? s->hosts : "");
+    c->banner = strdup(s->banner ? s->banner : "");
+    mt->n_sessions++;
+    if (!c->hosts || !c->banner) return vae_error(VAE_ENOMEM, "cannot hold the run's sessions");
+    return VAE_OK;
+}
+
+int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae_model *f,
+                     const vae_metrics_session *now)
 {
     memset(mt, 0, sizeof *mt);
     mt->fid = -1;
@@ -200,6 +377,7 @@ int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae
         hid_t fid = open_for_reading(mt->path);
         if (fid < 0) rc = VAE_EDATA;
         for (int g = 0; g < 2 && !rc; g++) rc = read_table(fid, &mt->t[g], keep_upto);
+        if (!rc) rc = read_sessions(fid, mt, keep_upto);
         if (fid >= 0) H5Fclose(fid);
         if (rc && rc != VAE_ENOMEM) {
             /*
@@ -213,9 +391,11 @@ int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae
             vae_warn("'%s' is damaged (a write cut short?): kept as '%s'; its rows up to step %ld are not in the new "
                      "metrics.h5", mt->path, aside, keep_upto);
             for (int g = 0; g < 2; g++) mt->t[g].n = 0;
+            free_sessions(mt);
             rc = VAE_OK;
         }
     }
+    if (!rc && now) rc = add_session(mt, now);
     if (!rc && rewrite(mt)) rc = vae_error(VAE_EIO, "cannot write '%s'", mt->path);
     if (rc) mt->path[0] = '\0'; /* closing writes nothing over the file */
     return rc;
@@ -300,6 +480,7 @@ void vae_metrics_close(vae_metrics *mt)
         mt->t[g].rows = NULL;
         mt->t[g].n = mt->t[g].cap = 0;
     }
+    free_sessions(mt);
 }
 
 long vae_metrics_count(const char *dir, const char *group)
@@ -322,4 +503,99 @@ long vae_metrics_count(const char *dir, const char *group)
     }
     H5Fclose(fid);
     return n;
+}
+
+int vae_metrics_col(const vae_metrics_table *t, const char *name)
+{
+    for (int f = 0; f < t->nf; f++)
+        if (!strcmp(t->names[f], name)) return f;
+    return -1;
+}
+
+/* Collects the names of a group's datasets (H5Literate's callback). */
+struct name_list {
+    char names[VAE_METRICS_MAX_FIELDS * 2][32];
+    int n;
+};
+
+static herr_t collect_name(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)g;
+    (void)info;
+    struct name_list *l = data;
+    if (l->n < (int)(sizeof l->names / sizeof l->names[0]) && strlen(name) < sizeof l->names[0])
+        snprintf(l->names[l->n++], sizeof l->names[0], "%s", name);
+    return 0;
+}
+
+/*
+ * The columns of a group of a file written by any version: the "columns"
+ * attribute, or (earlier versions) head, the other datasets by name, tail.
+ */
+static int file_columns(hid_t fid, vae_metrics_table *t, const char *const *head, int nh, const char *const *tail, int nt)
+{
+    hid_t grp = H5Gopen2(fid, t->group, H5P_DEFAULT);
+    if (grp < 0) return VAE_EDATA;
+    t->nf = 0;
+    int rc = VAE_OK;
+    char cols[VAE_METRICS_MAX_FIELDS * 33] = "";
+    if (H5Aexists(grp, "columns") > 0) {
+        hid_t a = H5Aopen(grp, "columns", H5P_DEFAULT);
+        hid_t ty = a >= 0 ? H5Aget_type(a) : -1;
+        if (ty < 0 || H5Tget_class(ty) != H5T_STRING || H5Tis_variable_str(ty) > 0 || H5Tget_size(ty) >= sizeof cols ||
+            H5Aread(a, ty, cols) < 0)
+            rc = VAE_EDATA;
+        if (ty >= 0) H5Tclose(ty);
+        if (a >= 0) H5Aclose(a);
+        cols[sizeof cols - 1] = '\0';
+        for (char *tok = strtok(cols, ","); tok && !rc; tok = strtok(NULL, ",")) {
+            if (t->nf == VAE_METRICS_MAX_FIELDS || strlen(tok) >= sizeof t->own[0]) rc = VAE_EDATA;
+            else snprintf(t->own[t->nf++], sizeof t->own[0], "%s", tok);
+        }
+    } else {
+        struct name_list l = { .n = 0 };
+        H5Literate(grp, H5_INDEX_NAME, H5_ITER_INC, NULL, collect_name, &l);
+        for (int i = 0; i < nh; i++) snprintf(t->own[t->nf++], sizeof t->own[0], "%s", head[i]);
+        for (int i = 0; i < l.n && !rc; i++) {
+            int known = 0;
+            for (int k = 0; k < nh; k++) known |= !strcmp(l.names[i], head[k]);
+            for (int k = 0; k < nt; k++) known |= !strcmp(l.names[i], tail[k]);
+            if (known) continue;
+            if (t->nf + nt >= VAE_METRICS_MAX_FIELDS) rc = VAE_EDATA;
+            else snprintf(t->own[t->nf++], sizeof t->own[0], "%s", l.names[i]);
+        }
+        for (int i = 0; i < nt && !rc; i++) snprintf(t->own[t->nf++], sizeof t->own[0], "%s", tail[i]);
+    }
+    for (int f = 0; f < t->nf; f++) t->names[f] = t->own[f];
+    H5Gclose(grp);
+    return rc;
+}
+
+int vae_metrics_read(const char *dir, vae_metrics *mt)
+{
+    memset(mt, 0, sizeof *mt);
+    mt->fid = -1;
+    mt->t[0].group = "/train";
+    mt->t[1].group = "/eval";
+    char path[sizeof mt->path];
+    snprintf(path, sizeof path, "%s/metrics.h5", dir);
+    struct stat sb;
+    if (stat(path, &sb) != 0) return vae_error(VAE_EIO, "cannot read '%s': %s", path, strerror(errno));
+    hid_t fid = open_for_reading(path);
+    if (fid < 0) return vae_error(VAE_EDATA, "cannot open '%s' as HDF5", path);
+    int rc = VAE_OK;
+    for (int g = 0; g < 2 && !rc; g++) {
+        if (H5Lexists(fid, mt->t[g].group, H5P_DEFAULT) <= 0) rc = VAE_EDATA;
+        else if (g == 0) rc = file_columns(fid, &mt->t[g], train_head, 3, train_tail, 6);
+        else rc = file_columns(fid, &mt->t[g], eval_head, 3, eval_tail, 1);
+        if (!rc) rc = read_table(fid, &mt->t[g], LONG_MAX);
+        if (rc && rc != VAE_ENOMEM) rc = vae_error(VAE_EDATA, "'%s': the group %s cannot be read as metrics", path, mt->t[g].group);
+    }
+    if (!rc) {
+        rc = read_sessions(fid, mt, LONG_MAX);
+        if (rc && rc != VAE_ENOMEM) rc = vae_error(VAE_EDATA, "'%s': /sessions cannot be read", path);
+    }
+    H5Fclose(fid);
+    if (rc) vae_metrics_close(mt);
+    return rc;
 }

@@ -21,6 +21,7 @@
 #include "mpivae/checkpoint.h"
 #include "mpivae/comm.h"
 #include "mpivae/metrics.h"
+#include "mpivae/report.h"
 #include "mpivae/rng.h"
 #include "mpivae/rundir.h"
 #include "mpivae/shard.h"
@@ -115,8 +116,12 @@ static uint64_t params_hash(const float *p, size_t n)
     return h;
 }
 
-static void print_banner(const vae_config *c, const vae_model *m, const vae_data *d, const vae_data *td, MPI_Comm comm,
-                         const char *resumed_from, const vae_train_state *st)
+/*
+ * The banner (every rank takes part; rank 0 gets the text, malloc'd, in *text,
+ * and the session's facts for metrics.h5 in *ses, whose hosts it owns too).
+ */
+static int compose_banner(const vae_config *c, const vae_model *m, const vae_data *d, const vae_data *td, MPI_Comm comm,
+                          const char *resumed_from, const vae_train_state *st, char **text, vae_metrics_session *ses)
 {
     int rank, P;
     MPI_Comm_rank(comm, &rank);
@@ -131,52 +136,77 @@ static void print_banner(const vae_config *c, const vae_model *m, const vae_data
     int per_node;
     MPI_Comm_size(node, &per_node);
     MPI_Comm_free(&node);
-    if (rank == 0) {
+    *text = NULL;
+    memset(ses, 0, sizeof *ses);
+    char *buf = NULL, *hosts = NULL;
+    size_t blen = 0, hlen = 0;
+    FILE *out = rank == 0 ? open_memstream(&buf, &blen) : NULL;
+    FILE *hout = rank == 0 ? open_memstream(&hosts, &hlen) : NULL;
+    int rc = rank == 0 && (!all || !out || !hout) ? vae_error(VAE_ENOMEM, "cannot hold the banner") : VAE_OK;
+    if (rank == 0 && !rc) {
         const char *omp = getenv("OMP_NUM_THREADS"), *ob = getenv("OPENBLAS_NUM_THREADS");
         const char *job = getenv("SLURM_JOB_ID"), *rs = getenv("SLURM_RESTART_COUNT");
-        printf("mpivae %s: world size %d, %d ranks per node, hosts:", MPIVAE_VERSION, P, per_node);
+        fprintf(out, "mpivae %s: world size %d, %d ranks per node, hosts:", MPIVAE_VERSION, P, per_node);
         for (int i = 0; i < P; i++) {
             int dup = 0;
             for (int j = 0; j < i; j++) dup |= !strcmp(all + (size_t)i * MPI_MAX_PROCESSOR_NAME, all + (size_t)j * MPI_MAX_PROCESSOR_NAME);
-            if (!dup) printf(" %s", all + (size_t)i * MPI_MAX_PROCESSOR_NAME);
+            if (dup) continue;
+            fprintf(out, " %s", all + (size_t)i * MPI_MAX_PROCESSOR_NAME);
+            fprintf(hout, "%s%s", ses->nodes ? " " : "", all + (size_t)i * MPI_MAX_PROCESSOR_NAME);
+            ses->nodes++;
         }
         char core[128];
-        printf("\nthreads: OMP_NUM_THREADS=%s OPENBLAS_NUM_THREADS=%s, OpenBLAS core %s\n", omp ? omp : "unset",
+        fprintf(out, "\nthreads: OMP_NUM_THREADS=%s OPENBLAS_NUM_THREADS=%s, OpenBLAS core %s\n", omp ? omp : "unset",
                ob ? ob : "unset", vae_blas_describe(core, sizeof core));
-        if (job) printf("slurm: job %s, restart count %s\n", job, rs ? rs : "0");
-        printf("data: %s:%s, %lld rows of %dx%dx%d (%s, %s)%s\n", d->file, d->dset, (long long)d->N, d->C, d->Hh, d->W,
+        if (job) fprintf(out, "slurm: job %s, restart count %s\n", job, rs ? rs : "0");
+        ses->slurm_job = job ? atol(job) : 0;
+        ses->slurm_restart = rs ? atol(rs) : 0;
+        fprintf(out, "data: %s:%s, %lld rows of %dx%dx%d (%s, %s)%s\n", d->file, d->dset, (long long)d->N, d->C, d->Hh, d->W,
                d->dtype == VAE_DT_U8 ? "uint8" : "float", d->in_memory ? "in shared memory" : "streamed",
                c->binarize ? ", binarized (dynamic: a Bernoulli draw per pixel keyed by seed, epoch and row)" : "");
-        if (td) printf("held-out data: %s:%s, %lld rows%s\n", td->file, td->dset, (long long)td->N,
+        if (td) fprintf(out, "held-out data: %s:%s, %lld rows%s\n", td->file, td->dset, (long long)td->N,
                        td->binarize ? ", binarized (" VAE_BINARIZE_FIXED_TEXT ")" : "");
-        else printf("held-out data: none (no evaluation; the tools need --data)\n");
+        else fprintf(out, "held-out data: none (no evaluation; the tools need --data)\n");
         if (d->labels)
-            printf("labels: %s%s%s, %d classes\n", d->label_spec, td && td->labels ? ", held-out " : "",
+            fprintf(out, "labels: %s%s%s, %d classes\n", d->label_spec, td && td->labels ? ", held-out " : "",
                    td && td->labels ? td->label_spec : "", c->arch.classes);
         char arch[256];
         m->fam->describe(&c->arch, arch, sizeof arch);
-        printf("model: %s%s", m->fam->name, arch);
+        fprintf(out, "model: %s%s", m->fam->name, arch);
         if (c->capacity_max >= 0)
-            printf(" capacity %g over %ld steps,", c->capacity_max, c->capacity_steps);
+            fprintf(out, " capacity %g over %ld steps,", c->capacity_max, c->capacity_steps);
         if (m->n_latents > 0) /* a VAE; a classifier has none of these */
-            printf(" latent %d, loss %s, beta %g,", m->Z, c->arch.loss == VAE_LOSS_MSE ? "mse" : "bce", c->beta);
-        printf(" %zu parameters, %.3f MFLOP per sample per step\n", m->n_params, vae_model_flops_per_sample(m) / 1e6);
-        printf("training: %d epochs, global batch %d (%d..%d per rank), lr %g, seed %llu, run directory %s\n",
+            fprintf(out, " latent %d, loss %s, beta %g,", m->Z, c->arch.loss == VAE_LOSS_MSE ? "mse" : "bce", c->beta);
+        fprintf(out, " %zu parameters, %.3f MFLOP per sample per step\n", m->n_params, vae_model_flops_per_sample(m) / 1e6);
+        fprintf(out, "training: %d epochs, global batch %d (%d..%d per rank), lr %g, seed %llu, run directory %s\n",
                c->epochs, c->batch, c->batch / P, (c->batch + P - 1) / P, c->lr, (unsigned long long)c->seed, c->out);
         char opts[2048];
         vae_config_describe(c, opts, sizeof opts);
-        printf("options: %s\n", opts);
+        fprintf(out, "options: %s\n", opts);
         if (resumed_from) {
-            printf("resumed from %s at step %ld (epoch %ld, step %ld of the epoch)", resumed_from, st->step,
+            fprintf(out, "resumed from %s at step %ld (epoch %ld, step %ld of the epoch)", resumed_from, st->step,
                    st->epoch + 1, st->epoch_step);
             if (st->world_size != P)
-                printf("; saved with %d ranks, now %d: the global data order continues unchanged, the summation order differs",
+                fprintf(out, "; saved with %d ranks, now %d: the global data order continues unchanged, the summation order differs",
                        st->world_size, P);
-            printf("\n");
+            fprintf(out, "\n");
         }
-        fflush(stdout);
-        free(all);
     }
+    if (out && fclose(out) != 0 && !rc) rc = vae_error(VAE_ENOMEM, "cannot hold the banner");
+    if (hout && fclose(hout) != 0 && !rc) rc = vae_error(VAE_ENOMEM, "cannot hold the banner");
+    free(all);
+    if (rank == 0 && !rc) {
+        *text = buf;
+        ses->hosts = hosts;
+        ses->banner = buf;
+        ses->step = st->step;
+        ses->start = (double)time(NULL);
+        ses->ranks = P;
+    } else {
+        free(buf);
+        free(hosts);
+    }
+    return rc;
 }
 
 static void fmt_duration(double s, char *buf, size_t len)
@@ -478,26 +508,33 @@ static int build_model(run *R)
     return startup_stopped(R->comm, R->rank);
 }
 
-/* 4. The run directory (rank 0): lock, metrics; then the banner. */
+/* 4. The run directory (rank 0): lock, metrics with this process's session; then the banner. */
 static int open_run_dir(run *R)
 {
     vae_config *cfg = R->cfg;
-    int rc = VAE_OK;
+    char *banner = NULL;
+    vae_metrics_session ses;
     vae_defer_begin();
-    if (R->rank == 0) {
+    int rc = compose_banner(cfg, &R->m, &R->d, R->have_test ? &R->td : NULL, R->comm, R->found > 0 ? R->ckpt : NULL, &R->st,
+                            &banner, &ses);
+    if (R->rank == 0 && !rc) {
         rc = vae__mkdir_p(cfg->out);
         if (!rc) rc = vae_rundir_lock(cfg->out);
         if (!rc) vae_rundir_remove_stale_tmp(cfg->out);
         if (!rc) {
             R->mt = malloc(sizeof *R->mt);
-            rc = R->mt ? vae_metrics_open(R->mt, cfg->out, R->st.step, &R->m)
+            rc = R->mt ? vae_metrics_open(R->mt, cfg->out, R->st.step, &R->m, &ses)
                        : vae_error(VAE_ENOMEM, "cannot allocate metrics buffers");
         }
     }
     rc = vae_agree(rc, R->comm);
-    if (rc) return rc;
-    print_banner(cfg, &R->m, &R->d, R->have_test ? &R->td : NULL, R->comm, R->found > 0 ? R->ckpt : NULL, &R->st);
-    return VAE_OK;
+    if (!rc && banner) {
+        fputs(banner, stdout);
+        fflush(stdout);
+    }
+    free(banner);
+    free(ses.hosts);
+    return rc;
 }
 
 /*
@@ -798,7 +835,29 @@ static int checkpoint_step(run *R, int rc0)
 }
 
 /*
- * Between steps: metrics, log, evaluation, samples, checkpoints. Returns 0,
+ * Rank 0: DIR/report.html from the metrics in memory. A failure is a
+ * warning: the page can be written again with `mpivae report DIR`.
+ */
+static void report_step(run *R)
+{
+    if (R->rank != 0) return;
+    char out[VAE_PATH_LEN + 16], msg[512] = "";
+    snprintf(out, sizeof out, "%s/report.html", R->cfg->out);
+    const char *dirs[1] = { R->cfg->out };
+    double t0 = now_s();
+    vae_defer_begin();
+    int rc = vae_report_write(out, dirs, 1, R->mt);
+    if (rc) vae_defer_take(msg, sizeof msg);
+    vae_defer_end(0);
+    if (R->tty) printf("\r\033[K");
+    if (rc) vae_warn("the run report was not written (%s); training goes on", msg);
+    else printf("report %s (%.3f s)\n", out, now_s() - t0);
+    fflush(stdout);
+}
+
+/*
+ * Between steps: metrics, log, evaluation, samples, checkpoints, and the
+ * report after an evaluation and at the end. Returns 0,
  * VAE_ESTOP when a stop request ended the run after its checkpoint, or an
  * error.
  */
@@ -817,7 +876,8 @@ static int between_steps(run *R, const step_result *s)
         R->pending = rc;
         rc = VAE_OK;
     }
-    if (R->have_test && ((cfg->eval_every > 0 && step % cfg->eval_every == 0) || last)) {
+    int evaluated = R->have_test && ((cfg->eval_every > 0 && step % cfg->eval_every == 0) || last);
+    if (evaluated) {
         rc = eval_step(R);
         if (rc) return rc;
     }
@@ -831,6 +891,7 @@ static int between_steps(run *R, const step_result *s)
         rc = checkpoint_step(R, rc);
         if (rc) return rc;
     }
+    if (evaluated || last || s->stop_now) report_step(R);
     if (s->stop_now && !last) {
         if (R->rank == 0) {
             if (R->tty) printf("\r\033[K");

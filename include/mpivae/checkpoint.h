@@ -44,9 +44,6 @@ int vae_ckpt_find_latest(const char *dir, char *path, size_t path_len);
  */
 int vae_ckpt_check_tensors(const char *path, const vae_model *plan, int with_optimizer);
 
-/* Lists the steps of DIR/checkpoints/step-<N>.h5, newest first (at most max). Returns how many. */
-int vae_ckpt_list(const char *dir, long *steps, int max);
-
 /*
  * The checkpoint a tool or a resume names: a file as it is, or for a run
  * directory the newest checkpoint in DIR/checkpoints that verifies (as

@@ -36,26 +36,59 @@
 typedef struct vae_metrics_table {
     const char *group;        /* "/train" or "/eval" */
     const char *names[VAE_METRICS_MAX_FIELDS]; /* column names; "step", "epoch" and "skipped" are int64, the rest float64 */
+    char own[VAE_METRICS_MAX_FIELDS][32]; /* the names, when read from a file (vae_metrics_read) */
     int nf;                   /* columns */
     double *rows;             /* [n, nf], row-major */
     long n, cap;              /* rows held, rows allocated */
     long on_disk;             /* rows known to be in the open file */
 } vae_metrics_table;
 
+/*
+ * One process that trained the run (a new run, or a resume), in /sessions:
+ * step, ranks, nodes, slurm_job, slurm_restart int64, start float64 (Unix
+ * time), hosts and banner variable-length strings. Written once, when the
+ * process opens the file; files of earlier versions have none.
+ */
+typedef struct vae_metrics_session {
+    long step;                /* the step it started from: 0, or the checkpoint's a resume continued */
+    double start;             /* Unix time of its start */
+    long ranks, nodes;
+    long slurm_job, slurm_restart; /* 0 outside Slurm */
+    char *hosts;              /* host names, space-separated (owned) */
+    char *banner;             /* the lines the run printed at its start (owned) */
+} vae_metrics_session;
+
 typedef struct vae_metrics {
     char path[1100];
     int64_t fid;              /* the open file (hid_t), or < 0 when the next flush must rewrite it */
     vae_metrics_table t[2];   /* train, eval */
     long failures;            /* consecutive failed flushes (one warning each) */
+    vae_metrics_session *sessions; /* every process of the run, the current one last */
+    int n_sessions;
 } vae_metrics;
 
 /*
  * Opens DIR/metrics.h5 for the run: rows of an existing file with step <=
  * keep_upto are kept (those of the checkpoint a resumed run continues from;
- * 0 for a new run), later ones dropped; the file is written anew through a
- * temporary name and rename, then held open in SWMR mode.
+ * 0 for a new run), later ones dropped, and so are sessions that started
+ * after keep_upto; `now` (may be NULL) is added as the newest session (its
+ * strings are copied). The file is written anew through a temporary name
+ * and rename, then held open in SWMR mode.
  */
-int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae_model *f);
+int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae_model *f,
+                     const vae_metrics_session *now);
+
+/*
+ * Reads DIR/metrics.h5 (also while a run writes it) into mt, with the
+ * columns the file has: the family's terms between loss and beta, in the
+ * order of the /train attribute "columns" (files of earlier versions: by
+ * name). No file: VAE_EIO with a message naming it. mt is closed with
+ * vae_metrics_close and holds no open file.
+ */
+int vae_metrics_read(const char *dir, vae_metrics *mt);
+
+/* The column index of name in a table, or -1. */
+int vae_metrics_col(const vae_metrics_table *t, const char *name);
 
 /* Adds a row: step, epoch, loss, the terms, beta, lr, grad_norm, samples_per_s, time. */
 int vae_metrics_add_train(vae_metrics *mt, const double *row);

@@ -60,7 +60,14 @@
  */
 int vae_report_write(const char *out, const char *const *dirs, int n, const vae_metrics *live);
 
-/* Writes DIR/metrics.h5's group ("/train" or "/eval") as CSV to f: a header row, then one line per row. */
+/*
+ * Writes DIR/metrics.h5's group ("/train" or "/eval") as CSV to f: a header
+ * row, then one line per row, integers as such and the rest with 17
+ * significant digits (each float64 read back exactly).
+ */
 int vae_report_csv(const char *dir, const char *group, FILE *f);
+
+/* The same group as right-aligned columns, values to 6 significant digits. */
+int vae_report_table(const char *dir, const char *group, FILE *f);
 
 #endif

@@ -2,7 +2,7 @@
  * cli.h: internal header of the command line (src/cli/). main.c holds the
  * one main() and dispatches to the subcommands, which live by theme in
  * data.c, train.c (train, classify), eval.c, images.c (sample, reconstruct), latent.c
- * (interpolate, traverse, encode), anomaly.c and fid.c. What they share: the
+ * (interpolate, traverse, encode), anomaly.c, fid.c and report.c (report, metrics). What they share: the
  * option parsing and usage errors (opts.c), the loading of a checkpoint and
  * its data for a tool (tool.c), and the all-or-nothing publishing of a
  * tool's output files (outputs.c).
@@ -41,6 +41,8 @@ int cli_cmd_traverse(int argc, char **argv);
 int cli_cmd_anomaly(int argc, char **argv);
 int cli_cmd_encode(int argc, char **argv);
 int cli_cmd_fid(int argc, char **argv);
+int cli_cmd_report(int argc, char **argv);
+int cli_cmd_metrics(int argc, char **argv);
 
 /* ---- option parsing and usage errors (opts.c) ---- */
 

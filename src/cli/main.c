@@ -1,7 +1,7 @@
 /*
  * main.c: the program's one main(): MPI start-up, the table of subcommands
  * (data, train, classify, eval, sample, reconstruct, interpolate, traverse,
- * anomaly, encode, fid, each with --help) and the fatal path, cli_finish, that turns a
+ * anomaly, encode, fid, report, metrics, each with --help) and the fatal path, cli_finish, that turns a
  * command's status into the exit status.
  *
  * Exit status: 0 success, 1 failure (after one message), 2 usage error,
@@ -50,6 +50,8 @@ static const struct command {
     { "anomaly", cli_cmd_anomaly, "score rows by negative ELBO, histogram, most anomalous rows, ROC AUC" },
     { "encode", cli_cmd_encode, "mu and logvar of every row into HDF5" },
     { "fid", cli_cmd_fid, "Frechet distance of a classifier's features: samples, reconstructions, data" },
+    { "report", cli_cmd_report, "one self-contained HTML page of a run (or of several runs overlaid)" },
+    { "metrics", cli_cmd_metrics, "a run's metrics.h5 as CSV (--csv) or aligned columns" },
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
