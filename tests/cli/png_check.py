@@ -3,6 +3,7 @@
 
 Checks the signature, that IHDR comes first and IEND last, every chunk's CRC, and that
 the IDAT stream inflates to exactly height * (1 + bytes per row) bytes. Standard library only.
+png_problem(data) is the same check on bytes in memory (tests/report/ imports it).
 """
 import struct
 import sys
@@ -11,39 +12,52 @@ import zlib
 sys.dont_write_bytecode = True
 
 
-def main(path, want_w, want_h):
-    data = open(path, "rb").read()
+def png_problem(data):
+    """Returns (None, (width, height)) for a complete, valid PNG, else (reason, None)."""
+    try:
+        return parse(data)
+    except Exception as e:  # noqa: BLE001 - any failure to parse is a bad PNG
+        return f"cannot parse: {type(e).__name__}: {e}", None
+
+
+def parse(data):
     if data[:8] != b"\x89PNG\r\n\x1a\n":
-        return f"expected the PNG signature, found {data[:8]!r}"
+        return f"expected the PNG signature, found {data[:8]!r}", None
     pos, chunks = 8, []
     while pos < len(data):
         if pos + 12 > len(data):
-            return f"expected a complete chunk at byte {pos}, found {len(data) - pos} trailing bytes"
+            return f"expected a complete chunk at byte {pos}, found {len(data) - pos} trailing bytes", None
         (n,) = struct.unpack(">I", data[pos:pos + 4])
         kind = data[pos + 4:pos + 8]
         body = data[pos + 8:pos + 8 + n]
         if len(body) != n or pos + 12 + n > len(data):
-            return f"expected {n} bytes of chunk {kind!r}, found the file ends (truncated)"
+            return f"expected {n} bytes of chunk {kind!r}, found the file ends (truncated)", None
         (crc,) = struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])
         if zlib.crc32(kind + body) & 0xFFFFFFFF != crc:
-            return f"expected a matching CRC for chunk {kind!r} at byte {pos}, found a mismatch"
+            return f"expected a matching CRC for chunk {kind!r} at byte {pos}, found a mismatch", None
         chunks.append((kind, body))
         pos += 12 + n
     if not chunks or chunks[0][0] != b"IHDR":
-        return f"expected IHDR first, found {chunks[0][0] if chunks else None!r}"
+        return f"expected IHDR first, found {chunks[0][0] if chunks else None!r}", None
     if chunks[-1][0] != b"IEND":
-        return f"expected IEND last, found {chunks[-1][0]!r}"
+        return f"expected IEND last, found {chunks[-1][0]!r}", None
     w, h, depth, ctype, _comp, _filt, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    if (w, h) != (want_w, want_h):
-        return f"expected {want_w}x{want_h} pixels, found {w}x{h}"
     channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(ctype)
     if channels is None or interlace != 0:
-        return f"expected a non-interlaced grey/RGB(A) PNG, found colour type {ctype}, interlace {interlace}"
+        return f"expected a non-interlaced grey/RGB(A) PNG, found colour type {ctype}, interlace {interlace}", None
     raw = zlib.decompress(b"".join(b for k, b in chunks if k == b"IDAT"))
     row = (w * channels * depth + 7) // 8
     if len(raw) != h * (1 + row):
-        return f"expected {h * (1 + row)} bytes of image data, found {len(raw)}"
-    return None
+        return f"expected {h * (1 + row)} bytes of image data, found {len(raw)}", None
+    return None, (w, h)
+
+
+def main(path, want_w, want_h):
+    with open(path, "rb") as f:
+        err, size = png_problem(f.read())
+    if err is None and size != (want_w, want_h):
+        err = f"expected {want_w}x{want_h} pixels, found {size[0]}x{size[1]}"
+    return err
 
 
 if __name__ == "__main__":
