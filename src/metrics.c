@@ -542,9 +542,17 @@ static int file_columns(hid_t fid, vae_metrics_table *t, const char *const *head
     if (H5Aexists(grp, "columns") > 0) {
         hid_t a = H5Aopen(grp, "columns", H5P_DEFAULT);
         hid_t ty = a >= 0 ? H5Aget_type(a) : -1;
-        if (ty < 0 || H5Tget_class(ty) != H5T_STRING || H5Tis_variable_str(ty) > 0 || H5Tget_size(ty) >= sizeof cols ||
-            H5Aread(a, ty, cols) < 0)
-            rc = VAE_EDATA;
+        if (ty < 0 || H5Tget_class(ty) != H5T_STRING) rc = VAE_EDATA;
+        else if (H5Tis_variable_str(ty) > 0) { /* as h5py writes a str attribute */
+            char *v = NULL;
+            hid_t mt = H5Tcopy(H5T_C_S1);
+            H5Tset_size(mt, H5T_VARIABLE);
+            H5Tset_cset(mt, H5Tget_cset(ty));
+            if (H5Aread(a, mt, &v) < 0 || !v || strlen(v) >= sizeof cols) rc = VAE_EDATA;
+            else snprintf(cols, sizeof cols, "%s", v);
+            if (v) H5free_memory(v);
+            H5Tclose(mt);
+        } else if (H5Tget_size(ty) >= sizeof cols || H5Aread(a, ty, cols) < 0) rc = VAE_EDATA;
         if (ty >= 0) H5Tclose(ty);
         if (a >= 0) H5Aclose(a);
         cols[sizeof cols - 1] = '\0';

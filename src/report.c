@@ -795,7 +795,9 @@ static void f_model(sbuf *b, const run_view *v)
     f->describe(&v->cfg.arch, d, sizeof d);
     sb_html(b, f->name);
     sb_html(b, d);
-    sb_printf(b, ", loss %s", v->cfg.arch.loss == VAE_LOSS_MSE ? "mse" : "bce");
+    if (f->labeled) sb_printf(b, " features %d, %d classes", v->cfg.arch.latent, v->cfg.arch.classes);
+    else sb_printf(b, " latent %d, loss %s, beta %g", v->cfg.arch.latent, v->cfg.arch.loss == VAE_LOSS_MSE ? "mse" : "bce", v->cfg.beta);
+    sb_printf(b, "; data %dx%dx%d", v->cfg.arch.C, v->cfg.arch.Hh, v->cfg.arch.W);
 }
 
 static void f_options(sbuf *b, const run_view *v)
