@@ -118,13 +118,27 @@ static void sb_base64(sbuf *b, const unsigned char *d, size_t n)
 
 /* ---- numbers on axes ---- */
 
-/* A tick label: short, exact enough to read. */
-static void fmt_tick(double v, char *buf, size_t len)
+/*
+ * A tick label: on a linear axis with ticks `step` apart, as many decimals as
+ * the step needs (trailing zeros dropped); powers of ten and large values in
+ * the shortest form.
+ */
+static void fmt_tick(double v, double step, char *buf, size_t len)
 {
     double a = fabs(v);
     if (v == 0.0) snprintf(buf, len, "0");
-    else if (a >= 1e5 || a < 1e-3) snprintf(buf, len, "%.0e", v);
-    else snprintf(buf, len, "%.4g", v);
+    else if (a >= 1e6 || step <= 0) snprintf(buf, len, "%g", v); /* 1e+06, 0.001, 2e-05, 500 */
+    else {
+        int dec = (int)ceil(-log10(step) - 1e-9);
+        if (dec < 0) dec = 0;
+        if (dec > 12) dec = 12;
+        snprintf(buf, len, "%.*f", dec, v);
+        if (strchr(buf, '.')) {
+            char *e = buf + strlen(buf) - 1;
+            while (*e == '0') *e-- = '\0';
+            if (*e == '.') *e = '\0';
+        }
+    }
 }
 
 /* A "nice" number near x (1, 2 or 5 times a power of ten), rounded or at least x. */
@@ -142,12 +156,14 @@ typedef struct axis {
     double ticks[32];
     int nt;
     int log;
+    double step;  /* between linear ticks */
 } axis;
 
 static void axis_make(axis *a, double lo, double hi, int log)
 {
     a->log = log;
     a->nt = 0;
+    a->step = 0;
     if (log) {
         double l = floor(log10(lo)), h = ceil(log10(hi));
         if (h <= l) h = l + 1;
@@ -170,6 +186,7 @@ static void axis_make(axis *a, double lo, double hi, int log)
         hi += d;
     }
     double range = nice_num(hi - lo, 0), step = nice_num(range / 5.0, 1);
+    a->step = step;
     a->lo = floor(lo / step) * step;
     a->hi = ceil(hi / step) * step;
     for (double t = a->lo; t <= a->hi + step * 1e-6 && a->nt < 30; t += step) a->ticks[a->nt++] = fabs(t) < step * 1e-9 ? 0.0 : t;
@@ -334,7 +351,7 @@ static void chart(sbuf *b, const char *id, const char *title, const char *xlabel
     char lab[64];
     for (int i = 0; i < ay.nt; i++) {
         double py = y0 + (ay.ticks[i] - ay.lo) / (ay.hi - ay.lo) * (y1 - y0);
-        fmt_tick(ay.log ? pow(10.0, ay.ticks[i]) : ay.ticks[i], lab, sizeof lab);
+        fmt_tick(ay.log ? pow(10.0, ay.ticks[i]) : ay.ticks[i], ay.log ? 0 : ay.step, lab, sizeof lab);
         int major = !ay.log || fabs(ay.ticks[i] - round(ay.ticks[i])) < 1e-9;
         sb_printf(b, "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/>", x0, x1, py, py);
         sb_printf(b, "<text class=\"tick%s\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%s</text>\n", major ? "" : " minor", x0 - 5, py + 4,
@@ -342,7 +359,7 @@ static void chart(sbuf *b, const char *id, const char *title, const char *xlabel
     }
     for (int i = 0; i < ax.nt; i++) {
         double px = x0 + (ax.ticks[i] - ax.lo) / (ax.hi - ax.lo) * (x1 - x0);
-        fmt_tick(ax.ticks[i], lab, sizeof lab);
+        fmt_tick(ax.ticks[i], ax.step, lab, sizeof lab);
         sb_printf(b, "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\"/>", px, px, y0, y1);
         sb_printf(b, "<text class=\"tick\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", px, y0 + 16, lab);
     }

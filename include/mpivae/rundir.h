@@ -7,6 +7,7 @@
  *   DIR/checkpoints/.step-<N>.h5.tmp  and renamed into place
  *   DIR/metrics.h5                 metrics.h
  *   DIR/samples.h5, DIR/samples/   tools.h
+ *   DIR/report.html                report.h (at every evaluation and the end)
  */
 #ifndef MPIVAE_RUNDIR_H
 #define MPIVAE_RUNDIR_H
