@@ -392,8 +392,12 @@ static void chart(sbuf *b, const char *id, const char *title, const char *xlabel
     for (int i = 0; i < ns; i++) {
         if (s[i].n == 0) continue;
         sb_printf(b, "<path class=\"series\" data-kind=\"%s\" data-run=\"%d\" data-points=\"%d\" clip-path=\"url(#clip-%s)\" "
-                     "stroke=\"%s\" stroke-opacity=\"%.2f\" stroke-width=\"%.1f\"%s d=\"",
-                  s[i].kind, s[i].run, s[i].n, id, s[i].color, s[i].opacity, s[i].width, s[i].dots ? " marker-start=\"url(#dot)\" marker-mid=\"url(#dot)\" marker-end=\"url(#dot)\"" : "");
+                     "stroke=\"%s\" stroke-opacity=\"%.2f\" stroke-width=\"%.1f\"%s",
+                  s[i].kind, s[i].run, s[i].n, id, s[i].color, s[i].opacity, s[i].width, "");
+        if (s[i].dots) /* a dot of the series' colour on each vertex (defs of the page: dot-RRGGBB) */
+            sb_printf(b, " marker-start=\"url(#dot-%s)\" marker-mid=\"url(#dot-%s)\" marker-end=\"url(#dot-%s)\"", s[i].color + 1,
+                      s[i].color + 1, s[i].color + 1);
+        sb_puts(b, " d=\"");
         for (int j = 0; j < s[i].n; j++)
             sb_printf(b, "%s%.1f,%.1f", j ? " L" : "M", axis_pos(&ax, s[i].x[j], x0, x1), axis_pos(&ay, s[i].y[j], y0, y1));
         sb_puts(b, "\"><title>");
@@ -608,6 +612,8 @@ static int wants_log(run_view *const *vs, int nv, const char *name)
     return !strcmp(name, "grad_norm") || hi / lo > 20.0;
 }
 
+/* The colours of runs (the first also of a single run's train curves), and of a single run's evaluations. */
+#define EVAL_COLOR "#ff7f0e"
 static const char *const palette[] = { "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf" };
 
 /* Every chart: the terms and loss, then beta, lr, grad_norm, samples_per_s. */
@@ -661,7 +667,7 @@ static int charts(sbuf *b, run_view *const *vs, int nv)
                     if (q->n == 0) continue;
                     q->run = k;
                     q->kind = g == 1 ? "eval" : smooth ? "smooth" : "raw";
-                    q->color = nv > 1 ? palette[k % 8] : g == 1 ? "#ff7f0e" : "#1f77b4";
+                    q->color = nv > 1 ? palette[k % 8] : g == 1 ? EVAL_COLOR : palette[0];
                     q->opacity = g == 0 && !smooth ? 0.3 : 1.0;
                     q->width = g == 1 ? 1.2 : smooth ? 1.8 : 1.0;
                     q->dots = g == 1;
@@ -1126,8 +1132,13 @@ static void page(sbuf *b, run_view *const *vs, int nv)
     if (nv == 1) sb_html(b, vs[0]->name), sb_puts(b, ": mpivae run report");
     else sb_printf(b, "mpivae: %d runs compared", nv);
     sb_printf(b, "</title>\n<style>%s</style></head><body>\n", css);
-    sb_puts(b, "<svg width=\"0\" height=\"0\" style=\"position:absolute\"><defs><marker id=\"dot\" viewBox=\"0 0 6 6\" refX=\"3\" refY=\"3\" "
-               "markerWidth=\"5\" markerHeight=\"5\"><circle cx=\"3\" cy=\"3\" r=\"2.5\" fill=\"#ff7f0e\"/></marker></defs></svg>\n");
+    sb_puts(b, "<svg width=\"0\" height=\"0\" style=\"position:absolute\"><defs>");
+    for (int k = 0; k < 9; k++) {
+        const char *c = k < 8 ? palette[k] : EVAL_COLOR;
+        sb_printf(b, "<marker id=\"dot-%s\" viewBox=\"0 0 6 6\" refX=\"3\" refY=\"3\" markerWidth=\"5\" markerHeight=\"5\">"
+                     "<circle cx=\"3\" cy=\"3\" r=\"2.5\" fill=\"%s\"/></marker>", c + 1, c);
+    }
+    sb_puts(b, "</defs></svg>\n");
     if (nv == 1) {
         sb_puts(b, "<h1>");
         sb_html(b, vs[0]->name);

@@ -15,7 +15,8 @@
 #      the clock;
 #  (d) the page of a run still writing its metrics.h5 renders, and the run
 #      goes on to finish;
-#  (e) two runs (mlp, conv) overlaid: one smoothed series per run per chart;
+#  (e) four families' runs (mlp, conv, vaegan, hvae) overlaid: one smoothed series
+#      per run per chart of each column a run has (and its eval series);
 #  (f) a 100-epoch-sized run (46,900 rows, 40 grids of each kind): every
 #      series at most 600 points, the page under 4 MB; its write time printed;
 #  (g) bad input: one message, non-zero status, no page left behind.
@@ -122,11 +123,16 @@ cat "$WORK/last.out"
 bg_wait "$LIVE" 120
 expect_status "(d) the run that was reported on" 0 "$BG_RC" live.log
 
-# ------------------------------------------------- (e) two families overlaid
+# ------------------------------------------------- (e) four families overlaid
 run_ok "${MPI[@]}" "$M" train --data s.h5 --model conv --hidden 8,16 --latent 4 --batch 16 --steps 20 --eval-every 10 \
     --log-every 10 --out c
-run_ok "$M" report --out cmp.html r c
-run_ok "${CHECK[@]}" cmp.html --run r --run c --resumed 25:0 --facts "conv" --facts "mlp"
+run_ok "${MPI[@]}" "$M" train --data s.h5 --model vaegan --hidden 8,16 --latent 4 --disc-hidden 8,16 --batch 16 --steps 20 \
+    --eval-every 10 --log-every 10 --out g
+run_ok "${MPI[@]}" "$M" train --data s.h5 --model hvae --hidden 8,16 --groups 1,1 --latent 2 --batch 16 --steps 20 \
+    --eval-every 10 --log-every 10 --out h
+run_ok "$M" report --out cmp.html r c g h
+run_ok "${CHECK[@]}" cmp.html --run r --run c --run g --run h --resumed 25:0 --facts "mlp hidden 32" --facts "conv channels 8,16" \
+    --facts "vaegan" --facts "hvae"
 cat "$WORK/last.out"
 
 # ------------------------------------------------- (f) the size of a long run's page
