@@ -16,6 +16,9 @@
 #   - it resumed: the output shows "restart count 1" and "resumed from" the
 #     checkpoint of that step;
 #   - it finished: COMPLETED, ExitCode 0:0, "training finished";
+#   - metrics.h5 /sessions holds both processes (steps 0 and N, the job id,
+#     restart counts 0 and 1), and report.html names the job and its restart
+#     and marks the resume at step N;
 #   - the final checkpoint's /params and /optimizer are identical bit for
 #     bit (h5diff) to those of an uninterrupted `mpirun -np 2` run of the
 #     same configuration (and differ from the interrupted checkpoint's, so
@@ -87,6 +90,28 @@ if [[ " ${MODEL_ARGS[*]} " =~ " --model "([a-z]+)" " ]]; then
         fail "expected the job's banner to say 'model: ${BASH_REMATCH[1]}', found: $(grep '^model' "$OUT" | head -1)"
     note "the job trained --model ${BASH_REMATCH[1]}"
 fi
+
+# --- what the run recorded of its processes, and its report
+rc=0
+msg=$(/usr/bin/python3 - "$RUN_DIR/metrics.h5" "$J" "$N" 2>&1 <<'EOF'
+import sys, h5py
+path, job, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with h5py.File(path, "r") as f:
+    s = {k: list(f["/sessions"][k][()]) for k in ("step", "ranks", "slurm_job", "slurm_restart")}
+want = {"step": [0, n], "ranks": [2, 2], "slurm_job": [job, job], "slurm_restart": [0, 1]}
+if s != want:
+    sys.exit(f"{path}: expected /sessions {want}, found {s}")
+print(f"/sessions: {s}")
+EOF
+) || rc=$?
+[ $rc = 0 ] || fail "$msg"
+note "$msg"
+expect_file "$RUN_DIR/report.html"
+grep -q "job $J, restart count 1" "$RUN_DIR/report.html" ||
+    fail "expected $RUN_DIR/report.html to name 'job $J, restart count 1', found it does not"
+grep -q "class=\"marker resume\" data-step=\"$N\"" "$RUN_DIR/report.html" ||
+    fail "expected $RUN_DIR/report.html to mark the resume at step $N, found no such marker"
+note "report.html names the job and its restart, and marks the resume at step $N"
 
 # --- the same configuration, uninterrupted, same rank count
 REF=$WORK/run-ref
