@@ -19,3 +19,4 @@ RUN_DIR="$RUN_DIR" bash jobs/local.sh --data data/fashion-mnist.h5 --epochs "$EP
 echo
 echo "run directory: $(pwd)/$RUN_DIR"
 ls -R "$RUN_DIR" | sed 's/^/  /'
+echo "open $(pwd)/$RUN_DIR/report.html in a browser: curves, sample grids over time, the facts of the run"

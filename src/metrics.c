@@ -81,6 +81,9 @@ static int read_table(hid_t fid, vae_metrics_table *t, long keep_upto)
         H5Dclose(ds);
         if (l < len) len = l; /* a write cut short leaves some columns longer: the shortest holds whole rows */
     }
+    /* Every row takes 8 bytes of each column in the file (no compression): more rows than that is a damaged or edited file. */
+    hsize_t fsize = 0;
+    if (len > 0 && (H5Fget_filesize(fid, &fsize) < 0 || len > fsize / 8 || len > VAE_METRICS_MAX_ROWS)) return VAE_EDATA;
     int rc = reserve(t, (long)len);
     double *col = rc ? NULL : malloc((len ? len : 1) * sizeof(double));
     if (!rc && !col) rc = vae_error(VAE_ENOMEM, "cannot hold %llu rows of metrics", (unsigned long long)len);
@@ -241,7 +244,7 @@ static int read_sessions(hid_t fid, vae_metrics *mt, long keep_upto)
     hid_t grp = H5Gopen2(fid, "/sessions", H5P_DEFAULT);
     if (grp < 0) return VAE_EDATA;
     long n = ds_len(grp, "step");
-    int rc = n >= 0 ? VAE_OK : VAE_EDATA;
+    int rc = n >= 0 && n <= 1000000 ? VAE_OK : VAE_EDATA;
     for (int k = 1; k < 5 && !rc; k++) rc = ds_len(grp, session_ints[k]) == n ? VAE_OK : VAE_EDATA;
     if (!rc && (ds_len(grp, "start") != n || ds_len(grp, "hosts") != n || ds_len(grp, "banner") != n)) rc = VAE_EDATA;
     if (!rc && n > 0) {
@@ -377,7 +380,8 @@ int vae_metrics_open(vae_metrics *mt, const char *dir, long keep_upto, const vae
         hid_t fid = open_for_reading(mt->path);
         if (fid < 0) rc = VAE_EDATA;
         for (int g = 0; g < 2 && !rc; g++) rc = read_table(fid, &mt->t[g], keep_upto);
-        if (!rc) rc = read_sessions(fid, mt, keep_upto);
+        if (!rc && read_sessions(fid, mt, keep_upto) == VAE_EDATA) /* the rows are what matters */
+            vae_warn("'%s': /sessions cannot be read; the run's earlier processes are not recorded in the new file", mt->path);
         if (fid >= 0) H5Fclose(fid);
         if (rc && rc != VAE_ENOMEM) {
             /*
@@ -541,8 +545,9 @@ static int file_columns(hid_t fid, vae_metrics_table *t, const char *const *head
     char cols[VAE_METRICS_MAX_FIELDS * 33] = "";
     if (H5Aexists(grp, "columns") > 0) {
         hid_t a = H5Aopen(grp, "columns", H5P_DEFAULT);
-        hid_t ty = a >= 0 ? H5Aget_type(a) : -1;
-        if (ty < 0 || H5Tget_class(ty) != H5T_STRING) rc = VAE_EDATA;
+        hid_t ty = a >= 0 ? H5Aget_type(a) : -1, asp = a >= 0 ? H5Aget_space(a) : -1;
+        /* One string: a list of names (as h5py writes a Python list) is not this layout. */
+        if (ty < 0 || asp < 0 || H5Tget_class(ty) != H5T_STRING || H5Sget_simple_extent_npoints(asp) != 1) rc = VAE_EDATA;
         else if (H5Tis_variable_str(ty) > 0) { /* as h5py writes a str attribute */
             char *v = NULL;
             hid_t mt = H5Tcopy(H5T_C_S1);
@@ -553,6 +558,7 @@ static int file_columns(hid_t fid, vae_metrics_table *t, const char *const *head
             if (v) H5free_memory(v);
             H5Tclose(mt);
         } else if (H5Tget_size(ty) >= sizeof cols || H5Aread(a, ty, cols) < 0) rc = VAE_EDATA;
+        if (asp >= 0) H5Sclose(asp);
         if (ty >= 0) H5Tclose(ty);
         if (a >= 0) H5Aclose(a);
         cols[sizeof cols - 1] = '\0';
@@ -575,6 +581,7 @@ static int file_columns(hid_t fid, vae_metrics_table *t, const char *const *head
         for (int i = 0; i < nt && !rc; i++) snprintf(t->own[t->nf++], sizeof t->own[0], "%s", tail[i]);
     }
     for (int f = 0; f < t->nf; f++) t->names[f] = t->own[f];
+    if (!rc && (t->nf < 2 || strcmp(t->names[0], "step"))) rc = VAE_EDATA; /* rows are ordered and drawn by step */
     H5Gclose(grp);
     return rc;
 }
@@ -599,10 +606,8 @@ int vae_metrics_read(const char *dir, vae_metrics *mt)
         if (!rc) rc = read_table(fid, &mt->t[g], LONG_MAX);
         if (rc && rc != VAE_ENOMEM) rc = vae_error(VAE_EDATA, "'%s': the group %s cannot be read as metrics", path, mt->t[g].group);
     }
-    if (!rc) {
-        rc = read_sessions(fid, mt, LONG_MAX);
-        if (rc && rc != VAE_ENOMEM) rc = vae_error(VAE_EDATA, "'%s': /sessions cannot be read", path);
-    }
+    if (!rc && read_sessions(fid, mt, LONG_MAX) == VAE_EDATA) /* the rows are what matters */
+        vae_warn("'%s': /sessions cannot be read; the processes of the run are not shown", path);
     H5Fclose(fid);
     if (rc) vae_metrics_close(mt);
     return rc;

@@ -116,6 +116,13 @@ static void sb_base64(sbuf *b, const unsigned char *d, size_t n)
     }
 }
 
+/* An element id from any text: letters, digits, '-' and '_' kept, the rest '_'. */
+static void safe_id(char *id)
+{
+    for (char *p = id; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_')) *p = '_';
+}
+
 /* ---- numbers on axes ---- */
 
 /*
@@ -286,14 +293,15 @@ static int curve(const vae_metrics_table *t, int c, int log, int smooth, double 
     int k = 0;
     double span = n / 40.0 < 1 ? 1 : n / 40.0 > 500 ? 500 : n / 40.0, alpha = 2.0 / (span + 1.0), ema = 0, wsum = 0;
     for (long r = 0; r < n; r++) {
-        double v = t->rows[(size_t)r * (size_t)t->nf + (size_t)c];
-        if (!isfinite(v) || (log && v <= 0)) continue;
+        double v = t->rows[(size_t)r * (size_t)t->nf + (size_t)c], st = t->rows[(size_t)r * (size_t)t->nf];
+        /* Drawable values only: a range of two of them must be a finite double. */
+        if (!(fabs(v) < 1e300) || !(fabs(st) < 1e300) || (log && v <= 0)) continue;
         if (smooth) { /* debiased, as TensorBoard's: the first values are not pulled towards 0 */
             ema = (1 - alpha) * ema + alpha * v;
             wsum = (1 - alpha) * wsum + alpha;
             v = ema / wsum;
         }
-        fx[k] = t->rows[(size_t)r * (size_t)t->nf];
+        fx[k] = st;
         fy[k++] = v;
     }
     int m = lttb(fx, fy, k, VAE_REPORT_MAX_POINTS, x, y);
@@ -454,10 +462,11 @@ static void find_grids(run_view *v)
             long step = strtol(e->d_name + pl, &end, 10);
             if (end != e->d_name + l - 4 || step < 0) continue;
             if (v->ngrid[k] == cap[k]) {
-                cap[k] = cap[k] ? 2 * cap[k] : 64;
-                long *g = realloc(v->grid[k], (size_t)cap[k] * sizeof(long));
-                if (!g) continue;
+                int nc = cap[k] ? 2 * cap[k] : 64;
+                long *g = nc <= (1 << 24) ? realloc(v->grid[k], (size_t)nc * sizeof(long)) : NULL;
+                if (!g) break; /* the grids found so far */
                 v->grid[k] = g;
+                cap[k] = nc;
             }
             v->grid[k][v->ngrid[k]++] = step;
         }
@@ -475,6 +484,8 @@ static void read_config(run_view *v)
     for (int i = 0; i < v->nck && !v->have_cfg; i++) {
         char path[VAE_PATH_LEN + 64];
         snprintf(path, sizeof path, "%s/checkpoints/step-%ld.h5", v->dir, v->ck[i]);
+        /* A checkpoint that does not read is a note on the page, not an error; a caller's deferral goes on. */
+        int outer = vae_defer_active();
         vae_defer_begin();
         int rc = vae_ckpt_read_meta(path, &v->cfg, &v->st);
         if (rc && !v->ckpt_note[0]) {
@@ -482,7 +493,8 @@ static void read_config(run_view *v)
             vae_defer_take(msg, sizeof msg);
             snprintf(v->ckpt_note, sizeof v->ckpt_note, "%s", msg);
         }
-        vae_defer_end(0);
+        if (outer) vae_defer_begin(); /* the caller's, with no message yet (it had none, or it would not be here) */
+        else vae_defer_end(0);
         v->have_cfg = rc == 0;
     }
     if (!v->nck) snprintf(v->ckpt_note, sizeof v->ckpt_note, "no checkpoint yet");
@@ -681,6 +693,7 @@ static int charts(sbuf *b, run_view *const *vs, int nv)
         if (rc || ns == 0) continue;
         char id[64];
         snprintf(id, sizeof id, "%s", cols[c]);
+        safe_id(id);
         chart(b, id, title, "step", unit, log, s, ns, mk, nm);
     }
     free(s);
@@ -696,17 +709,25 @@ static int charts(sbuf *b, run_view *const *vs, int nv)
 /* Reads a whole file (at most max bytes). */
 static unsigned char *slurp(const char *path, size_t max, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    int fd = open(path, O_RDONLY | O_NONBLOCK); /* a FIFO named *.png must not block the run */
+    if (fd < 0) return NULL;
     unsigned char *p = NULL;
     struct stat sb;
-    if (fstat(fileno(f), &sb) == 0 && sb.st_size > 0 && (size_t)sb.st_size <= max && (p = malloc((size_t)sb.st_size))) {
-        if (fread(p, 1, (size_t)sb.st_size, f) != (size_t)sb.st_size) {
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 && (size_t)sb.st_size <= max &&
+        (p = malloc((size_t)sb.st_size))) {
+        size_t got = 0;
+        while (got < (size_t)sb.st_size) {
+            ssize_t r = read(fd, p + got, (size_t)sb.st_size - got);
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) break;
+            got += (size_t)r;
+        }
+        if (got != (size_t)sb.st_size) {
             free(p);
             p = NULL;
-        } else *len = (size_t)sb.st_size;
+        } else *len = got;
     }
-    fclose(f);
+    close(fd);
     return p;
 }
 
@@ -780,10 +801,10 @@ static void banner_line(const char *banner, const char *key, char *out, size_t l
 
 static void fmt_time(double t, char *buf, size_t len)
 {
-    time_t tt = (time_t)t;
     struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(buf, len, "%Y-%m-%d %H:%M UTC", &tm);
+    time_t tt = isfinite(t) && t >= 0 && t < 1e11 ? (time_t)t : 0;
+    if (!(isfinite(t) && t >= 0 && t < 1e11) || !gmtime_r(&tt, &tm) || !strftime(buf, len, "%Y-%m-%d %H:%M UTC", &tm))
+        snprintf(buf, len, "unknown");
 }
 
 static void fact_row(sbuf *b, const char *key, run_view *const *vs, int nv, void (*val)(sbuf *, const run_view *))
@@ -976,9 +997,21 @@ static void checkpoints_table(sbuf *b, const run_view *v)
 /* ---- tool outputs found in the run directory ---- */
 
 /* A float dataset of an HDF5 file, all of it (NULL when absent). */
+/* Opens an HDF5 file to read without HDF5's file locks (a tool may be writing beside it), quietly. */
+static hid_t open_quiet(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return -1;
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_file_locking(fapl, 0, 1);
+    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    return fid;
+}
+
 static float *read_floats(const char *path, const char *name, long *n)
 {
-    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t fid = open_quiet(path);
     if (fid < 0) return NULL;
     float *v = NULL;
     if (H5Lexists(fid, name, H5P_DEFAULT) > 0) {
@@ -1000,7 +1033,7 @@ static float *read_floats(const char *path, const char *name, long *n)
 
 static int h5_has(const char *path, const char *name)
 {
-    hid_t fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t fid = open_quiet(path);
     if (fid < 0) return 0;
     int has = H5Lexists(fid, name, H5P_DEFAULT) > 0;
     H5Fclose(fid);
@@ -1020,12 +1053,16 @@ static void score_histogram(sbuf *b, const char *h5, const char *name)
             if (v[i] < lo) lo = v[i];
             if (v[i] > hi) hi = v[i];
         }
-    if (!(hi > lo)) hi = lo + 1;
+    if (!(lo <= hi) || !isfinite(hi - lo)) { /* no finite score, or a range a double cannot hold */
+        free(v);
+        return;
+    }
+    if (!(hi > lo)) hi = lo + fmax(1.0, fabs(lo) * 1e-6);
     double cnt[NB] = { 0 }, x[2 * NB], y[2 * NB];
     for (long i = 0; i < n; i++)
         if (isfinite(v[i])) {
-            int k = (int)((v[i] - lo) / (hi - lo) * NB);
-            cnt[k < NB ? k : NB - 1] += 1;
+            double k = floor((v[i] - lo) / (hi - lo) * NB);
+            cnt[k < 0 ? 0 : k > NB - 1 ? NB - 1 : (int)k] += 1;
         }
     for (int k = 0; k < NB; k++) {
         x[2 * k] = lo + (hi - lo) * k / NB;
@@ -1035,8 +1072,7 @@ static void score_histogram(sbuf *b, const char *h5, const char *name)
     series s = { "hist", 0, x, y, 2 * NB, "#1f77b4", 1.0, 1.5, 0, "rows per bin" };
     char id[320], title[420];
     snprintf(id, sizeof id, "anomaly-%s", name);
-    for (char *p = id; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-')) *p = '_';
+    safe_id(id);
     snprintf(title, sizeof title, "anomaly scores of %s.h5: %ld rows", name, n);
     chart(b, id, title, "score (negative ELBO, nats)", "rows", 0, &s, 1, NULL, 0);
     free(v);
@@ -1048,10 +1084,10 @@ static void tools(sbuf *b, const run_view *v)
 {
     DIR *d = opendir(v->dir);
     if (!d) return;
-    char *names[256];
+    char *names[1024]; /* at most 1024 PNG files are looked at */
     int n = 0;
     struct dirent *e;
-    while ((e = readdir(d)) && n < 256) {
+    while ((e = readdir(d)) && n < 1024) {
         size_t l = strlen(e->d_name);
         if (e->d_name[0] != '.' && l > 4 && !strcmp(e->d_name + l - 4, ".png") && (names[n] = strdup(e->d_name))) n++;
     }
@@ -1063,13 +1099,18 @@ static void tools(sbuf *b, const run_view *v)
         char png[VAE_PATH_LEN + 300], h5[VAE_PATH_LEN + 300], base[300];
         size_t l = strlen(names[i]);
         snprintf(png, sizeof png, "%s/%s", v->dir, names[i]);
+        if (shown >= MAX_TOOLS) { /* counted, not opened */
+            shown++;
+            continue;
+        }
         const char *tool = "image";
         int hist = l > 9 && !strcmp(names[i] + l - 9, "-hist.png"), top = l > 8 && !strcmp(names[i] + l - 8, "-top.png");
         snprintf(base, sizeof base, "%.*s", (int)(l - (hist ? 9 : top ? 8 : 4)), names[i]);
         snprintf(h5, sizeof h5, "%s/%s.h5", v->dir, base);
         if ((hist || top) && h5_has(h5, "/score")) {
             if (hist) { /* the PNG has no axes: drawn again from the scores */
-                if (shown++ < MAX_TOOLS) score_histogram(b, h5, base);
+                shown++;
+                score_histogram(b, h5, base);
                 continue;
             }
             tool = "anomaly-top";
@@ -1077,7 +1118,7 @@ static void tools(sbuf *b, const run_view *v)
         else if (h5_has(h5, "/inputs")) tool = "interpolate";
         else if (h5_has(h5, "/z")) tool = "sample";
         else if (h5_has(h5, "/images")) tool = "reconstruct";
-        if (shown++ >= MAX_TOOLS) continue;
+        shown++;
         char attrs[128];
         snprintf(attrs, sizeof attrs, "class=\"tool\" data-tool=\"%s\"", tool);
         sb_puts(b, "<figure class=\"tool\">");

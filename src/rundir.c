@@ -95,6 +95,14 @@ void vae_rundir_remove_stale_tmp(const char *dir)
         }
     }
     closedir(dp);
+    /* .report.html.tmp-PID: a page whose writer was killed (the run holds the lock: no writer is alive). */
+    if (!(dp = opendir(dir))) return;
+    while ((e = readdir(dp)))
+        if (strncmp(e->d_name, ".report.html.tmp-", 17) == 0) {
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            if (unlink(p) == 0) printf("removed %s, left by an interrupted report write\n", p);
+        }
+    closedir(dp);
 }
 
 static int g_lock_fd = -1;

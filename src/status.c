@@ -54,6 +54,8 @@ void vae_defer_end(int print)
     g_msg[0] = '\0';
 }
 
+int vae_defer_active(void) { return g_defer != 0; }
+
 int vae_defer_take(char *buf, size_t len)
 {
     if (g_defer != 2) return 0;

@@ -283,6 +283,7 @@ typedef struct run {
     int tty;
     /* Timing. */
     double t_start, t_int, busy, comm_int, comm_all, busy_all, fb_all, upd_all;
+    double report_after; /* now_s() before which an evaluation writes no page (report_step) */
     long rows_int, steps_int, steps_run;
     long over, clipped;           /* updates skipped over --skip-threshold, and clipped, in this process */
     int pending;                  /* a failure on rank 0 alone, sent with the next step */
@@ -838,9 +839,11 @@ static int checkpoint_step(run *R, int rc0)
  * Rank 0: DIR/report.html from the metrics in memory. A failure is a
  * warning: the page can be written again with `mpivae report DIR`.
  */
-static void report_step(run *R)
+static void report_step(run *R, int force)
 {
     if (R->rank != 0) return;
+    /* At most one page per 20 times the last one's cost: the page never takes more than 5% of the run. */
+    if (!force && now_s() < R->report_after) return;
     char out[VAE_PATH_LEN + 16], msg[512] = "";
     snprintf(out, sizeof out, "%s/report.html", R->cfg->out);
     const char *dirs[1] = { R->cfg->out };
@@ -850,8 +853,10 @@ static void report_step(run *R)
     if (rc) vae_defer_take(msg, sizeof msg);
     vae_defer_end(0);
     if (R->tty) printf("\r\033[K");
+    double t1 = now_s();
+    R->report_after = t1 + 20.0 * (t1 - t0);
     if (rc) vae_warn("the run report was not written (%s); training goes on", msg);
-    else printf("report %s (%.3f s)\n", out, now_s() - t0);
+    else printf("report %s (%.3f s)\n", out, t1 - t0);
     fflush(stdout);
 }
 
@@ -891,7 +896,7 @@ static int between_steps(run *R, const step_result *s)
         rc = checkpoint_step(R, rc);
         if (rc) return rc;
     }
-    if (evaluated || last || s->stop_now) report_step(R);
+    if (evaluated || last || s->stop_now) report_step(R, last || s->stop_now);
     if (s->stop_now && !last) {
         if (R->rank == 0) {
             if (R->tty) printf("\r\033[K");

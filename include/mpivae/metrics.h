@@ -29,6 +29,9 @@
 
 #include <stdint.h>
 
+/* Rows a group may hold (2^28 steps); a file claiming more, or more than 8 bytes a row allow, is refused as damaged. */
+#define VAE_METRICS_MAX_ROWS (1L << 28)
+
 /* Columns at most: 8 around the terms, and the terms. */
 #define VAE_METRICS_MAX_FIELDS (10 + VAE_MAX_TERMS)
 

@@ -37,7 +37,7 @@ void vae_rundir_unlock(void);
  */
 int vae_rundir_refuse_existing(const char *dir);
 
-/* Removes the temporary checkpoint files that a crash during a save left behind, saying so. */
+/* Removes the temporary checkpoint and report files that a crash during a write left behind, saying so. */
 void vae_rundir_remove_stale_tmp(const char *dir);
 
 #endif

@@ -41,6 +41,9 @@ void vae_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vae_defer_begin(void);
 void vae_defer_end(int print);
 
+/* 1 between vae_defer_begin() and vae_defer_end(). */
+int vae_defer_active(void);
+
 /* Copies the message kept since vae_defer_begin() into buf; returns 1 if there is one. */
 int vae_defer_take(char *buf, size_t len);
 

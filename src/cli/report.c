@@ -42,6 +42,7 @@ int cli_cmd_report(int argc, char **argv)
     if (n > VAE_REPORT_MAX_RUNS) return cli_usage_error("report", "%d run directories given; a page overlays at most %d", n, VAE_REPORT_MAX_RUNS);
     if (n > 1 && !out) return cli_usage_error("report", "%d run directories need --out FILE (the page of several runs has no home directory)", n);
     if (out && !out[0]) return cli_usage_error("report", "--out is empty");
+    if (out && strlen(out) >= VAE_PATH_LEN) return cli_usage_error("report", "--out is %zu characters long; at most %d are taken", strlen(out), VAE_PATH_LEN - 1);
     for (int i = optind; i < argc; i++)
         if (!argv[i][0] || strlen(argv[i]) >= VAE_PATH_LEN) return cli_usage_error("report", "run directory '%s' is empty or too long", argv[i]);
     if (cli_parse_only()) return 0;

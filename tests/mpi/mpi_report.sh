@@ -19,7 +19,10 @@
 #      per run per chart of each column a run has (and its eval series);
 #  (f) a 100-epoch-sized run (46,900 rows, 40 grids of each kind): every
 #      series at most 600 points, the page under 4 MB; its write time printed;
-#  (g) bad input: one message, non-zero status, no page left behind.
+#  (g) bad input: one message, non-zero status, no page left behind; hostile
+#      files (a column order as a list, a row count the file cannot hold, a
+#      column name with markup, NaN anomaly scores, a FIFO named *.png): refused
+#      with a message, or a page that passes every check.
 source "$(dirname "$0")/mpilib.sh"
 mpi_init "$@"
 need_python_modules h5py numpy
@@ -185,5 +188,42 @@ expect_absent x.html
 expect_fail_with 1 "cannot write" -- "$M" report r --out no/such/dir/x.html
 expect_fail_with 2 "give one run directory" -- "$M" metrics r c
 expect_fail_with 1 "nope/metrics.h5" -- "$M" metrics nope
+
+# Hostile files: a column order given as a list, a row count the file cannot hold, a column name
+# made to break out of an attribute, scores that are all NaN, a FIFO named like a PNG.
+mkdir -p h1 h2
+py_check "(g) hostile metrics files" <<'EOF'
+import h5py, numpy as np
+with h5py.File("h1/metrics.h5", "w") as f:
+    for g in ("train", "eval"):
+        f.create_dataset(g + "/step", data=np.arange(1, 4))
+        f.create_dataset(g + "/loss", data=np.ones(3))
+    f["train"].attrs["columns"] = ["step", "loss"]
+with h5py.File("h2/metrics.h5", "w") as f:
+    for g in ("train", "eval"):
+        d = f.create_dataset(g + "/step", shape=(0,), maxshape=(None,), chunks=(256,), dtype="i8")
+        d.resize((1 << 40,))
+EOF
+expect_fail_with 1 "h1/metrics.h5" "/train cannot be read as metrics" -- "$M" report h1
+expect_absent h1/report.html
+expect_fail_with 1 "h2/metrics.h5" "/train cannot be read as metrics" -- "$M" metrics h2 --csv
+cp -r r inj
+rm -f inj/report.html
+py_check "(g) a column name with markup, NaN scores" <<'EOF'
+import h5py, numpy as np
+bad = '"><img src=x onerror=alert(1)>'
+with h5py.File("inj/metrics.h5", "a") as f:
+    cols = f["/train"].attrs["columns"]
+    cols = (cols.decode() if isinstance(cols, bytes) else cols).split(",")
+    f["/train/" + bad] = f["/train/loss"][()]
+    f["/train"].attrs["columns"] = ",".join(cols[:3] + [bad] + cols[3:])
+with h5py.File("inj/scores.h5", "a") as f:
+    f["/score"][...] = np.nan
+EOF
+mkfifo inj/fifo.png
+run_ok "$M" report inj
+run_ok "${CHECK[@]}" inj/report.html --run inj --resumed 25 --skipped 7:nonfinite
+cat "$WORK/last.out"
+grep -qF '<img src=x' inj/report.html && fail "(g) expected the column name's markup escaped in inj/report.html, found it raw"
 
 cli_done

@@ -71,9 +71,10 @@ def check_charts(dom, runs, live, fails):
         for col in train:
             if col in NOT_CHARTED:
                 continue
-            c = charts.get("chart-" + col)
+            cid = "chart-" + re.sub(r"[^A-Za-z0-9_-]", "_", col)  # element ids keep these characters only
+            c = charts.get(cid)
             if c is None:
-                fails.append(f"expected a chart 'chart-{col}' for {d}, found charts {sorted(charts)}")
+                fails.append(f"expected a chart '{cid}' for {d}, found charts {sorted(charts)}")
                 continue
             log = c["log"] == "1"
             want = {"smooth": finite_count(train[col], log)}
