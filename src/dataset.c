@@ -328,6 +328,7 @@ int vae_data_open(vae_data *d, const char *spec, MPI_Comm comm, int in_memory, i
 
     vae_defer_begin();
     rc = VAE_OK;
+    int leader = 0; /* this rank holds its node's copy */
     if (in_memory) {
         /* One copy per node: node rank 0 allocates, every node rank reads a contiguous part. */
         MPI_Comm node;
@@ -335,6 +336,7 @@ int vae_data_open(vae_data *d, const char *spec, MPI_Comm comm, int in_memory, i
         int nr, ns;
         MPI_Comm_rank(node, &nr);
         MPI_Comm_size(node, &ns);
+        leader = nr == 0;
         MPI_Aint size = nr == 0 ? (MPI_Aint)bytes : 0;
         int mrc = MPI_Win_allocate_shared(size, 1, MPI_INFO_NULL, node, &d->mem, &d->win);
         if (mrc != MPI_SUCCESS) {
@@ -373,6 +375,8 @@ int vae_data_open(vae_data *d, const char *spec, MPI_Comm comm, int in_memory, i
         d->order = malloc((size_t)d->max_rows * sizeof(int64_t));
         if (!d->stage || !d->order) rc = vae_error(VAE_ENOMEM, "cannot allocate staging rows");
     }
+    /* Every rank, whichever way its node went (auto decides per node's memory). */
+    MPI_Allreduce(&leader, &d->copies, 1, MPI_INT, MPI_SUM, comm);
     rc = vae_agree(rc, comm);
     if (rc) vae_data_close(d);
     return rc;

@@ -161,8 +161,11 @@ static int compose_banner(const vae_config *c, const vae_model *m, const vae_dat
         if (job) fprintf(out, "slurm: job %s, restart count %s\n", job, rs ? rs : "0");
         ses->slurm_job = job ? atol(job) : 0;
         ses->slurm_restart = rs ? atol(rs) : 0;
+        char where[96];
+        if (d->in_memory) snprintf(where, sizeof where, "in shared memory, %d cop%s: one per node", d->copies, d->copies == 1 ? "y" : "ies");
+        else snprintf(where, sizeof where, "streamed from the file%s", d->copies ? " on this node; other nodes hold it in shared memory" : "");
         fprintf(out, "data: %s:%s, %lld rows of %dx%dx%d (%s, %s)%s\n", d->file, d->dset, (long long)d->N, d->C, d->Hh, d->W,
-               d->dtype == VAE_DT_U8 ? "uint8" : "float", d->in_memory ? "in shared memory" : "streamed",
+               d->dtype == VAE_DT_U8 ? "uint8" : "float", where,
                c->binarize ? ", binarized (dynamic: a Bernoulli draw per pixel keyed by seed, epoch and row)" : "");
         if (td) fprintf(out, "held-out data: %s:%s, %lld rows%s\n", td->file, td->dset, (long long)td->N,
                        td->binarize ? ", binarized (" VAE_BINARIZE_FIXED_TEXT ")" : "");

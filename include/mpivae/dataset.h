@@ -28,6 +28,7 @@ typedef struct vae_data {
     int C, Hh, W, D;   /* per-row shape; D = C*Hh*W */
     int dtype;         /* enum vae_dtype: element type held in memory */
     int in_memory;
+    int copies;        /* in memory: the node-shared copies of the whole communicator (one per node) */
     unsigned char *mem; /* [N, D] elements of dtype (node-shared) */
     MPI_Win win;
     int has_win;
