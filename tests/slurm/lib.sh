@@ -9,7 +9,8 @@
 # the exit code is the verdict.
 #
 # start_slurm starts a private one-node Slurm in $WORK/slurm with
-# tests/slurm/start-cluster.sh; an EXIT trap stops it with stop-cluster.sh
+# tests/slurm/start-cluster.sh (two nodes n1, n2 when the test sets
+# MPIVAE_SLURM_NODES=2); an EXIT trap stops it with stop-cluster.sh
 # whatever the result. When Slurm cannot start, the test says so and FAILS:
 # it never passes or skips without having run. MPIVAE_TEST_XTRACE=1 traces
 # start-cluster.sh into $WORK/start-cluster.log.
@@ -32,7 +33,7 @@ show_context() {
     if [ -n "${SLURM_OK:-}" ]; then
         printf -- '--- squeue\n' >&2
         squeue 2>&1 | head -n 20 >&2
-        for f in "$MPIVAE_SLURM_DIR/log/slurmctld.log" "$MPIVAE_SLURM_DIR/log/slurmd.log" "$MPIVAE_SLURM_DIR/log/jobcomp.log"; do
+        for f in "$MPIVAE_SLURM_DIR/log/slurmctld.log" "$MPIVAE_SLURM_DIR"/log/slurmd*.log "$MPIVAE_SLURM_DIR/log/jobcomp.log"; do
             [ -f "$f" ] || continue
             printf -- '--- %s (last 15 lines)\n' "$f" >&2
             tail -n 15 "$f" >&2
@@ -99,7 +100,7 @@ start_slurm() {
         fail "the local Slurm could not start (start-cluster.sh exit status $rc; its messages are below); this test needs a working Slurm and fails without one"
     fi
     SLURM_OK=1
-    note "local Slurm up in $(since "$t0") s: $(grep -o 'node .* idle: .*' "$WORK/start-cluster.log")"
+    note "local Slurm up in $(since "$t0") s: $(grep -oE 'nodes? .* idle: .*' "$WORK/start-cluster.log")"
 }
 
 # Times in seconds (bash's clock: no process per reading, the tests poll a lot).

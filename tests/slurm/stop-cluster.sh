@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# stop-cluster.sh: stops the one-node Slurm that start-cluster.sh started in
-# $MPIVAE_SLURM_DIR (default /tmp/mpivae-slurm).
+# stop-cluster.sh: stops the Slurm that start-cluster.sh started in
+# $MPIVAE_SLURM_DIR (default /tmp/mpivae-slurm), of one node or several.
 #
 # It cancels the cluster's jobs through Slurm while the daemons are up and
-# waits for them to leave, then stops slurmd, slurmctld and munged: only the
+# waits for them to leave, then stops the slurmd (one, or one per node:
+# slurmd-n1, slurmd-n2, ...), slurmctld and munged: only the
 # PIDs recorded in $MPIVAE_SLURM_DIR/run/pids, and each only while
 # /proc/PID/stat still shows the recorded start time (a reused PID is never
 # hit). SIGTERM first, SIGKILL after MPIVAE_SLURM_STOP_TIMEOUT (20) seconds.
@@ -35,9 +36,15 @@ if [ ! -s "$PIDS" ]; then
     exit 0
 fi
 
-read -r cpid cst < <(entry slurmctld; echo)
-read -r dpid dst < <(entry slurmd; echo)
-if ours "${cpid:-}" "${cst:-}" && ours "${dpid:-}" "${dst:-}"; then
+SLURMDS=$(awk '$1 == "slurmd" || $1 ~ /^slurmd-/ { print $1 }' "$PIDS" | tr '\n' ' ')
+# all daemons up: Slurm can cancel the jobs and clean their steps up
+up=1
+[ -n "$SLURMDS" ] || up=0
+for name in slurmctld $SLURMDS; do
+    read -r pid st < <(entry "$name"; echo)
+    ours "${pid:-}" "${st:-}" || up=0
+done
+if [ $up = 1 ]; then
     jobs=$(squeue -h -o '%i' 2>/dev/null | sort -u | tr '\n' ' ')
     if [ -n "${jobs// /}" ]; then
         say "cancelling jobs $jobs"
@@ -48,7 +55,7 @@ if ours "${cpid:-}" "${cst:-}" && ours "${dpid:-}" "${dst:-}"; then
 fi
 
 rc=0
-for name in slurmd slurmctld munged; do
+for name in $SLURMDS slurmctld munged; do
     read -r pid st < <(entry "$name"; echo)
     [ -n "${pid:-}" ] || continue
     ours "$pid" "$st" || continue
