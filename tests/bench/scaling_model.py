@@ -31,7 +31,7 @@ node (about a microsecond) and waiting for the slowest rank are left out.
 
     tests/bench/scaling_model.py [--build build] [--data data/fashion-mnist.h5]
                                  [--alpha-us 3] [--beta-gbs 11] [--batches 128,1024,8192]
-                                 [--ranks-per-node 32] [--node-gbs 150]
+                                 [--ranks-per-node 32] [--node-gbs 150] [--ranks 8,16,...,1024]
 """
 
 import argparse
@@ -78,6 +78,8 @@ def main():
     ap.add_argument("--batches", default="128,1024,8192")
     ap.add_argument("--ranks-per-node", type=int, default=32)
     ap.add_argument("--node-gbs", type=float, default=150.0)
+    ap.add_argument("--ranks", default="8,16,32,64,128,256,512,1024",
+                    help="rank counts P to model (2,4 with --ranks-per-node 1 or 2: the two-host runs of tests/bench/multihost.sh)")
     args = ap.parse_args()
 
     fr, G, U, n = {}, [], [], 0
@@ -114,8 +116,7 @@ def main():
         print(f"  {'P':>5} {'local b':>8} {'F+R ms':>7} | {'flat: ring':>10} {'step ms':>8} {'comm':>5} {'samples/s':>10} | "
               f"{'shm: nodes':>10} {'node sum':>8} {'ring':>6} {'step ms':>8} {'comm':>5} {'samples/s':>10}")
         cross_flat = cross_shm = None
-        for e in range(3, 11):
-            P = 1 << e
+        for P in [int(x) for x in args.ranks.split(",")]:
             b = math.ceil(B / P)
             c = compute(b)
             ar = ring(P)
@@ -135,7 +136,7 @@ def main():
                   f"{nodes:10d} {gnode:8.3f} {ar2:6.3f} {t2:8.3f} {100 * comm2 / t2:4.0f}% {B / t2 * 1e3:10.0f}")
         for name, cross in (("flat", cross_flat), ("shm", cross_shm)):
             print(f"  {name}: the gradient summation dominates from P = {cross}" if cross else
-                  f"  {name}: compute dominates up to P = 1024")
+                  f"  {name}: compute dominates up to P = {args.ranks.split(',')[-1]}")
 
 
 if __name__ == "__main__":
