@@ -176,4 +176,59 @@ synth() {
         fail "expected 'mpivae data synth' to write $1, found exit status $?"
 }
 
+# signal_and_follow J OUT: once job J (output OUT) is RUNNING and has logged a
+# step, delivers the time-limit warning (`scancel --batch --signal=USR1`, what
+# `--signal=B:USR1@N` does), then follows the job through its requeue
+# (PENDING with Restarts=1; `StartTime=now+2` skips most of the cred_expire
+# hold), its second start and the resumed run's first step line, to its end.
+# Sets t_sig, t_left, t_req, t_run2, t_step2 and t_end (seconds, now).
+signal_and_follow() {
+    local J=$1 OUT=$2 first2
+    wait_until "job $J RUNNING" 60 state_is "$J" RUNNING
+    wait_until "a step line in the output of job $J" 60 has_line "$OUT" '^step [0-9]+/'
+    t_sig=$(now)
+    scancel --batch --signal=USR1 "$J" || fail "expected scancel --batch --signal=USR1 $J to succeed"
+    wait_until "job $J to leave RUNNING after the signal" 60 state_is_not "$J" RUNNING
+    t_left=$(now)
+    wait_until "job $J PENDING with Restarts=1 (requeued)" 60 eval '[ "$(field "$J" JobState)" = PENDING ] && [ "$(field "$J" Restarts)" = 1 ]'
+    t_req=$(now)
+    scontrol update jobid="$J" StartTime=now+2 || fail "expected scontrol update StartTime=now+2 to succeed"
+    wait_until "job $J RUNNING again" 60 state_is "$J" RUNNING
+    t_run2=$(now)
+    wait_until "the restarted run's banner" 60 has_line "$OUT" 'restart count 1'
+    first2=$(line_no "$OUT" 'restart count 1')
+    wait_until "a step line of the resumed run" 60 has_line "$OUT" '^step [0-9]+/' "$first2"
+    t_step2=$(now)
+    POLL=0.5 # (the ranks share the CPUs with this loop)
+    wait_until "job $J to end" 120 ended "$J"
+    t_end=$(now)
+}
+
+# expect_requeued_run J OUT TOTAL: job J completed after one requeue: it
+# stopped by SIGUSR1 at a step N < TOTAL with a checkpoint and status 75 (and
+# none of Open MPI's notes on that stop), was requeued (restart 1 of at most
+# 2), resumed from step N's checkpoint and finished all TOTAL steps. Sets N
+# and FINAL (the last checkpoint).
+expect_requeued_run() {
+    local J=$1 OUT=$2 TOTAL=$3
+    expect_eq "job $J state" COMPLETED "$(field "$J" JobState)"
+    expect_eq "job $J exit code" 0:0 "$(field "$J" ExitCode)"
+    expect_eq "job $J Restarts" 1 "$(field "$J" Restarts)"
+    expect_line "$OUT" "^slurm: job $J, restart count 0$"
+    expect_line "$OUT" '^stopped by SIGUSR1 at step [0-9]+ after writing a checkpoint'
+    N=$(sed -n 's/^stopped by SIGUSR1 at step \([0-9]*\) .*/\1/p' "$OUT" | head -n 1)
+    [ "$N" -lt "$TOTAL" ] || fail "expected the signal to stop the run before its last step $TOTAL, found it stopped at $N"
+    expect_line "$OUT" 'mpivae checkpointed and stopped \(exit status 75\)'
+    expect_no_line "$OUT" 'Primary job'
+    expect_no_line "$OUT" 'non-zero exit code'
+    expect_line "$OUT" "requeueing job $J \\(restart 1 of at most 2\\)"
+    expect_line "$OUT" "^slurm: job $J, restart count 1$"
+    expect_line "$OUT" "^resumed from $RUN_DIR/checkpoints/step-$N.h5 at step $N "
+    expect_line "$OUT" "^finished: $TOTAL steps"
+    expect_line "$OUT" 'training finished \(exit status 0\)'
+    expect_file "$RUN_DIR/checkpoints/step-$N.h5"
+    FINAL=$RUN_DIR/checkpoints/step-$TOTAL.h5
+    expect_file "$FINAL"
+}
+
 test_done() { note "PASS in $(since "$T_START") s"; }

@@ -54,23 +54,7 @@ note "submitted job $J (launcher $LAUNCHER)"
 
 wait_until "job $J RUNNING" 60 state_is "$J" RUNNING
 expect_eq "job $J NodeList" 'n[1-2]' "$(field "$J" NodeList)"
-wait_until "a step line in the output of job $J" 60 has_line "$OUT" '^step [0-9]+/'
-t_sig=$(now)
-scancel --batch --signal=USR1 "$J" || fail "expected scancel --batch --signal=USR1 $J to succeed"
-wait_until "job $J to leave RUNNING after the signal" 60 state_is_not "$J" RUNNING
-t_left=$(now)
-wait_until "job $J PENDING with Restarts=1 (requeued)" 60 eval '[ "$(field "$J" JobState)" = PENDING ] && [ "$(field "$J" Restarts)" = 1 ]'
-t_req=$(now)
-scontrol update jobid="$J" StartTime=now+2 || fail "expected scontrol update StartTime=now+2 to succeed"
-wait_until "job $J RUNNING again" 60 state_is "$J" RUNNING
-t_run2=$(now)
-wait_until "the restarted run's banner" 60 has_line "$OUT" 'restart count 1'
-first2=$(line_no "$OUT" 'restart count 1')
-wait_until "a step line of the resumed run" 60 has_line "$OUT" '^step [0-9]+/' "$first2"
-t_step2=$(now)
-POLL=0.5 # (the ranks share the CPUs with this loop)
-wait_until "job $J to end" 120 ended "$J"
-t_end=$(now)
+signal_and_follow "$J" "$OUT"
 
 # --- two hosts
 expect_eq "runs of job $J on 2 hosts (banners)" 2 "$(grep -c '^mpivae .*: world size 4, 2 ranks per node, hosts: n1 n2$' "$OUT")"
@@ -78,24 +62,7 @@ expect_line "$OUT" '^allreduce \(.*, 2 nodes, '
 expect_line "$OUT" "job $J on n\\[1-2\\]: restart 0 .* 4 ranks x 1 threads, launcher $LAUNCHER"
 
 # --- the job
-expect_eq "job $J state" COMPLETED "$(field "$J" JobState)"
-expect_eq "job $J exit code" 0:0 "$(field "$J" ExitCode)"
-expect_eq "job $J Restarts" 1 "$(field "$J" Restarts)"
-expect_line "$OUT" "^slurm: job $J, restart count 0$"
-expect_line "$OUT" '^stopped by SIGUSR1 at step [0-9]+ after writing a checkpoint'
-N=$(sed -n 's/^stopped by SIGUSR1 at step \([0-9]*\) .*/\1/p' "$OUT" | head -n 1)
-[ "$N" -lt "$TOTAL" ] || fail "expected the signal to stop the run before its last step $TOTAL, found it stopped at $N"
-expect_line "$OUT" 'mpivae checkpointed and stopped \(exit status 75\)'
-expect_no_line "$OUT" 'Primary job'
-expect_no_line "$OUT" 'non-zero exit code'
-expect_line "$OUT" "requeueing job $J \\(restart 1 of at most 2\\)"
-expect_line "$OUT" "^slurm: job $J, restart count 1$"
-expect_line "$OUT" "^resumed from $RUN_DIR/checkpoints/step-$N.h5 at step $N "
-expect_line "$OUT" "^finished: $TOTAL steps"
-expect_line "$OUT" 'training finished \(exit status 0\)'
-expect_file "$RUN_DIR/checkpoints/step-$N.h5"
-FINAL=$RUN_DIR/checkpoints/step-$TOTAL.h5
-expect_file "$FINAL"
+expect_requeued_run "$J" "$OUT" "$TOTAL"
 
 # --- the same configuration, uninterrupted, on the same 2 x 2 layout
 REF=$WORK/run-ref
