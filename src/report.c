@@ -1165,11 +1165,13 @@ static const char script[] =
     "c.textContent='step '+im[i].dataset.step+' ('+(i+1)+' of '+im.length+')';}"
     "s.addEventListener('input',function(){show(+s.value);});show(+s.value);});";
 
-static void page(sbuf *b, run_view *const *vs, int nv)
+static void page(sbuf *b, run_view *const *vs, int nv, int refresh_s)
 {
     char now[64];
     fmt_time((double)time(NULL), now, sizeof now);
-    sb_puts(b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>");
+    sb_puts(b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
+    if (refresh_s > 0) sb_printf(b, "<meta http-equiv=\"refresh\" content=\"%d\">\n", refresh_s);
+    sb_puts(b, "<title>");
     if (nv == 1) sb_html(b, vs[0]->name), sb_puts(b, ": mpivae run report");
     else sb_printf(b, "mpivae: %d runs compared", nv);
     sb_printf(b, "</title>\n<style>%s</style></head><body>\n", css);
@@ -1187,6 +1189,9 @@ static void page(sbuf *b, run_view *const *vs, int nv)
     } else {
         sb_printf(b, "<h1>%d runs compared</h1>\n", nv);
     }
+    if (refresh_s > 0)
+        sb_printf(b, "<div class=\"status\"><b>The run is going on</b>: the training writes this page again after each "
+                     "evaluation, and the page reloads itself every %d s.</div>\n", refresh_s);
     sb_printf(b, "<div class=\"status\">Written %s by mpivae %s. Curves: %s; at most %d points each (downsampled by "
                  "largest-triangle-three-buckets, which keeps spikes).</div>\n",
               now, MPIVAE_VERSION, nv == 1 ? "train values faint, smoothed (exponential moving average) strong, held-out evaluations dotted"
@@ -1250,7 +1255,7 @@ static int publish(const char *path, const char *data, size_t n)
     return VAE_OK;
 }
 
-int vae_report_write(const char *out, const char *const *dirs, int n, const vae_metrics *live)
+int vae_report_write(const char *out, const char *const *dirs, int n, const vae_metrics *live, int refresh_s)
 {
     if (n < 1 || n > VAE_REPORT_MAX_RUNS)
         return vae_error(VAE_EINVAL, "a report shows 1 to %d runs, not %d", VAE_REPORT_MAX_RUNS, n);
@@ -1263,7 +1268,7 @@ int vae_report_write(const char *out, const char *const *dirs, int n, const vae_
         vs[k] = &v[k];
     }
     sbuf b = { 0 };
-    if (!rc) page(&b, vs, n);
+    if (!rc) page(&b, vs, n, refresh_s);
     if (!rc && b.oom) rc = vae_error(VAE_ENOMEM, "cannot hold the report page '%s'", out);
     if (!rc) rc = publish(out, b.p, b.n);
     free(b.p);

@@ -839,20 +839,22 @@ static int checkpoint_step(run *R, int rc0)
 }
 
 /*
- * Rank 0: DIR/report.html from the metrics in memory. A failure is a
+ * Rank 0: DIR/report.html from the metrics in memory. final: the run's last
+ * page (its end, or a stop): written whatever the rate limit, and it does not
+ * reload itself as the pages written during the run do. A failure is a
  * warning: the page can be written again with `mpivae report DIR`.
  */
-static void report_step(run *R, int force)
+static void report_step(run *R, int final)
 {
     if (R->rank != 0) return;
     /* At most one page per 20 times the last one's cost: the page never takes more than 5% of the run. */
-    if (!force && now_s() < R->report_after) return;
+    if (!final && now_s() < R->report_after) return;
     char out[VAE_PATH_LEN + 16], msg[512] = "";
     snprintf(out, sizeof out, "%s/report.html", R->cfg->out);
     const char *dirs[1] = { R->cfg->out };
     double t0 = now_s();
     vae_defer_begin();
-    int rc = vae_report_write(out, dirs, 1, R->mt);
+    int rc = vae_report_write(out, dirs, 1, R->mt, final ? 0 : 60);
     if (rc) vae_defer_take(msg, sizeof msg);
     vae_defer_end(0);
     if (R->tty) printf("\r\033[K");

@@ -8,6 +8,8 @@
  *
  * What the page holds, and the DOM that tests read (tests/report/):
  *
+ *   <meta http-equiv="refresh">  only on a page written by a running
+ *                                 training (refresh_s > 0)
  *   <table id="facts">            model, options, ranks and hosts, OpenBLAS
  *                                 kernels, Slurm job and restarts (per run)
  *   <table id="sessions">         one row per process that trained the run
@@ -56,9 +58,11 @@
  * overlay of their curves and their facts. live, when not NULL, is the
  * training run's own metrics table in memory for dirs[0] (its file is held
  * open by the run); the other runs' metrics.h5 are read, also while a run
- * writes them. Returns 0 or a negative status (reported).
+ * writes them. refresh_s > 0: the page reloads itself every refresh_s
+ * seconds (a page the training writes while it goes on; its last page does
+ * not). Returns 0 or a negative status (reported).
  */
-int vae_report_write(const char *out, const char *const *dirs, int n, const vae_metrics *live);
+int vae_report_write(const char *out, const char *const *dirs, int n, const vae_metrics *live, int refresh_s);
 
 /*
  * Writes DIR/metrics.h5's group ("/train" or "/eval") as CSV to f: a header

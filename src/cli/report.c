@@ -52,7 +52,7 @@ int cli_cmd_report(int argc, char **argv)
         out = def;
     }
     vae_defer_begin();
-    rc = cli_rank == 0 ? vae_report_write(out, (const char *const *)argv + optind, n, NULL) : 0;
+    rc = cli_rank == 0 ? vae_report_write(out, (const char *const *)argv + optind, n, NULL, 0) : 0;
     vae_defer_end(1);
     MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
     if (!rc && cli_rank == 0) printf("wrote %s\n", out);

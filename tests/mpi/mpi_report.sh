@@ -14,7 +14,8 @@
 #      order, no skipped column): the page renders, the resume is found from
 #      the clock;
 #  (d) the page of a run still writing its metrics.h5 renders, and the run
-#      goes on to finish;
+#      goes on to finish; the pages the training writes while it goes on
+#      reload themselves every 60 s, its last page does not;
 #  (e) four families' runs (mlp, conv, vaegan, hvae) overlaid: one smoothed series
 #      per run per chart of each column a run has (and its eval series);
 #  (f) a 100-epoch-sized run (46,900 rows, 40 grids of each kind): every
@@ -121,10 +122,14 @@ LIVE=$BG_PID
 wait_for_line "$LIVE" live.log "^step 60/200" 60
 run_ok "$M" report live --out live.html
 is_alive "$LIVE" || fail "(d) expected the run to be still running after the report, found it ended"
+grep -q '<meta http-equiv="refresh" content="60">' live/report.html ||
+    fail "(d) expected the page the running training wrote (live/report.html) to reload itself, found no refresh"
+grep -q 'http-equiv="refresh"' live.html && fail "(d) expected the page of mpivae report not to reload itself, found a refresh"
 run_ok "${CHECK[@]}" live.html --run live --live --no-resume --sessions 1
 cat "$WORK/last.out"
 bg_wait "$LIVE" 120
 expect_status "(d) the run that was reported on" 0 "$BG_RC" live.log
+grep -q 'http-equiv="refresh"' live/report.html && fail "(d) expected the finished run's last page not to reload itself, found a refresh"
 
 # ------------------------------------------------- (e) four families overlaid
 run_ok "${MPI[@]}" "$M" train --data s.h5 --model conv --hidden 8,16 --latent 4 --batch 16 --steps 20 --eval-every 10 \
