@@ -133,8 +133,10 @@ static int compose_banner(const vae_config *c, const vae_model *m, const vae_dat
     MPI_Gather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 0, comm);
     MPI_Comm node;
     MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-    int per_node;
+    int per_node, lo_node, hi_node;
     MPI_Comm_size(node, &per_node);
+    MPI_Allreduce(&per_node, &lo_node, 1, MPI_INT, MPI_MIN, comm); /* nodes of different sizes: the range */
+    MPI_Allreduce(&per_node, &hi_node, 1, MPI_INT, MPI_MAX, comm);
     MPI_Comm_free(&node);
     *text = NULL;
     memset(ses, 0, sizeof *ses);
@@ -146,7 +148,9 @@ static int compose_banner(const vae_config *c, const vae_model *m, const vae_dat
     if (rank == 0 && !rc) {
         const char *omp = getenv("OMP_NUM_THREADS"), *ob = getenv("OPENBLAS_NUM_THREADS");
         const char *job = getenv("SLURM_JOB_ID"), *rs = getenv("SLURM_RESTART_COUNT");
-        fprintf(out, "mpivae %s: world size %d, %d ranks per node, hosts:", MPIVAE_VERSION, P, per_node);
+        if (lo_node == hi_node)
+            fprintf(out, "mpivae %s: world size %d, %d rank%s per node, hosts:", MPIVAE_VERSION, P, hi_node, hi_node == 1 ? "" : "s");
+        else fprintf(out, "mpivae %s: world size %d, %d to %d ranks per node, hosts:", MPIVAE_VERSION, P, lo_node, hi_node);
         for (int i = 0; i < P; i++) {
             int dup = 0;
             for (int j = 0; j < i; j++) dup |= !strcmp(all + (size_t)i * MPI_MAX_PROCESSOR_NAME, all + (size_t)j * MPI_MAX_PROCESSOR_NAME);

@@ -10,7 +10,8 @@
 #      holds "2 copies: one per node" (each host its own node-shared copy);
 #  (b) in every --allreduce mode (shm, blocking, overlap) the parameters and
 #      losses after 60 steps agree with 1 host x 4 ranks within 1e-4 (the
-#      rank-equivalence tolerance of mpi_rank_independence);
+#      rank-equivalence tolerance of mpi_rank_independence), and so do three
+#      hosts of 1, 1 and 2 ranks (three leaders, uneven nodes);
 #  (c) the reduction crosses TCP: with Open MPI's TCP transport excluded
 #      (btl self,vader) the 2-host job cannot start ("unable to reach each
 #      other"), and during a 2-host run ss(8) shows an established TCP
@@ -43,6 +44,14 @@ for mode in shm blocking overlap; do
     grep -E "^allreduce|^step on rank 0" "h2$mode.log" | sed "s/^/[2 hosts, $mode] /"
     grep -E "^allreduce|^step on rank 0" "h1$mode.log" | sed "s/^/[1 host, $mode] /"
 done
+# Three hosts of uneven size (1, 1 and 2 ranks): three leaders, a node of one rank.
+mh_cmd hA:1,hB:1,hC:2 4
+run_ok "${MPI[@]}" "$M" train "${A[@]}" --steps $STEPS --out h3
+cp "$WORK/last.out" h3.log
+expect_grep "(a) 3 hosts: the banner" "^mpivae .*: world size 4, 1 to 2 ranks per node, hosts: hA hB hC$" h3.log
+expect_grep "(a) 3 hosts: the reduction" "^allreduce \(shm: node shared memory, 3 nodes, MPI_Allreduce across nodes\)" h3.log
+h5cmp params "h1shm/checkpoints/step-$STEPS.h5" "h3/checkpoints/step-$STEPS.h5" 1e-4
+h5cmp loss h1shm/metrics.h5 h3/metrics.h5 1e-4 "$STEPS"
 expect_grep "(a) the shm reduction sees the hosts as nodes" "^allreduce \(shm: node shared memory, 2 nodes, MPI_Allreduce across nodes\)" h2shm.log
 expect_grep "(a) one copy of the data per host" "in shared memory, 2 copies: one per node" h2shm.log
 expect_grep "(a) one copy of the data on 1 host" "in shared memory, 1 copy: one per node" h1shm.log
