@@ -181,6 +181,38 @@ int vae_image_write_grid(const char *path, const float *imgs, int n, int C, int 
     return rc;
 }
 
+/* A 5x7 pixel font for the histogram's labels: digits and . - + e (a row a byte, the top bit of 5 on the left). */
+static const uint8_t *glyph(char c)
+{
+    static const char chars[] = "0123456789.-+e";
+    static const uint8_t font[][7] = {
+        { 0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E }, { 0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E },
+        { 0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F }, { 0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E },
+        { 0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02 }, { 0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E },
+        { 0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E }, { 0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08 },
+        { 0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E }, { 0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C },
+        { 0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C }, { 0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00 },
+        { 0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00 }, { 0x00, 0x00, 0x0E, 0x11, 0x1F, 0x10, 0x0E },
+    };
+    const char *p = c ? strchr(chars, c) : NULL;
+    return p ? font[p - chars] : NULL;
+}
+
+#define GLYPH_W 6 /* 5 pixels and a space */
+#define GLYPH_H 7
+
+/* Draws text in black with its top left corner at (x, y), clipped to the image. */
+static void draw_text(uint8_t *pix, int width, int height, int x, int y, const char *text)
+{
+    for (; *text; text++, x += GLYPH_W) {
+        const uint8_t *g = glyph(*text);
+        for (int r = 0; g && r < GLYPH_H; r++)
+            for (int c = 0; c < 5; c++)
+                if (g[r] >> (4 - c) & 1 && x + c >= 0 && x + c < width && y + r >= 0 && y + r < height)
+                    pix[(size_t)(y + r) * (size_t)width + (size_t)(x + c)] = 0;
+    }
+}
+
 int vae_image_write_histogram(const char *path, const float *values, long n, int nbins,
                               int width, int height)
 {
@@ -219,16 +251,49 @@ int vae_image_write_histogram(const char *path, const float *values, long n, int
         if (++count[b] > maxc) maxc = count[b];
     }
 
+    /*
+     * Axes where there is room: the rows per bin on the left (0 and the
+     * tallest bar's count), the values below (the range's ends and middle),
+     * the axis lines in black; the bars fill the plot area inside them.
+     */
+    char ylab[32], xlab[3][32];
+    snprintf(ylab, sizeof ylab, "%ld", maxc);
+    for (int k = 0; k < 3; k++) snprintf(xlab[k], sizeof xlab[k], "%.4g", lo + (hi - lo) * k / 2.0);
+    int L = 0, B = 0, T = 0, R = 0;
+    int lw = (int)strlen(ylab) * GLYPH_W + 4;
+    if (width >= nbins + lw + 40 && height >= 4 * GLYPH_H + 20) {
+        L = lw;
+        B = GLYPH_H + 5;
+        T = GLYPH_H / 2 + 1;
+        R = (int)strlen(xlab[2]) * GLYPH_W / 2 + 1;
+        if (width - L - R < nbins) L = B = T = R = 0;
+    }
+    const int pw = width - L - R, ph = height - T - B; /* the plot area */
+
     /* White background; each bin a dark grey bar of columns, with a one
      * pixel white gap on the right when bars are at least 3 pixels wide. */
     memset(pix, 255, (size_t)width * (size_t)height);
-    int gap = width / nbins >= 3;
+    int gap = pw / nbins >= 3;
     for (int b = 0; b < nbins; b++) {
-        long xa = (long)b * width / nbins, xb = (long)(b + 1) * width / nbins - gap;
-        long bar = maxc ? (long)llround((double)count[b] / (double)maxc * (height - 1)) : 0;
+        long xa = L + (long)b * pw / nbins, xb = L + (long)(b + 1) * pw / nbins - gap;
+        long bar = maxc ? (long)llround((double)count[b] / (double)maxc * (ph - 1)) : 0;
         if (count[b] > 0 && bar == 0) bar = 1; /* a non-empty bin is always visible */
-        for (long y = height - bar; y < height; y++)
+        for (long y = T + ph - bar; y < T + ph; y++)
             for (long x = xa; x < xb; x++) pix[(size_t)y * (size_t)width + (size_t)x] = 64;
+    }
+    if (L > 0) {
+        for (int y = T; y <= T + ph && y < height; y++) pix[(size_t)y * (size_t)width + (size_t)(L - 1)] = 0;
+        for (int x = L - 1; x < L + pw; x++) pix[(size_t)(T + ph) * (size_t)width + (size_t)x] = 0;
+        draw_text(pix, width, height, L - 3 - (int)strlen(ylab) * GLYPH_W, T - GLYPH_H / 2, ylab);
+        draw_text(pix, width, height, L - 3 - GLYPH_W, T + ph - GLYPH_H / 2 - 1, "0");
+        for (int k = 0; k < 3; k++) {
+            int tx = L + (pw - 1) * k / 2, len = (int)strlen(xlab[k]) * GLYPH_W;
+            for (int y = T + ph; y < T + ph + 3 && y < height; y++) pix[(size_t)y * (size_t)width + (size_t)tx] = 0;
+            int x0 = tx - len / 2;
+            if (x0 < 0) x0 = 0;
+            if (x0 + len > width) x0 = width - len;
+            draw_text(pix, width, height, x0, T + ph + 4, xlab[k]);
+        }
     }
     rc = write_png(path, pix, width, height, 1);
 

@@ -19,10 +19,14 @@ int vae_image_write_grid(const char *path, const float *imgs, int n, int C, int 
 
 /*
  * Writes a histogram PNG (width x height pixels) of n values in nbins equal
- * bins spanning the finite values' range, bars in dark grey on white, the
- * tallest bar height - 1 pixels high. NaN and Inf values are left out.
- * Needs width >= nbins and height >= 2. Written to "<path>.tmp" and renamed.
- * Used by the anomaly tool. Returns 0 or a negative status after reporting.
+ * bins spanning the finite values' range, bars in dark grey on white. Where
+ * there is room (about 90 x 50 pixels more than the bins need), with axes in
+ * black: the count of the tallest bar and 0 on the left, the range's two ends
+ * and its middle below, in a 5x7 pixel font; the bars fill the plot area
+ * inside, the tallest one pixel short of its top. NaN and Inf values are
+ * left out. Needs width >= nbins and height >= 2. Written to "<path>.tmp"
+ * and renamed. Used by the anomaly tool. Returns 0 or a negative status
+ * after reporting.
  */
 int vae_image_write_histogram(const char *path, const float *values, long n, int nbins,
                               int width, int height);

@@ -340,6 +340,26 @@ note "encode: mpirun -n 1, 2, 3 identical on 700 rows; -n 1, 2 identical on 256 
 # ---------------------------------------------------------------- anomaly
 run_ok "$M" anomaly --ckpt "$CK" --data "$D" --top 10 --out A.h5
 expect_png A-hist.png 400 200
+py_check "the histogram's axes" "$LIB_DIR" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from png_read import read_png
+p = read_png("A-hist.png")[:, :, 0]
+h, w = p.shape
+black = p == 0
+cols = [c for c in range(100) if black[:, c].mean() >= 0.7]   # the y axis: a black column
+rows = [r for r in range(h - 30, h) if black[r, :].mean() >= 0.7]  # the x axis: a black row
+if not cols or not rows:
+    sys.exit(f"A-hist.png: expected a black axis column in the left 100 and a black axis row in the bottom 30 pixels, found columns {cols}, rows {rows}")
+c, r = cols[0], rows[0]
+if not black[:, :c].any() or not black[r + 4:, :].any():
+    sys.exit(f"A-hist.png: expected labels left of the y axis (column {c}) and below the x axis (row {r}), found none")
+bars = p == 64
+if not bars[:r, c + 1:].any() or bars[:, :c].any() or bars[r:, :].any():
+    sys.exit(f"A-hist.png: expected the bars inside the axes (right of column {c}, above row {r})")
+print(f"A-hist.png: axes at column {c} and row {r}, labels outside them, bars inside")
+EOF
 expect_png A-top.png $((8 * 8 + 9 * 2)) $((2 * 8 + 3 * 2))
 py_check "anomaly outputs" "$PYT" "$CK" "$CLI" <<'EOF'
 import sys
