@@ -483,7 +483,13 @@ static void test_png(void)
     }
     free(pix);
 
-    /* Histogram: the right size, white background, dark bars. */
+    /*
+     * Histogram: the right size, white background, dark bars inside black
+     * axes. Layout (image.c): labels "10" (the tallest bar) and "0" on the
+     * left, 16 pixels; 12 below, 4 above; the last x label "9" takes 4 on the
+     * right: the plot area is x 16..195, y 4..37, the axes column 15 and row
+     * 38, each of the 10 bins 18 pixels with a white gap column.
+     */
     float vals[100];
     for (int j = 0; j < 100; j++) vals[j] = (float)(j % 10);
     vals[7] = NAN;
@@ -494,9 +500,31 @@ static void test_png(void)
     CHECK_EQ(w, 200);
     CHECK_EQ(h, 50);
     if (pix && w == 200 && h == 50) {
-        CHECK_EQ(pix[0 * w + 19], 255);   /* gap column */
-        CHECK_EQ(pix[49 * w + 0], 64);    /* bottom of the first bar */
-        CHECK_EQ(pix[10 * w + 25], 64);   /* the full bars reach near the top */
+        CHECK_EQ(pix[20 * w + 33], 255);  /* the first bar's gap column */
+        CHECK_EQ(pix[37 * w + 16], 64);   /* bottom of the first bar */
+        CHECK_EQ(pix[6 * w + 25], 64);    /* the full bars reach near the top */
+        CHECK_EQ(pix[4 * w + 25], 255);   /* ... one pixel short of it */
+        CHECK_EQ(pix[20 * w + 15], 0);    /* the y axis */
+        CHECK_EQ(pix[38 * w + 100], 0);   /* the x axis */
+        int label = 0;                    /* glyph pixels below the x axis and left of the y axis */
+        for (int y = 40; y < 50; y++)
+            for (int x = 0; x < 200; x++) label += pix[y * w + x] == 0;
+        CHECK(label > 20);
+        label = 0;
+        for (int y = 0; y < 38; y++)
+            for (int x = 0; x < 14; x++) label += pix[y * w + x] == 0;
+        CHECK(label > 10);
+        for (int y = 0; y < 50; y++)      /* no bar outside the axes */
+            for (int x = 0; x < 16; x++) CHECK(pix[y * w + x] != 64);
+    }
+    /* Without room for axes (a small image): the bars fill it, as before. */
+    CHECK_EQ(vae_image_write_histogram(path, vals, 100, 10, 40, 20), 0);
+    free(pix);
+    pix = read_png(path, PNG_FORMAT_GRAY, &ff, &w, &h);
+    CHECK(pix != NULL && w == 40 && h == 20);
+    if (pix && w == 40 && h == 20) {
+        CHECK_EQ(pix[19 * w + 0], 64);    /* bottom of the first bar, at the corner */
+        CHECK_EQ(pix[0 * w + 3], 255);    /* its gap column */
     }
     free(pix);
 
