@@ -204,6 +204,15 @@ signal_and_follow() {
     t_end=$(now)
 }
 
+# note_requeue_times: the times signal_and_follow measured (and N, TOTAL).
+note_requeue_times() {
+    note "signal -> job left RUNNING: $(diff_s "$t_sig" "$t_left") s (stopped at step $N of $TOTAL)"
+    note "left RUNNING -> PENDING requeued (Restarts=1): $(diff_s "$t_left" "$t_req") s"
+    note "requeue (PENDING) -> RUNNING again: $(diff_s "$t_req" "$t_run2") s (StartTime=now+2)"
+    note "requeue (PENDING) -> first resumed step line: $(diff_s "$t_req" "$t_step2") s"
+    note "signal -> first resumed step line: $(diff_s "$t_sig" "$t_step2") s"
+}
+
 # expect_requeued_run J OUT TOTAL: job J completed after one requeue: it
 # stopped by SIGUSR1 at a step N < TOTAL with a checkpoint and status 75 (and
 # none of Open MPI's notes on that stop), was requeued (restart 1 of at most

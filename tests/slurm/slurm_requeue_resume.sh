@@ -92,10 +92,6 @@ h5diff "$RUN_DIR/checkpoints/step-$N.h5" "$FINAL" /params >/dev/null 2>&1 || rc=
 expect_eq "h5diff of the interrupted and the final checkpoint (1: they differ)" 1 "$rc"
 note "final checkpoint step-$TOTAL.h5 identical bit for bit (/params, /optimizer) to the uninterrupted run"
 
-note "signal -> job left RUNNING: $(diff_s "$t_sig" "$t_left") s (stopped at step $N of $TOTAL)"
-note "left RUNNING -> PENDING requeued (Restarts=1): $(diff_s "$t_left" "$t_req") s"
-note "requeue (PENDING) -> RUNNING again: $(diff_s "$t_req" "$t_run2") s (StartTime=now+2)"
-note "requeue (PENDING) -> first resumed step line: $(diff_s "$t_req" "$t_step2") s"
-note "signal -> first resumed step line: $(diff_s "$t_sig" "$t_step2") s"
+note_requeue_times
 note "resumed run: $(sed -n 's/^finished: \([0-9]* steps, [0-9.]* s\).*/\1/p' "$OUT"); uninterrupted run: $(sed -n 's/^finished: \([0-9]* steps, [0-9.]* s\).*/\1/p' "$WORK/ref.log")"
 test_done
