@@ -628,10 +628,9 @@ static int wants_log(run_view *const *vs, int nv, const char *name)
 #define EVAL_COLOR "#ff7f0e"
 static const char *const palette[] = { "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf" };
 
-/* Every chart: the terms and loss, then beta, lr, grad_norm, samples_per_s. */
+/* The charts, one per column of /train: loss, the terms, beta, lr, grad_norm, samples_per_s. */
 static int charts(sbuf *b, run_view *const *vs, int nv)
 {
-    const vae_metrics_table *t0 = &vs[0]->mt->t[0];
     /* The columns to draw: those of the first run, then the others' that it lacks. */
     const char *cols[VAE_METRICS_MAX_FIELDS * VAE_REPORT_MAX_RUNS];
     int nc = 0;
@@ -645,7 +644,6 @@ static int charts(sbuf *b, run_view *const *vs, int nv)
             if (!drop) cols[nc++] = t->names[f];
         }
     }
-    (void)t0;
     const int maxs = 3 * VAE_REPORT_MAX_RUNS, maxm = 1024;
     series *s = calloc((size_t)maxs, sizeof *s);
     marker *mk = calloc((size_t)maxm, sizeof *mk);
