@@ -204,6 +204,18 @@ signal_and_follow() {
     t_end=$(now)
 }
 
+# expect_final_equals REF WHAT: the requeued run's final checkpoint FINAL equals
+# the uninterrupted run's REF bit for bit (/params, /optimizer), and differs from
+# the checkpoint it stopped at (step N), so that the comparison can see a difference.
+expect_final_equals() {
+    local rc=0
+    expect_file "$1"
+    same_checkpoint "$FINAL" "$1"
+    h5diff "$RUN_DIR/checkpoints/step-$N.h5" "$FINAL" /params >/dev/null 2>&1 || rc=$?
+    expect_eq "h5diff of the interrupted and the final checkpoint (1: they differ)" 1 "$rc"
+    note "final checkpoint step-$TOTAL.h5 identical bit for bit (/params, /optimizer) to $2"
+}
+
 # note_requeue_times: the times signal_and_follow measured (and N, TOTAL).
 note_requeue_times() {
     note "signal -> job left RUNNING: $(diff_s "$t_sig" "$t_left") s (stopped at step $N of $TOTAL)"
