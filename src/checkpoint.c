@@ -292,6 +292,7 @@ int vae_ckpt_save(const char *dir, const vae_model *m, const vae_config *cfg,
     rc = write_group(fid, "/params", m, m->params);
     if (!rc) rc = write_group(fid, "/optimizer/m", m, m->m);
     if (!rc) rc = write_group(fid, "/optimizer/v", m, m->v);
+    if (!rc && m->ema) rc = write_group(fid, "/ema", m, m->ema);
     if (!rc) rc = write_group_steps(fid, m);
     if (!rc) {
         int e = 0;
@@ -567,28 +568,44 @@ static int read_group(hid_t fid, const char *path, const char *gname, vae_model 
     return VAE_OK;
 }
 
-int vae_ckpt_read_tensors(const char *path, vae_model *m, int with_optimizer)
+int vae_ckpt_read_tensors(const char *path, vae_model *m, int what)
 {
     hid_t fid = open_ckpt(path);
     if (fid < 0) return VAE_EDATA;
-    int rc = read_group(fid, path, "/params", m, m->params);
-    if (!rc && with_optimizer) rc = read_group(fid, path, "/optimizer/m", m, m->m);
-    if (!rc && with_optimizer) rc = read_group(fid, path, "/optimizer/v", m, m->v);
-    if (!rc && with_optimizer) rc = read_group_steps(fid, path, m);
+    int has_ema = H5Lexists(fid, "/ema", H5P_DEFAULT) > 0;
+    int rc = read_group(fid, path, what == VAE_CKPT_USE && has_ema ? "/ema" : "/params", m, m->params);
+    if (!rc && what == VAE_CKPT_ALL) rc = read_group(fid, path, "/optimizer/m", m, m->m);
+    if (!rc && what == VAE_CKPT_ALL) rc = read_group(fid, path, "/optimizer/v", m, m->v);
+    if (!rc && what == VAE_CKPT_ALL) rc = read_group_steps(fid, path, m);
+    if (!rc && what == VAE_CKPT_ALL && has_ema) {
+        if (!m->ema && !(m->ema = vae_model_alloc(m->n_params)))
+            rc = vae_error(VAE_ENOMEM, "cannot allocate the moving average of %zu parameters", m->n_params);
+        if (!rc) rc = read_group(fid, path, "/ema", m, m->ema);
+    }
     H5Fclose(fid);
     return rc;
 }
 
-int vae_ckpt_check_tensors(const char *path, const vae_model *plan, int with_optimizer)
+int vae_ckpt_check_tensors(const char *path, const vae_model *plan, int what)
 {
     hid_t fid = open_ckpt(path);
     if (fid < 0) return VAE_EDATA;
     vae_model *m = (vae_model *)plan; /* read_group reads nothing into a NULL block */
     int rc = read_group(fid, path, "/params", m, NULL);
-    if (!rc && with_optimizer) rc = read_group(fid, path, "/optimizer/m", m, NULL);
-    if (!rc && with_optimizer) rc = read_group(fid, path, "/optimizer/v", m, NULL);
+    if (!rc && what == VAE_CKPT_ALL) rc = read_group(fid, path, "/optimizer/m", m, NULL);
+    if (!rc && what == VAE_CKPT_ALL) rc = read_group(fid, path, "/optimizer/v", m, NULL);
+    if (!rc && H5Lexists(fid, "/ema", H5P_DEFAULT) > 0) rc = read_group(fid, path, "/ema", m, NULL);
     H5Fclose(fid);
     return rc;
+}
+
+int vae_ckpt_has_ema(const char *path)
+{
+    hid_t fid = open_ckpt(path);
+    if (fid < 0) return 0;
+    int has = H5Lexists(fid, "/ema", H5P_DEFAULT) > 0;
+    H5Fclose(fid);
+    return has;
 }
 
 int vae_ckpt_find_latest(const char *dir, char *path, size_t path_len)

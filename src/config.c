@@ -129,6 +129,10 @@ const vae_field vae_config_fields[] = {
       VAE_RESUME_CHANGE, NULL, NULL, 0, 1, NULL },
     { "clip", "cfg.clip", VAE_FT_DOUBLE, OFF(clip), 0, 0, 0, 1e30, "0", "G", NULL,
       "scale the gradient down to global norm G when above it\n(default 0: off)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, NULL },
+    { "ema", "cfg.ema", VAE_FT_DOUBLE, OFF(ema), 0, 0, 0, 0.999999, "0", "D", NULL,
+      "average the parameters over the updates, weights D^age (Polyak\naveraging, bias-corrected); checkpoints keep the average as /ema,\n"
+      "and evaluations, sample grids and the tools use it (default\n0.999 for vaegan, 0: off for the others)",
+      VAE_RESUME_FIXED, NULL, NULL, 0, 1, NULL },
     { "allreduce", NULL, VAE_FT_CHOICE, OFF(allreduce), 0, 0, 0, 0, "shm", "MODE", NULL,
       "shm (default): ranks of a node sum their gradients in shared\nmemory, node leaders with one MPI_Allreduce; "
       "blocking: one\nMPI_Allreduce after backward; overlap: buckets reduced with\nMPI_Iallreduce while backward goes on",
@@ -442,6 +446,7 @@ void vae_config_family_defaults(vae_config *c, uint64_t set)
     if (fam)
         fam->defaults(&c->arch, (set & vae_config_bit(vae_config_field("hidden"))) != 0,
                       (set & vae_config_bit(vae_config_field("latent"))) != 0);
+    if (fam && !(set & vae_config_bit(vae_config_field("ema")))) c->ema = fam->ema;
 }
 
 /* Whether field F is an option of family fam (its `only` list names it, or it has none). */

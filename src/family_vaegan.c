@@ -553,6 +553,7 @@ const vae_family vae_family_vaegan = {
     .tools = VAE_TOOL_EVAL | VAE_TOOL_SAMPLE | VAE_TOOL_RECONSTRUCT | VAE_TOOL_INTERPOLATE | VAE_TOOL_TRAVERSE |
              VAE_TOOL_ENCODE,
     .defaults = defaults,
+    .ema = 0.999,
     .check = check,
     .plan = plan,
     .init = init,

@@ -169,6 +169,7 @@ void vae_model_free(vae_model *m)
     free(m->grads);
     free(m->m);
     free(m->v);
+    free(m->ema);
     free(m->arena);
     free(m->labels);
     free(m->priv);

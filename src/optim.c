@@ -116,6 +116,18 @@ static inline double sumsq_loop(float *dst, float *src, size_t n, size_t m, int 
     return s;
 }
 
+double vae_ema_decay(double d, long t)
+{
+    if (t <= 1 || d <= 0.0) return 0.0;
+    return d * (1.0 - pow(d, (double)(t - 1))) / (1.0 - pow(d, (double)t));
+}
+
+void vae_ema_update(float *avg, const float *p, size_t n, double d, long t)
+{
+    const float b = (float)vae_ema_decay(d, t), a = 1.0f - b;
+    for (size_t i = 0; i < n; i++) avg[i] = b * avg[i] + a * p[i];
+}
+
 double vae_sumsq(const float *g, size_t n) { return sumsq_loop((float *)g, NULL, n, n, 0); }
 
 double vae_add_clear_sumsq(float *dst, float *src, size_t n, size_t m) { return sumsq_loop(dst, src, n, m, 1); }

@@ -21,6 +21,7 @@
 #include "mpivae/checkpoint.h"
 #include "mpivae/comm.h"
 #include "mpivae/metrics.h"
+#include "mpivae/optim.h"
 #include "mpivae/report.h"
 #include "mpivae/rng.h"
 #include "mpivae/rundir.h"
@@ -485,7 +486,7 @@ static int build_model(run *R)
     vae_defer_begin();
     if (R->found > 0 && R->rank == 0) { /* the checkpoint's tensors match its attributes before the model is allocated */
         rc = vae_model_plan(m, &cfg->arch);
-        if (!rc) rc = vae_ckpt_check_tensors(R->ckpt, m, 1);
+        if (!rc) rc = vae_ckpt_check_tensors(R->ckpt, m, VAE_CKPT_ALL);
         vae_model_free(m);
     }
     if (!rc) rc = vae_model_init(m, &cfg->arch, R->local_max);
@@ -494,13 +495,32 @@ static int build_model(run *R)
     vae_model_init_params(m, cfg->seed);
     if (R->found > 0) {
         vae_defer_begin();
-        rc = R->rank == 0 ? vae_ckpt_read_tensors(R->ckpt, m, 1) : VAE_OK;
+        rc = R->rank == 0 ? vae_ckpt_read_tensors(R->ckpt, m, VAE_CKPT_ALL) : VAE_OK;
         rc = vae_agree(rc, R->comm);
         if (rc) return rc;
         MPI_Bcast(m->params, (int)m->n_params, MPI_FLOAT, 0, R->comm);
         MPI_Bcast(m->m, (int)m->n_params, MPI_FLOAT, 0, R->comm);
         MPI_Bcast(m->v, (int)m->n_params, MPI_FLOAT, 0, R->comm);
         for (int g = 0; g < m->n_groups; g++) MPI_Bcast(&m->groups[g].t, 1, MPI_LONG, 0, R->comm);
+    }
+    /* --ema: the moving average starts at the initial parameters, or continues the checkpoint's (/ema). */
+    int had_ema = m->ema != NULL;
+    MPI_Bcast(&had_ema, 1, MPI_INT, 0, R->comm);
+    if (cfg->ema > 0.0) {
+        vae_defer_begin();
+        rc = R->found > 0 && !had_ema
+                 ? vae_error(VAE_EDATA, "checkpoint '%s' has no group '/ema', though its run averages the parameters "
+                             "(cfg.ema %g)", R->ckpt, cfg->ema)
+                 : VAE_OK;
+        if (!rc && !m->ema && !(m->ema = vae_model_alloc(m->n_params)))
+            rc = vae_error(VAE_ENOMEM, "cannot allocate the moving average of %zu parameters", m->n_params);
+        rc = vae_agree(rc, R->comm);
+        if (rc) return rc;
+        if (R->found > 0) MPI_Bcast(m->ema, (int)m->n_params, MPI_FLOAT, 0, R->comm);
+        else memcpy(m->ema, m->params, m->n_params * sizeof(float));
+    } else {
+        free(m->ema);
+        m->ema = NULL;
     }
     vae_adam adam = { (float)cfg->lr, (float)cfg->beta1, (float)cfg->beta2, (float)cfg->adam_eps, 1.0f };
     vae_model_set_adam(m, &adam);
@@ -719,6 +739,7 @@ static int train_step(run *R, step_result *s)
     if (!rc) vae_reducer_update(&R->red, apply);
     vae_reducer_end(&R->red);
     if (rc) return rc;
+    if (m->ema && !s->skipped && !s->over) vae_ema_update(m->ema, m->params, NP, cfg->ema, st->adam_t);
     R->upd_all += now_s() - u0;
     st->step++;
     st->epoch_step++;
@@ -791,12 +812,26 @@ static int log_step(run *R, const step_result *s, int last)
 }
 
 /* Every rank: the held-out evaluation; rank 0 logs it. */
+/*
+ * With --ema the evaluations and the sample grids see the averaged
+ * parameters, as the tools do: points the model at them and returns the
+ * training parameters, which the caller puts back.
+ */
+static float *use_average(vae_model *m)
+{
+    float *raw = m->params;
+    if (m->ema) m->params = m->ema;
+    return raw;
+}
+
 static int eval_step(run *R)
 {
     vae_config *cfg = R->cfg;
     const vae_model *f = &R->m;
     vae_eval_result er;
+    float *raw = use_average(&R->m);
     int rc = vae_evaluate(&R->m, &R->td, R->comm, cfg->seed, cfg->beta, 0, 0, &er);
+    R->m.params = raw;
     if (rc || R->rank != 0) return rc; /* a failed evaluation fails on every rank */
     char terms[512] = "";
     double row[VAE_METRICS_MAX_FIELDS];
@@ -897,7 +932,9 @@ static int between_steps(run *R, const step_result *s)
     }
     if ((cfg->sample_every > 0 && step % cfg->sample_every == 0) || last) {
         vae_defer_begin();
+        float *raw = use_average(&R->m);
         if (R->rank == 0 && !rc) rc = vae_write_run_samples(&R->m, R->have_test ? &R->td : &R->d, cfg->out, step, cfg->seed);
+        R->m.params = raw;
         rc = vae_agree(rc, R->comm);
         if (rc) return rc;
     }

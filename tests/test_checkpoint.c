@@ -16,6 +16,8 @@
  * and vae_ckpt_find_latest skips it for the next newest. (e) A copy with one
  * byte flipped inside the stored chunk of /params/fc1.weight is refused by
  * vae_ckpt_read_tensors (checksum) and skipped by vae_ckpt_find_latest.
+ * (f) /ema, the parameters' moving average: its round trip and which
+ * weights each kind of read takes; the decay of vae_ema_update.
  * Each damaged file is first checked intact (it is then the one
  * find_latest returns), so each refusal is due to the damage alone.
  * The exit code is the verdict. The library's messages about the damaged
@@ -25,6 +27,7 @@
 
 #include "mpivae/checkpoint.h"
 #include "mpivae/model.h"
+#include "mpivae/optim.h"
 #include "mpivae/status.h"
 #include "mpivae/train.h"
 
@@ -325,6 +328,67 @@ static void test_roundtrip(void)
     vae_model_free(&m3);
 }
 
+/*
+ * (f) The parameters' moving average (--ema): /ema round-trips bit for bit
+ * into a model without one (VAE_CKPT_ALL allocates it), a tool's read
+ * (VAE_CKPT_USE) takes /ema into the parameters, a plain read /params; a
+ * checkpoint without /ema gives /params to both. And the decay of
+ * vae_ema_update: 0 at the first update, D/(1+D) at the second, D in the limit.
+ */
+static void test_ema(void)
+{
+    vae_model m, m2;
+    memset(&m2, 0, sizeof m2);
+    int rc = make_model(&m, 99);
+    CHECK_EQ(rc, 0);
+    if (rc) return;
+    vae_config cfg, cfg2;
+    make_config(&cfg, &m.arch);
+    cfg.ema = 0.99;
+    vae_train_state st = make_state(5), st2;
+    m.ema = vae_model_alloc(m.n_params);
+    CHECK(m.ema != NULL);
+    if (!m.ema) return;
+    for (size_t i = 0; i < m.n_params; i++) m.ema[i] = m.params[i] * 0.5f + (float)i * 1e-3f;
+    char path[1024] = "";
+    CHECK_EQ(vae_ckpt_save(tpath("ema"), &m, &cfg, &st, 3, path, sizeof path), 0);
+    CHECK_EQ(vae_ckpt_has_ema(path), 1);
+    CHECK_EQ(vae_ckpt_has_ema(g_ckpt), 0);
+    CHECK_EQ(vae_ckpt_read_meta(path, &cfg2, &st2), 0);
+    CHECK(cfg2.ema == 0.99);
+    rc = vae_model_init(&m2, &m.arch, 2);
+    CHECK_EQ(rc, 0);
+    if (!rc) {
+        CHECK_EQ(vae_ckpt_check_tensors(path, &m2, VAE_CKPT_ALL), 0);
+        CHECK(m2.ema == NULL);
+        CHECK_EQ(vae_ckpt_read_tensors(path, &m2, VAE_CKPT_ALL), 0);
+        CHECK(m2.ema != NULL);
+        CHECK(m2.ema && memcmp(m2.ema, m.ema, m.n_params * sizeof(float)) == 0);
+        CHECK(memcmp(m2.params, m.params, m.n_params * sizeof(float)) == 0);
+        CHECK_EQ(vae_ckpt_read_tensors(path, &m2, VAE_CKPT_USE), 0);
+        CHECK(memcmp(m2.params, m.ema, m.n_params * sizeof(float)) == 0);
+        CHECK_EQ(vae_ckpt_read_tensors(path, &m2, VAE_CKPT_PARAMS), 0);
+        CHECK(memcmp(m2.params, m.params, m.n_params * sizeof(float)) == 0);
+        /* Without /ema: a tool's read is /params. */
+        vae_model m3;
+        memset(&m3, 0, sizeof m3);
+        if (make_model(&m3, 1234) == 0) {
+            memset(m2.params, 0, m2.n_params * sizeof(float));
+            CHECK_EQ(vae_ckpt_read_tensors(g_ckpt, &m2, VAE_CKPT_USE), 0);
+            CHECK(memcmp(m2.params, m3.params, m3.n_params * sizeof(float)) == 0);
+            vae_model_free(&m3);
+        }
+    }
+    CHECK(vae_ema_decay(0.9, 1) == 0.0);
+    CHECK(fabs(vae_ema_decay(0.9, 2) - 0.9 / 1.9) < 1e-15);
+    CHECK(fabs(vae_ema_decay(0.9, 1000) - 0.9) < 1e-15);
+    float avg[3] = { 1.0f, 2.0f, 3.0f }, p[3] = { 5.0f, 6.0f, 7.0f };
+    vae_ema_update(avg, p, 3, 0.9, 1);
+    CHECK(avg[0] == 5.0f && avg[1] == 6.0f && avg[2] == 7.0f);
+    vae_model_free(&m);
+    vae_model_free(&m2);
+}
+
 /* ---------------------------------------------------------------------- (b) file layout */
 
 static int g_dsets, g_fletcher;
@@ -618,6 +682,7 @@ int main(void)
         return 1;
     }
     test_roundtrip();
+    test_ema();
     test_file_layout();
     test_keep();
     test_damage();

@@ -2,7 +2,8 @@
  * checkpoint.h: HDF5 checkpoints, written atomically by rank 0.
  *
  * Layout: /params/<name> float32 in PyTorch's layout, /optimizer/m/<name> and
- * /optimizer/v/<name> (Adam's moments), each dataset chunked with HDF5's
+ * /optimizer/v/<name> (Adam's moments), /ema/<name> (the parameters' moving
+ * average, with --ema only), each dataset chunked with HDF5's
  * Fletcher32 checksum; root attributes: format, format_version, version,
  * step, epoch, epoch_step, adam_t, skips, world_size, seed, and the whole
  * configuration (cfg.*). Written to ".step-<N>.h5.tmp" in the same folder,
@@ -24,11 +25,22 @@ int vae_ckpt_save(const char *dir, const vae_model *m, const vae_config *cfg,
 /* Reads and verifies the attributes (configuration and state) of a checkpoint. */
 int vae_ckpt_read_meta(const char *path, vae_config *cfg, vae_train_state *st);
 
+/* What vae_ckpt_read_tensors reads. */
+enum {
+    VAE_CKPT_PARAMS = 0, /* /params */
+    VAE_CKPT_ALL = 1,    /* /params, Adam's moments and step counts, and /ema when the file has it (into m->ema,
+                          * allocated here when NULL): what a resume needs */
+    VAE_CKPT_USE = 2     /* the weights a tool uses: /ema when the file has it (trained with --ema), else /params */
+};
+
 /*
- * Reads every tensor of m (params, and Adam moments when with_optimizer) from
- * path, checking shapes against m and the Fletcher32 checksums.
+ * Reads tensors of m from path (what: the enum above), checking shapes
+ * against m and the Fletcher32 checksums.
  */
-int vae_ckpt_read_tensors(const char *path, vae_model *m, int with_optimizer);
+int vae_ckpt_read_tensors(const char *path, vae_model *m, int what);
+
+/* 1 when the checkpoint at path holds the parameters' moving average (/ema), else 0. */
+int vae_ckpt_has_ema(const char *path);
 
 /*
  * Finds the newest checkpoint in DIR/checkpoints that verifies completely
@@ -42,7 +54,7 @@ int vae_ckpt_find_latest(const char *dir, char *path, size_t path_len);
  * with its shape and a floating-point type, reading no values: done before a
  * model of the size the attributes give is allocated.
  */
-int vae_ckpt_check_tensors(const char *path, const vae_model *plan, int with_optimizer);
+int vae_ckpt_check_tensors(const char *path, const vae_model *plan, int what);
 
 /*
  * The checkpoint a tool or a resume names: a file as it is, or for a run

@@ -37,6 +37,7 @@ typedef struct vae_config {
     double free_bits;        /* KL floor in nats per latent group and sample (0: off) */
     double skip_threshold;   /* skip the update when the global gradient norm exceeds it (0: off) */
     double clip;             /* scale the gradient to this global norm when above it (0: off) */
+    double ema;              /* decay of the parameters' moving average (0: off; optim.h vae_ema_update) */
     int binarize;            /* enum vae_binarize */
     double disc_lr, dec_lr;  /* vaegan: the learning rates of the groups disc and dec (0: --lr) */
 } vae_config;

@@ -109,6 +109,8 @@ typedef struct vae_family {
      * with a labels dataset (dataset.h).
      */
     int labeled;
+    /* --ema when not given: the decay of the parameters' moving average (0: none). */
+    double ema;
     /* --hidden and --latent when not given (the arch's other fields are set). */
     void (*defaults)(vae_arch *a, int hidden_set, int latent_set);
     /*

@@ -159,6 +159,7 @@ typedef struct vae_model {
     float *grads;  /* [n_params + grad_extra]: the tail carries the step's statistics (below) */
     size_t grad_extra;
     float *m, *v;  /* [n_params] Adam moments */
+    float *ema;    /* [n_params] the parameters' moving average (--ema), or NULL */
     int n_enc, n_dec;
     vae_layer layers[VAE_MAX_LAYERS]; /* encoder layers, then decoder layers */
     /* Arena, sized for max_batch rows (by the family's init). */

@@ -32,6 +32,16 @@ void vae_adam_update(float *p, const float *g, float *m, float *v, size_t n, con
 /* The same update, setting g to zero as it goes (the gradient block is ready for the next step). */
 void vae_adam_update_clear(float *p, float *g, float *m, float *v, size_t n, const vae_adam *h, long t);
 
+/*
+ * Weight averaging (--ema D): after the t-th update (t >= 1), avg becomes the
+ * exponentially weighted mean of the parameters after updates 1..t, weights
+ * proportional to D^(t-i), normalised (the bias correction of an average
+ * started at zero): avg = b avg + (1 - b) p with b = D (1 - D^(t-1)) / (1 - D^t),
+ * so the first update copies p. Returns b.
+ */
+double vae_ema_decay(double d, long t);
+void vae_ema_update(float *avg, const float *p, size_t n, double d, long t);
+
 /* Sum of squares of g[n], in double. */
 double vae_sumsq(const float *g, size_t n);
 

@@ -235,7 +235,8 @@ static const char *anomaly_help =
     "(a <term>_auc per term of the family) and stored as the attribute 'roc_auc' of each dataset.\n"
     "\n"
     "--iw K: the score is instead minus the importance-weighted bound L_K of each row (as eval --iw,\n"
-    "with noise keyed by --seed, default 1, the row and k); the terms stay those of z = mu.\n";
+    "with noise keyed by --seed, default 1, the row and k); the terms stay those of z = mu.\n"
+    CLI_WEIGHTS_HELP;
 
 /* The anomaly context rank 0 writes from: the scores of every row, the labels, the timing. */
 typedef struct anomaly_out {
@@ -330,6 +331,7 @@ int cli_cmd_anomaly(int argc, char **argv)
     long seed = 1;
     cli_opt opts[] = {
         { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        CLI_WEIGHTS_OPT,
         { "out", CLI_STRING, .target = &out, .metavar = "SCORES.h5", .required = 1 },
         { "data", CLI_STRING, .target = &data },
         { "labels", CLI_STRING, .target = &labels_s },

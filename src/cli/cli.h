@@ -153,6 +153,20 @@ int cli_bad_option(const char *cmd, int c, char **argv);
 int cli_load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_batch, unsigned tool, const char *cmd);
 
 /*
+ * --weights averaged|raw, an option of every tool that loads a checkpoint:
+ * cli_load_model reads the parameters' moving average (/ema) of a checkpoint
+ * trained with --ema (averaged, the default), or the training parameters
+ * (/params) whatever the checkpoint holds (raw).
+ */
+enum { CLI_WEIGHTS_AVERAGED, CLI_WEIGHTS_RAW };
+extern int cli_weights;
+extern const char *const cli_weights_names[];
+#define CLI_WEIGHTS_OPT { "weights", CLI_ENUM, .target = &cli_weights, .names = cli_weights_names }
+#define CLI_WEIGHTS_HELP                                                                                   \
+    "--weights averaged|raw: of a checkpoint trained with --ema, the parameters' moving average (/ema,\n" \
+    "the default) or the training parameters (/params). Other checkpoints have /params only.\n"
+
+/*
  * Opens the tool's data on every rank: --data as given (given; FILE alone is
  * FILE:/train/images), else the checkpoint's held-out data. A checkpoint
  * trained with --binarize dynamic gets the fixed binarization of the rows

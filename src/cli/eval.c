@@ -42,7 +42,8 @@ static const char *eval_help =
     "'accuracy: 91.23% (10000 rows)'; its labels are --labels FILE[:/dataset] (FILE alone is\n"
     "FILE:/train/labels), else the dataset 'labels' beside the rows (FILE:/test/labels for\n"
     "FILE:/test/images), integers below the checkpoint's classes. --iw, --mean and --binarize do\n"
-    "not apply to it (--iw is refused).\n";
+    "not apply to it (--iw is refused).\n"
+    CLI_WEIGHTS_HELP;
 
 /* "active units: z 12/20" (several groups: "z1 3/392, z2 0/392, ..."), over the evaluated rows. */
 static int print_active_units(vae_model *m, vae_data *d, long limit)
@@ -78,6 +79,7 @@ int cli_cmd_eval(int argc, char **argv)
     static const char *const bin_names[] = { "none", "fixed", NULL };
     cli_opt opts[] = {
         { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        CLI_WEIGHTS_OPT,
         { "data", CLI_STRING, .target = &data },
         { "mean", CLI_FLAG, .target = &use_mean },
         { "limit", CLI_LONG, .target = &limit, .lo = 0, .hi = LONG_MAX },

@@ -47,7 +47,8 @@ static const char *fid_help =
     "Images go to ranks in fixed chunks of 256 and the statistics (in double) are merged along one\n"
     "tree over the chunks, so the result is the same, bit for bit, on any number of ranks; no rank\n"
     "holds more than a chunk of images. tr((S_a S_b)^(1/2)) comes from two symmetric\n"
-    "eigendecompositions (LAPACK dsyevd from OpenBLAS): the eigenvalues of S_a^(1/2) S_b S_a^(1/2).\n";
+    "eigendecompositions (LAPACK dsyevd from OpenBLAS): the eigenvalues of S_a^(1/2) S_b S_a^(1/2).\n"
+    CLI_WEIGHTS_HELP;
 
 /* A set as given on the command line. */
 typedef struct fid_spec {
@@ -223,6 +224,7 @@ int cli_cmd_fid(int argc, char **argv)
         { "data", CLI_STRING, .target = &r.data },
         { "limit", CLI_LONG, .target = &r.limit, .lo = 0, .hi = LONG_MAX },
         { "no-floor", CLI_FLAG, .target = &no_floor },
+        CLI_WEIGHTS_OPT,
         { 0 }
     };
     const cli_cmd cmd = { .name = "fid", .help = fid_help, .opts = opts };

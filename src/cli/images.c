@@ -22,7 +22,8 @@ static const char *sample_help =
     "an HDF5 file beside it (OUT.h5, dataset /samples [N, C, H, W]). Deterministic for a seed.\n"
     "A hierarchical model samples ancestrally, z_k = mu_p + T sigma_p eps in each group k (top\n"
     "first); T1,T2,... gives each latent group its own temperature (one per group).\n"
-    "--out must end in .png.\n";
+    "--out must end in .png.\n"
+    CLI_WEIGHTS_HELP;
 
 /*
  * --temperature T or T1,...,TK into temps[] and *count; with a model (m not
@@ -60,6 +61,7 @@ int cli_cmd_sample(int argc, char **argv)
     int nt = 1;
     cli_opt opts[] = {
         { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        CLI_WEIGHTS_OPT,
         { "out", CLI_STRING, .target = &out, .metavar = "OUT.png", .required = 1 },
         { "n", CLI_INT, .target = &n, .lo = 1, .hi = 100000 },
         { "temperature", CLI_STRING, .target = &temp_s, .metavar = "T|T1,T2,..." },
@@ -114,7 +116,8 @@ static const char *recon_help =
     "checkpoint's held-out data) starting at row I\n"
     "over their reconstructions (z = mu): per group of K (default 8) images, a row of inputs then\n"
     "a row of reconstructions. Also OUT.h5 with /images [2N, C, H, W] in the same order.\n"
-    "--out must end in .png.\n";
+    "--out must end in .png.\n"
+    CLI_WEIGHTS_HELP;
 
 int cli_cmd_reconstruct(int argc, char **argv)
 {
@@ -123,6 +126,7 @@ int cli_cmd_reconstruct(int argc, char **argv)
     long first = 0;
     cli_opt opts[] = {
         { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        CLI_WEIGHTS_OPT,
         { "out", CLI_STRING, .target = &out, .metavar = "OUT.png", .required = 1 },
         { "data", CLI_STRING, .target = &data },
         { "n", CLI_INT, .target = &n, .lo = 1, .hi = 100000 },

@@ -30,7 +30,8 @@ static const char *interp_help =
     "OUT.h5 holds /z [K, Z], /images [K, C, H, W] and /inputs [2, C, H, W]. --out must end in .png.\n"
     "--groups top (a model with several latent groups): only the top group follows the path;\n"
     "each lower group is decoded at its prior mean given the groups above it. all (default):\n"
-    "every group follows it.\n";
+    "every group follows it.\n"
+    CLI_WEIGHTS_HELP;
 
 int cli_cmd_interpolate(int argc, char **argv)
 {
@@ -41,6 +42,7 @@ int cli_cmd_interpolate(int argc, char **argv)
     /* In the order of the message when one of the required ones is missing. */
     cli_opt opts[] = {
         { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        CLI_WEIGHTS_OPT,
         { "from", CLI_LONG, .target = &from, .lo = 0, .hi = LONG_MAX, .metavar = "I", .required = 1 },
         { "to", CLI_LONG, .target = &to, .lo = 0, .hi = LONG_MAX, .metavar = "J", .required = 1 },
         { "out", CLI_STRING, .target = &out, .metavar = "OUT.png", .required = 1 },
@@ -134,7 +136,8 @@ static const char *traverse_help =
     "/images [dims*K, C, H, W], /values [K] (the offsets), /dims, /base [Z]. --out must end in .png.\n"
     "--data: FILE alone is FILE:/train/images; default: the checkpoint's held-out data.\n"
     "--group G (1 = the top latent group of a hierarchical model): --dims count within that group,\n"
-    "and auto picks among its dimensions; /dims holds indices into the whole code [Z].\n";
+    "and auto picks among its dimensions; /dims holds indices into the whole code [Z].\n"
+    CLI_WEIGHTS_HELP;
 
 /* One traverse run: the options, then the checkpoint, its data and the chosen dimensions. */
 typedef struct traverse_job {
@@ -315,6 +318,7 @@ int cli_cmd_traverse(int argc, char **argv)
     traverse_job j = { .dims_s = "auto", .index = -1, .K = 9, .top = 8, .range = { -3, 3 } };
     cli_opt opts[] = {
         { "ckpt", CLI_STRING, .target = &j.ckpt, .metavar = "FILE", .required = 1 },
+        CLI_WEIGHTS_OPT,
         { "out", CLI_STRING, .target = &j.out, .metavar = "OUT.png", .required = 1 },
         { "data", CLI_STRING, .target = &j.data },
         { "index", CLI_LONG, .target = &j.index, .lo = 0, .hi = LONG_MAX },
@@ -342,13 +346,15 @@ static const char *encode_help =
     "groups top first, each in [H, W, C] order)\n"
     "of --data (FILE alone is FILE:/train/images; default: the checkpoint's held-out data). Rows\n"
     "are shared across ranks in fixed chunks, so the output does not depend on the rank count;\n"
-    "rank 0 writes the file. --out must end in .h5.\n";
+    "rank 0 writes the file. --out must end in .h5.\n"
+    CLI_WEIGHTS_HELP;
 
 int cli_cmd_encode(int argc, char **argv)
 {
     const char *ckpt = NULL, *out = NULL, *data = NULL;
     cli_opt opts[] = {
         { "ckpt", CLI_STRING, .target = &ckpt, .metavar = "FILE", .required = 1 },
+        CLI_WEIGHTS_OPT,
         { "out", CLI_STRING, .target = &out, .metavar = "Z.h5", .required = 1 },
         { "data", CLI_STRING, .target = &data },
         { 0 }

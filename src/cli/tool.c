@@ -19,6 +19,9 @@
  * batches of max_batch. *ckpt may name a run directory: rank 0 picks its
  * newest good checkpoint, and *ckpt then points to that file's path.
  */
+int cli_weights = CLI_WEIGHTS_AVERAGED;
+const char *const cli_weights_names[] = { "averaged", "raw", NULL };
+
 int cli_load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_batch, unsigned tool, const char *cmd)
 {
     static char path[VAE_PATH_LEN + 64];
@@ -37,7 +40,11 @@ int cli_load_model(const char **ckpt, vae_config *cfg, vae_model *m, int max_bat
     if (!rc) rc = vae_ckpt_check_tensors(path, m, 0);
     if (!rc) vae_model_free(m); /* the plan's own state (a family's), before init plans again */
     if (!rc) rc = vae_model_init(m, &cfg->arch, max_batch);
-    if (!rc) rc = vae_ckpt_read_tensors(path, m, 0);
+    if (!rc) rc = vae_ckpt_read_tensors(path, m, cli_weights == CLI_WEIGHTS_RAW ? VAE_CKPT_PARAMS : VAE_CKPT_USE);
+    if (!rc && cli_rank == 0 && cli_weights != CLI_WEIGHTS_RAW && vae_ckpt_has_ema(path)) {
+        printf("weights: the moving average of the parameters (/ema, --ema %g); --weights raw for /params\n", cfg->ema);
+        fflush(stdout);
+    }
     return vae_agree(rc, MPI_COMM_WORLD);
 }
 

@@ -5,6 +5,8 @@
       Every /params/<name> of OTHER is within TOL * max|REF tensor| of REF's,
       element by element (same names, same shapes). Prints the largest
       difference seen, absolute and relative to the tensor's largest magnitude.
+  h5cmp.py ema REF.h5 OTHER.h5 TOL
+      The same for /ema/<name>, the parameters' moving average (--ema).
   h5cmp.py loss REF_METRICS.h5 OTHER_METRICS.h5 TOL [ROWS]
       /train/loss of both have the same length (one row per step; ROWS when
       given), the same
@@ -24,24 +26,24 @@ def fail(msg):
     sys.exit(1)
 
 
-def params(ref, other, tol):
+def params(ref, other, tol, g="params"):
     with h5py.File(ref, "r") as a, h5py.File(other, "r") as b:
-        if "params" not in a or "params" not in b:
-            fail(f"expected /params in both '{ref}' and '{other}'")
-        na, nb = sorted(a["params"].keys()), sorted(b["params"].keys())
+        if g not in a or g not in b:
+            fail(f"expected /{g} in both '{ref}' and '{other}'")
+        na, nb = sorted(a[g].keys()), sorted(b[g].keys())
         if na != nb:
-            fail(f"/params names differ: {na} in '{ref}', {nb} in '{other}'")
+            fail(f"/{g} names differ: {na} in '{ref}', {nb} in '{other}'")
         if not na:
-            fail(f"'{ref}' has an empty /params")
+            fail(f"'{ref}' has an empty /{g}")
         worst_rel, worst_abs, worst_name = -1.0, 0.0, ""
         bad = []
         for n in na:
-            x = a["params"][n][()].astype(np.float64)
-            y = b["params"][n][()].astype(np.float64)
+            x = a[g][n][()].astype(np.float64)
+            y = b[g][n][()].astype(np.float64)
             if x.shape != y.shape:
-                fail(f"/params/{n}: shape {x.shape} in '{ref}', {y.shape} in '{other}'")
+                fail(f"/{g}/{n}: shape {x.shape} in '{ref}', {y.shape} in '{other}'")
             if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-                fail(f"/params/{n}: non-finite values")
+                fail(f"/{g}/{n}: non-finite values")
             scale = float(np.max(np.abs(x))) if x.size else 0.0
             d = float(np.max(np.abs(x - y))) if x.size else 0.0
             rel = d / scale if scale > 0 else (0.0 if d == 0 else float("inf"))
@@ -49,8 +51,8 @@ def params(ref, other, tol):
                 worst_rel, worst_abs, worst_name = rel, d, n
             if rel > tol:
                 bad.append(f"{n}: max |diff| {d:.3e} = {rel:.3e} of max |ref| {scale:.3e}")
-        print(f"params {other} vs {ref}: largest difference {worst_abs:.3e} "
-              f"({worst_rel:.3e} of the tensor's max magnitude) in /params/{worst_name}; tolerance {tol:g}")
+        print(f"{g} {other} vs {ref}: largest difference {worst_abs:.3e} "
+              f"({worst_rel:.3e} of the tensor's max magnitude) in /{g}/{worst_name}; tolerance {tol:g}")
         if bad:
             fail("tensors beyond the tolerance: " + "; ".join(bad))
 
@@ -84,13 +86,13 @@ def loss(ref, other, tol, rows=None):
 
 
 def main():
-    if len(sys.argv) not in (5, 6) or sys.argv[1] not in ("params", "loss") or \
+    if len(sys.argv) not in (5, 6) or sys.argv[1] not in ("params", "ema", "loss") or \
             (len(sys.argv) == 6 and sys.argv[1] != "loss"):
         print(__doc__)
         sys.exit(2)
     what, ref, other, tol = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-    if what == "params":
-        params(ref, other, tol)
+    if what in ("params", "ema"):
+        params(ref, other, tol, what)
     else:
         loss(ref, other, tol, int(sys.argv[5]) if len(sys.argv) == 6 else None)
 

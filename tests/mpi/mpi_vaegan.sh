@@ -19,7 +19,14 @@
 #      leaves the discriminator where it started while the rest moves;
 #      vaegan's options are refused for other families;
 #  (e) sample, reconstruct, interpolate, traverse, encode and eval --iw work;
-#      anomaly is refused naming the family.
+#      anomaly is refused naming the family;
+#  (f) weight averaging (--ema, on by default for vaegan): /ema within 1e-4
+#      at P = 1, 2, 3 and bit-identical after the resume of (b); in (c) the
+#      tools use /ema (the twin loaded from /ema matches eval --mean) and
+#      --weights raw uses /params; with --ema 0.9 and a checkpoint every step
+#      of (d), /ema is the bias-corrected average recomputed from each step's
+#      /params (the first update copies them, the skipped step leaves it);
+#      --ema 0 writes no /ema; a resume whose checkpoint lost /ema is refused.
 source "$(dirname "$0")/mpilib.sh"
 mpi_init "$@"
 need_python_modules torch
@@ -39,6 +46,7 @@ for P in 1 2 3; do
 done
 for P in 2 3; do
     h5cmp params "p1/checkpoints/step-$STEPS.h5" "p$P/checkpoints/step-$STEPS.h5" 1e-4
+    h5cmp ema "p1/checkpoints/step-$STEPS.h5" "p$P/checkpoints/step-$STEPS.h5" 1e-4
     h5cmp loss p1/metrics.h5 "p$P/metrics.h5" 1e-4 "$STEPS"
 done
 py_check "the equilibrium rule's step counts at every P" "$STEPS" <<'PYEOF'
@@ -75,11 +83,17 @@ expect_status "P=2, MPIVAE_TEST_STOP_AT_STEP=$K" 75 "$RC" last.out
 run_ok "${MPI[@]}" "$M" train --resume auto --out hook
 expect_identical "P=2 vaegan: stopped at $K and resumed, against uninterrupted" \
     "hook/checkpoints/step-$STEPS.h5" "p2/checkpoints/step-$STEPS.h5"
+expect_same "P=2 vaegan: the moving average after the resume" "hook/checkpoints/step-$STEPS.h5" \
+    "p2/checkpoints/step-$STEPS.h5" /ema
 
 # --- (c) the PyTorch twin
 CK=p2/checkpoints/step-$STEPS.h5
 run_ok "$M" eval --mean --ckpt "$CK" --data s.h5:/test/images --limit 32
+expect_grep "eval of a checkpoint with /ema" "^weights: the moving average of the parameters \\(/ema, --ema 0.999\\)" last.out
 grep '^eval' last.out > evalmean.txt
+run_ok "$M" eval --mean --ckpt "$CK" --data s.h5:/test/images --limit 32 --weights raw
+expect_no_grep "eval --weights raw" "^weights:" last.out
+grep '^eval' last.out > evalraw.txt
 py_check "vaegan twin strict load and the terms of $CK" "$SRC/tests/pytorch" "$CK" <<'PYEOF'
 import re, sys
 sys.dont_write_bytecode = True
@@ -89,31 +103,33 @@ from vaegan_model import VAEGAN, TERMS
 ck = sys.argv[2]
 def s(v):
     return v.decode() if isinstance(v, bytes) else str(v)
-with h5py.File(ck, "r") as f:
-    a = f.attrs
-    m = VAEGAN(tuple(int(v) for v in a["input_shape"]), int(a["latent"]), s(a["loss"]), [int(v) for v in a["hidden"]],
-               [int(v) for v in a["disc_hidden"]], int(a["feature_layer"]), s(a["gen_loss"]), float(a["gamma"]))
-    sd = {}
-    def take(name, obj):
-        if isinstance(obj, h5py.Dataset):
-            sd[name] = torch.from_numpy(obj[()].astype(np.float64))
-    f["/params"].visititems(take)
-m = m.double()
-m.load_state_dict(sd, strict=True)
 with h5py.File("s.h5", "r") as f:
     x = torch.from_numpy(f["/test/images"][:32].astype(np.float64).reshape(32, -1) / 255.0)
-with torch.no_grad():
-    t = m.terms(x, torch.zeros(32, m.Z, dtype=torch.float64), torch.zeros(32, m.Z, dtype=torch.float64)).mean(1)
-line = open("evalmean.txt").read()
-for name, v in zip(TERMS, t.tolist()):
-    got = float(re.search(rf" {name}=(-?[0-9.e+-]+)", line).group(1))
-    if not abs(got - v) <= 1e-4 * max(1.0, abs(v)):
-        sys.exit(f"term {name}: mpivae eval --mean {got}, the twin {v}")
-print(f"twin: strict load of {len(sd)} tensors; the nine terms agree with eval --mean")
+for group, evalfile in (("/ema", "evalmean.txt"), ("/params", "evalraw.txt")):
+    with h5py.File(ck, "r") as f:
+        a = f.attrs
+        m = VAEGAN(tuple(int(v) for v in a["input_shape"]), int(a["latent"]), s(a["loss"]), [int(v) for v in a["hidden"]],
+                   [int(v) for v in a["disc_hidden"]], int(a["feature_layer"]), s(a["gen_loss"]), float(a["gamma"]))
+        sd = {}
+        def take(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                sd[name] = torch.from_numpy(obj[()].astype(np.float64))
+        f[group].visititems(take)
+    m = m.double()
+    m.load_state_dict(sd, strict=True)
+    with torch.no_grad():
+        t = m.terms(x, torch.zeros(32, m.Z, dtype=torch.float64), torch.zeros(32, m.Z, dtype=torch.float64)).mean(1)
+    line = open(evalfile).read()
+    for name, v in zip(TERMS, t.tolist()):
+        got = float(re.search(rf" {name}=(-?[0-9.e+-]+)", line).group(1))
+        if not abs(got - v) <= 1e-4 * max(1.0, abs(v)):
+            sys.exit(f"term {name}: mpivae eval --mean ({evalfile}) {got}, the twin loaded from {group} {v}")
+    print(f"twin: strict load of {len(sd)} tensors of {group}; the nine terms agree with {evalfile}")
 PYEOF
 
 # --- (d) a non-finite step, --disc-lr, options of other families
-MPIVAE_TEST_NAN_STEPS=3:3 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --out nan
+MPIVAE_TEST_NAN_STEPS=3:3 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --out nan --ema 0.9 \
+    --ckpt-every 1 --keep 10
 expect_grep "a non-finite step on one rank" "step 3: non-finite reconstruction loss" last.err
 py_check "the non-finite step skipped on every rank, in every group" <<'PYEOF'
 import sys, h5py, numpy as np
@@ -127,8 +143,44 @@ if t != 5 or g != {"t.enc": 5, "t.dec": 5, "t.disc": 5} or bad or s != [0, 0, 1,
     sys.exit(f"expected adam_t 5, every group's t 5, finite parameters, skipped [0, 0, 1, 0, 0, 0]; found {t}, {g}, {bad}, {s}")
 print("vaegan: step 3 skipped on both ranks and in all three groups")
 PYEOF
+py_check "--ema 0.9: /ema is the bias-corrected moving average of each step's /params" <<'PYEOF'
+import sys, h5py, numpy as np
+d, avg, worst = 0.9, None, 0.0
+for step in range(1, 7):
+    with h5py.File(f"nan/checkpoints/step-{step}.h5", "r") as f:
+        t = int(f.attrs["adam_t"])
+        p = {n: f["params"][n][()] for n in f["params"]}
+        e = {n: f["ema"][n][()] for n in f["ema"]}
+    if step == 1 and any(not np.array_equal(e[n], p[n]) for n in p):
+        sys.exit("step 1: expected /ema equal to /params (the first update copies them)")
+    if avg is not None and t == prev_t:
+        if any(not np.array_equal(e[n], avg[n]) for n in p):
+            sys.exit(f"step {step} (skipped, adam_t {t}): expected /ema unchanged")
+    elif avg is not None:
+        b = np.float32(d * (1 - d ** (t - 1)) / (1 - d ** t))
+        avg = {n: b * avg[n] + (np.float32(1) - b) * p[n] for n in p}
+    else:
+        avg = {n: p[n].copy() for n in p}
+    for n in p:
+        err = float(np.max(np.abs(e[n] - avg[n]))) / max(float(np.max(np.abs(avg[n]))), 1e-30)
+        worst = max(worst, err)
+        if err > 1e-6:
+            sys.exit(f"step {step}: /ema/{n} differs from the recomputed average by {err:.3e} of its largest value")
+    if step > 1 and t > prev_t and all(np.array_equal(e[n], p[n]) for n in p):
+        sys.exit(f"step {step}: /ema equals /params: nothing is averaged")
+    prev_t, avg = t, e
+print(f"--ema 0.9: /ema of steps 1-6 agree with the recomputed average (largest difference {worst:.2e} relative)")
+PYEOF
 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --disc-lr 1e-30 --out dlr
-run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 1 --skip-threshold 1e-9 --out init
+run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 1 --skip-threshold 1e-9 --out init --ema 0
+expect_no_h5_object "--ema 0" init/checkpoints/step-1.h5 /ema
+run_ok "$M" sample --ckpt init --n 4 --out init.png
+expect_no_grep "sample of a checkpoint without /ema" "^weights:" last.out
+cp -r nan noema
+"$PY" -c 'import h5py; del h5py.File("noema/checkpoints/step-6.h5", "r+")["/ema"]'
+run_status "${MPI[@]}" "$M" train --resume auto --out noema --steps 8
+expect_status "a resume whose checkpoint lost /ema" 1 "$RC" last.err
+expect_grep "a resume whose checkpoint lost /ema" "checkpoint '.*step-6.h5' has no group '/ema', though its run averages the parameters \\(cfg.ema 0.9\\)" last.err
 py_check "--disc-lr 1e-30: the discriminator stays, the rest moves" <<'PYEOF'
 import sys, h5py, numpy as np
 with h5py.File("dlr/checkpoints/step-6.h5", "r") as a, h5py.File("init/checkpoints/step-1.h5", "r") as b:

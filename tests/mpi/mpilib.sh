@@ -134,6 +134,21 @@ expect_grep() {
     fi
 }
 
+# expect_no_grep WHAT REGEX FILE: no line of FILE matches REGEX (grep -E).
+expect_no_grep() {
+    if grep -qE -- "$2" "$3"; then
+        fail "$1: expected no line matching '$2' in $3, found: $(grep -E -- "$2" "$3" | head -n 3)"
+    fi
+}
+
+# expect_no_h5_object WHAT FILE OBJECT: the HDF5 file has no object at that path.
+expect_no_h5_object() {
+    expect_file "$2"
+    if "$PY" -c 'import h5py, sys; sys.exit(0 if sys.argv[2] in h5py.File(sys.argv[1], "r") else 1)' "$2" "$3"; then
+        fail "$1: expected no $3 in $2, found one"
+    fi
+}
+
 # expect_identical WHAT A B: h5diff finds /params and /optimizer of the two
 # checkpoints equal bit for bit (exit status 0 for both).
 expect_identical() {
