@@ -88,7 +88,7 @@ const vae_field vae_config_fields[] = {
       0, 1, "classifier" },
     { "loss", "loss", VAE_FT_CHOICE, OFF(arch.loss), 0, 0, 0, 0, "bce", "bce|mse", NULL,
       "Bernoulli (data in [0,1]) or Gaussian/squared error (default bce)", VAE_RESUME_FIXED, loss_names, NULL, 0, 0, NULL },
-    { "beta", "beta", VAE_FT_DOUBLE, OFF(beta), 0, 0, 0, 1e6, "1", "B", NULL, "KL weight (default 1)", VAE_RESUME_FIXED,
+    { "beta", "beta", VAE_FT_DOUBLE, OFF(beta), 0, 0, 0, 1e6, "1", "B", NULL, "KL weight (default 1; vaegan 0.5)", VAE_RESUME_FIXED,
       NULL, NULL, 0, 0, NULL },
     { "warmup", "cfg.warmup", VAE_FT_LONG, OFF(warmup), 0, LONG_MAX, 0, 0, "0", "STEPS", NULL,
       "raise the KL weight linearly from 0 to beta over STEPS (default 0)", VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
@@ -108,7 +108,7 @@ const vae_field vae_config_fields[] = {
     { "dec-lr", "cfg.dec_lr", VAE_FT_DOUBLE, OFF(dec_lr), 0, 0, 0, 10, "0", "LR", NULL,
       "vaegan: the decoder's learning rate (default 0: --lr)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
     { "disc-lr", "cfg.disc_lr", VAE_FT_DOUBLE, OFF(disc_lr), 0, 0, 0, 10, "0", "LR", NULL,
-      "vaegan: the discriminator's learning rate (default 0: --lr)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
+      "vaegan: the discriminator's learning rate (default 3e-4; 0: --lr)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
     { "adam-beta1", "cfg.beta1", VAE_FT_DOUBLE, OFF(beta1), 0, 0, 0, 0.999999, "0.9", "B1", NULL, "Adam's beta1 (default 0.9)",
       VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "adam-beta2", "cfg.beta2", VAE_FT_DOUBLE, OFF(beta2), 0, 0, 0, 0.999999999, "0.999", "B2", NULL,
@@ -446,7 +446,15 @@ void vae_config_family_defaults(vae_config *c, uint64_t set)
     if (fam)
         fam->defaults(&c->arch, (set & vae_config_bit(vae_config_field("hidden"))) != 0,
                       (set & vae_config_bit(vae_config_field("latent"))) != 0);
-    if (fam && !(set & vae_config_bit(vae_config_field("ema")))) c->ema = fam->ema;
+    for (const char *const *d = fam ? fam->option_defaults : NULL; d && *d; d++) {
+        char flag[64], why[256];
+        size_t n = strcspn(*d, "=");
+        snprintf(flag, sizeof flag, "%.*s", (int)n, *d);
+        int f = vae_config_field(flag);
+        if (f >= 0 && (set & vae_config_bit(f))) continue; /* given on the command line */
+        if (f < 0 || !(*d)[n] || vae_config_set(c, f, *d + n + 1, why, sizeof why)) /* a bug in the family's table */
+            vae_warn("model family '%s': its default '%s' is not an option with a valid value", fam->name, *d);
+    }
 }
 
 /* Whether field F is an option of family fam (its `only` list names it, or it has none). */

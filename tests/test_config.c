@@ -248,6 +248,17 @@ static void parsing(void)
     CHECK_EQ(c.arch.n_hidden, 2);
     CHECK_EQ(c.arch.hidden[1], 64);
     CHECK_EQ(c.arch.latent, 16);
+    CHECK_CMP_DBL(c.ema, ==, 0.0);
+    CHECK_CMP_DBL(c.beta, ==, 1.0);
+    /* vaegan's own training options (option_defaults) unless given: --beta given keeps its value. */
+    CHECK_EQ(vae_config_set(&c, vae_config_field("model"), "vaegan", why, sizeof why), 0);
+    CHECK_EQ(vae_config_set(&c, vae_config_field("beta"), "2", why, sizeof why), 0);
+    vae_config_family_defaults(&c, vae_config_bit(vae_config_field("model")) | vae_config_bit(vae_config_field("beta")));
+    CHECK_CMP_DBL(c.ema, ==, 0.999);
+    CHECK_CMP_DBL(c.disc_lr, ==, 3e-4);
+    CHECK_CMP_DBL(c.beta, ==, 2.0);
+    vae_config_family_defaults(&c, vae_config_bit(vae_config_field("model")));
+    CHECK_CMP_DBL(c.beta, ==, 0.5);
     CHECK_EQ(vae_config_set(&c, vae_config_field("model"), "nosuch", why, sizeof why), VAE_EINVAL);
     CHECK(strstr(why, "--model 'nosuch'") && strstr(why, "mlp, conv"));
     for (int f = 0; f < vae_config_nfields; f++) {

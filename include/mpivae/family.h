@@ -109,8 +109,12 @@ typedef struct vae_family {
      * with a labels dataset (dataset.h).
      */
     int labeled;
-    /* --ema when not given: the decay of the parameters' moving average (0: none). */
-    double ema;
+    /*
+     * The family's own defaults of training options, as "flag=value"
+     * strings ("ema=0.999"), NULL-terminated, or NULL: each applies when its
+     * option is not given (config.c, vae_config_family_defaults).
+     */
+    const char *const *option_defaults;
     /* --hidden and --latent when not given (the arch's other fields are set). */
     void (*defaults)(vae_arch *a, int hidden_set, int latent_set);
     /*

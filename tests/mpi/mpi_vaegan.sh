@@ -42,6 +42,7 @@ for P in 1 2 3; do
     mpi_cmd "$P"
     run_ok "${MPI[@]}" "$M" "${CFG[@]}" --out "p$P"
     expect_grep "P=$P banner" "^model: vaegan channels 4,8 disc 4,9 features layer 1 gamma 1 non-saturating equilibrium" last.out
+    expect_grep "P=$P: vaegan's own defaults" "^options: .* --beta 0.5 .* --disc-lr 0.0003 .* --ema 0.999 " last.out
     expect_grep "P=$P log line with every term" "llike [0-9.]* dis_real [0-9.]* dis_fake [0-9.]* gen [0-9.]* d_x [0-9.]* d_rec [0-9.]* d_prior [0-9.]*" last.out
 done
 for P in 2 3; do
@@ -172,7 +173,9 @@ for step in range(1, 7):
 print(f"--ema 0.9: /ema of steps 1-6 agree with the recomputed average (largest difference {worst:.2e} relative)")
 PYEOF
 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --disc-lr 1e-30 --out dlr
-run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 1 --skip-threshold 1e-9 --out init --ema 0
+run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 1 --skip-threshold 1e-9 --out init --ema 0 --beta 1 \
+    --disc-lr 0
+expect_grep "vaegan's defaults given other values" "^options: .* --beta 1 .* --disc-lr 0 .* --ema 0 " last.out
 expect_no_h5_object "--ema 0" init/checkpoints/step-1.h5 /ema
 run_ok "$M" sample --ckpt init --n 4 --out init.png
 expect_no_grep "sample of a checkpoint without /ema" "^weights:" last.out

@@ -4,7 +4,7 @@
 Run with Debian's /usr/bin/python3 (python3-torch, python3-h5py).
 
 Throughput (default mode):
-    bench_torch.py --data FILE [--dataset /train/images] [--model mlp|conv] [--batch 128]
+    bench_torch.py --data FILE [--dataset /train/images] [--model mlp|conv|hvae|vaegan] [--batch 128]
                    [--steps 300] [--warmup 30] [--threads 1]
   prints one line
     torch: model=mlp batch=128 samples_per_s=... step_ms=... peak_rss_mb=...
@@ -17,6 +17,10 @@ Quality (--epochs E):
   per test sample in nats, z sampled (mu + sigma*eps), over the whole test set.
 
 Both modes: Adam(lr 1e-3), objective = batch mean of recon + beta*kl (see vae_model.py);
+vaegan (throughput only): mpivae's defaults, one Adam per network (enc 1e-3, dec 1e-3, disc
+3e-4), each network's gradient of its own objective (vaegan_model.objectives) by
+torch.autograd.grad over the one forward graph, so each backward pass only visits what
+reaches its network, and all three networks updated every step;
 the data set is read into memory once as float32 (uint8 scaled by 1/255); a batch is gathered
 by indices from a random permutation. FILE may also be given as FILE:/path/to/dataset.
 """
@@ -34,6 +38,7 @@ import torch
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hvae_model import HVAE  # noqa: E402
+from vaegan_model import VAEGAN  # noqa: E402
 from vae_model import ConvVAE, MLPVAE, loss_terms, per_sample_terms  # noqa: E402
 
 
@@ -77,6 +82,8 @@ def build(args, D, shape):
         return MLPVAE(D, hidden, args.latent if args.latent else 20, args.loss)
     if shape is None:
         sys.exit(f"bench_torch: --model {args.model} needs image data [N,H,W] or [N,C,H,W]")
+    if args.model == "vaegan":  # mpivae's defaults (src/family_vaegan.c)
+        return VAEGAN(shape, args.latent if args.latent else 16, args.loss, (32, 64), (32, 64, 128), 1, "ns", 1.0)
     if args.model == "hvae":  # mpivae's defaults (src/family_hvae.c)
         return HVAE(shape, [16, 32, 64], [0, 2, 2], args.latent if args.latent else 8, args.loss)
     return ConvVAE(shape, args.latent if args.latent else 16, args.loss)
@@ -94,7 +101,29 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+class GroupAdam:
+    """vaegan: an Adam per network; step() takes each network's gradient of its own objective."""
+
+    def __init__(self, model):
+        self.groups = {g: [p for _, p in pl] for g, pl in model.group_params().items()}
+        lrs = {"enc": 1e-3, "dec": 1e-3, "disc": 3e-4}
+        self.opts = {g: torch.optim.Adam(ps, lr=lrs[g]) for g, ps in self.groups.items()}
+
+    def step(self, model, xb, beta):
+        B = xb.shape[0]
+        t = model.terms(xb, torch.randn(B, model.Z), torch.randn(B, model.Z))
+        obj = model.objectives(t, beta)
+        for g, ps in self.groups.items():
+            for p, gr in zip(ps, torch.autograd.grad(obj[g], ps, retain_graph=g != "disc")):
+                p.grad = gr
+        for o in self.opts.values():
+            o.step()
+        return t[0].mean() + beta * t[1].mean()
+
+
 def step(model, opt, xb, beta):
+    if isinstance(opt, GroupAdam):
+        return opt.step(model, xb, beta)
     opt.zero_grad(set_to_none=True)
     if isinstance(model, HVAE):
         r, kl, _ = model.terms(xb, torch.randn(xb.shape[0], sum(model.latent_dims())))
@@ -109,7 +138,7 @@ def step(model, opt, xb, beta):
 
 
 def bench(args, X, model):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = GroupAdam(model) if isinstance(model, VAEGAN) else torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(args.seed)
     it = batches(X.shape[0], args.batch, gen)
     # keep every timed batch full-size: skip a short tail batch
@@ -179,7 +208,7 @@ def main():
     p.add_argument("--data", required=True, help="HDF5 file (or FILE:/dataset)")
     p.add_argument("--dataset", default="/train/images")
     p.add_argument("--test-dataset", default="/test/images")
-    p.add_argument("--model", choices=["mlp", "conv", "hvae"], default="mlp")
+    p.add_argument("--model", choices=["mlp", "conv", "hvae", "vaegan"], default="mlp")
     p.add_argument("--hidden", default="400", help="mlp hidden sizes, comma separated (default 400)")
     p.add_argument("--latent", type=int, default=0, help="latent size (default mlp 20, conv 16)")
     p.add_argument("--loss", choices=["bce", "mse"], default="bce")
@@ -200,6 +229,8 @@ def main():
     path, dset = split_spec(args.data, args.dataset)
     X, shape = load(path, dset)
     model = build(args, X.shape[1], shape)
+    if args.epochs > 0 and args.model == "vaegan":
+        p.error("--epochs (quality mode) is for the VAE families; a VAE-GAN is measured by FID (mpivae fid)")
     if args.epochs > 0:
         Xtest, tshape = load(path, args.test_dataset)
         if Xtest.shape[1] != X.shape[1]:
