@@ -769,11 +769,17 @@ static void generate(vae_model *m, float *noise, float temperature, int B, float
  * for the other families (stack.c): minus the reconstruction term, less
  * (D/2) ln(pi) under mse.
  */
-static void log_weights(vae_model *m, const float *eps, int B, double *logw)
+static void log_weights(vae_model *m, const float *eps, int B, int one_row, double *logw)
 {
     hv *h = m->priv;
     const int Zc = h->Zc;
-    bottom_up(m, B);
+    bottom_up(m, one_row ? 1 : B);
+    if (one_row) /* the bottom-up path ran on the first row: its features for every copy */
+        for (int s = 0; s < h->S; s++) {
+            hv_scale *c = &h->sc[s];
+            size_t n = (size_t)c->C * c->hw;
+            for (int r = 1; r < B; r++) memcpy(c->bu + (size_t)r * n, c->bu, n * sizeof(float));
+        }
     top_down(m, B, TD_POSTERIOR, eps, 1.0f, NULL, NULL, 0);
     recon_loss(m, B, NULL, 1.0f, logw);
     const double c = m->arch.loss == VAE_LOSS_MSE ? 0.5 * m->D * 1.1447298858494002 : 0.0;

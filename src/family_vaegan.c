@@ -507,12 +507,12 @@ static void select_groups(const vae_model *m, const double *terms, unsigned char
 }
 
 /* The importance weights of the VAE inside (its pixel likelihood): the reparameterisation's half of the noise. */
-static void log_weights(vae_model *m, const float *eps, int B, double *logw)
+static void log_weights(vae_model *m, const float *eps, int B, int one_row, double *logw)
 {
     vg *g = m->priv;
     const int Z = m->Z;
     for (int r = 0; r < B; r++) memcpy(g->e1 + (size_t)r * Z, eps + (size_t)r * 2 * Z, (size_t)Z * sizeof(float));
-    vae__stack_log_weights(m, g->e1, B, logw);
+    vae__stack_log_weights(m, g->e1, B, one_row, logw);
 }
 
 /*

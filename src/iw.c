@@ -35,7 +35,7 @@ static int row_log_weights(vae_model *m, vae_data *d, int64_t row, uint64_t seed
         int b = K - k0 < nb ? K - k0 : nb;
         for (int i = 0; i < b; i++)
             vae_rng_normal(seed, VAE_RNG_IW, (uint64_t)row, (uint64_t)(k0 + i), m->eps + (size_t)i * E, E);
-        m->fam->log_weights(m, m->eps, b, logw + k0);
+        m->fam->log_weights(m, m->eps, b, 1, logw + k0);
     }
     return VAE_OK;
 }

@@ -390,10 +390,12 @@ void vae__stack_describe(const vae_arch *a, const char *word, char *buf, size_t 
  * bce (a normalised Bernoulli likelihood for binary x), and under mse that of
  * a Gaussian decoder with variance 1/2: -sum (x - a)^2 - (D/2) ln(pi).
  */
-void vae__stack_log_weights(vae_model *m, const float *eps, int B, double *logw)
+void vae__stack_log_weights(vae_model *m, const float *eps, int B, int one_row, double *logw)
 {
     const int nl = m->n_enc + m->n_dec, Z = m->Z, D = m->D;
-    const float *mulv = vae__stack_encode_mulv(m, B);
+    const float *mulv = vae__stack_encode_mulv(m, one_row ? 1 : B);
+    if (one_row) /* the encoder ran on the first row: its mu and logvar for every copy */
+        for (int r = 1; r < B; r++) memcpy(m->act[m->n_enc] + (size_t)r * 2 * Z, mulv, (size_t)2 * Z * sizeof(float));
     vae_reparam_forward(mulv, eps, m->z, B, Z);
     for (int i = m->n_enc; i < nl; i++) vae__stack_layer_forward(m, i, B);
     memset(logw, 0, (size_t)B * sizeof(double));

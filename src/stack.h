@@ -56,7 +56,7 @@ void vae__stack_encode(vae_model *m, int B, float *mu, float *logvar);
 void vae__stack_decode(vae_model *m, const float *z, int B, float *images);
 void vae__stack_generate(vae_model *m, float *noise, float temperature, int B, float *images);
 double vae__stack_flops(const vae_model *m);
-void vae__stack_log_weights(vae_model *m, const float *eps, int B, double *logw);
+void vae__stack_log_weights(vae_model *m, const float *eps, int B, int one_row, double *logw);
 
 /* " WORD H1,H2,..." (the banner's model line after the family's name). */
 void vae__stack_describe(const vae_arch *a, const char *word, char *buf, size_t len);

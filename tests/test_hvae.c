@@ -124,10 +124,28 @@ static void fixture_case(hid_t file, const char *gname)
     const char *worst_name;
     double worst = fixture_check_grads(g, gname, &m, &worst_name);
     /* The log importance weights with the same noise. */
-    m.fam->log_weights(&m, eps, (int)B, logw);
+    m.fam->log_weights(&m, eps, (int)B, 0, logw);
     for (int r = 0; r < B; r++) {
         snprintf(label, sizeof label, "/%s logw[%d]", gname, r);
         CHECK_CLOSE(label, logw[r], logw_ref[r], 1e-5, 1e-4);
+    }
+    /* Every row a copy of the first: the bottom-up path run once (one_row) gives the weights of running it on all. */
+    {
+        float *xin = vae_model_input(&m), *saved = malloc(nx * sizeof(float));
+        memcpy(saved, xin, nx * sizeof(float));
+        const size_t D = (size_t)m.D;
+        for (int r = 1; r < B; r++) memcpy(xin + (size_t)r * D, xin, D * sizeof(float));
+        double all[64], once[64];
+        /* one_row first: the buffers still hold the distinct rows' features of the call above. */
+        m.fam->log_weights(&m, eps, (int)B, 1, once);
+        m.fam->log_weights(&m, eps, (int)B, 0, all);
+        for (int r = 0; r < B; r++) {
+            snprintf(label, sizeof label, "/%s logw[%d] of copies of row 0, one_row", gname, r);
+            CHECK_CLOSE(label, once[r], all[r], 1e-6, 1e-5);
+        }
+        CHECK(B < 2 || fabs(all[1] - all[0]) > 1e-3); /* the noise differs per copy, so the weights do */
+        memcpy(xin, saved, nx * sizeof(float));
+        free(saved);
     }
     printf("/%s: largest gradient difference %.3g of the tensor's max |grad|; logw[0] %.9g (torch %.9g)\n", gname, worst,
            logw[0], logw_ref[0]);

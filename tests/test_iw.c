@@ -75,7 +75,11 @@ static void check_weights(int loss)
     for (int r = 0; r < 4; r++) {
         float *x = vae_model_input(&m);
         for (int i = 0; i < 8; i++) memcpy(x + 2 * i, rows[r], sizeof rows[r]);
-        m.fam->log_weights(&m, eps, 8, logw);
+        /* With the encoder run once (one_row), first after the previous row's: the same weights. */
+        double logw1[8];
+        m.fam->log_weights(&m, eps, 8, 1, logw1);
+        m.fam->log_weights(&m, eps, 8, 0, logw);
+        for (int i = 0; i < 8; i++) CHECK_CLOSE("log_weights one_row", logw1[i], logw[i], 1e-6, 1e-6);
         float mu, lv;
         vae_model_encode(&m, 1, &mu, &lv);
         for (int i = 0; i < 8; i++) {
@@ -114,7 +118,7 @@ static void check_bound(void)
         for (int i = 0; i < NB; i++) memcpy(x + 2 * i, rows[r], sizeof rows[r]);
         for (int k0 = 0; k0 < K; k0 += NB) {
             for (int i = 0; i < NB; i++) vae_rng_normal(5, VAE_RNG_IW, (uint64_t)r, (uint64_t)(k0 + i), eps + i, 1);
-            m.fam->log_weights(&m, eps, NB, logw + k0);
+            m.fam->log_weights(&m, eps, NB, 1, logw + k0);
         }
         double lk = vae_iw_log_mean_exp(logw, K), elbo = 0.0, l1 = 0.0, m1 = 0.0, m2 = 0.0;
         for (int k = 0; k < K; k++) elbo += logw[k] / K;

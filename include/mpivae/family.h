@@ -144,9 +144,12 @@ typedef struct vae_family {
     /*
      * Optional: the log importance weight of each row, log p(x, z) - log q(z | x)
      * in nats (double), for z drawn from q with noise eps[B, noise_dim]: the
-     * terms of the importance-weighted bound (iw.h). NULL: the family has none.
+     * terms of the importance-weighted bound (iw.h). one_row nonzero: the B
+     * rows of the input are copies of its first (the bound's K draws for one
+     * row), so what depends on x alone may be computed once, on that row.
+     * NULL: the family has none.
      */
-    void (*log_weights)(vae_model *m, const float *eps, int B, double *logw);
+    void (*log_weights)(vae_model *m, const float *eps, int B, int one_row, double *logw);
     /* Multiply-adds x2 of one training step per row. */
     double (*flops)(const vae_model *m);
     /*
