@@ -101,7 +101,7 @@ for fam in fams:
     for which in ("all", "few"):
         txt = open(os.path.join(run, f"iw-{which}.txt")).read()
         for line in txt.splitlines():
-            if re.match(r"(iw|loss|kl|active|seconds|data)", line.strip()):
+            if re.match(r"(eval:|iw:|active|seconds|data)", line.strip()):
                 print(f"  [{which}] {line.strip()}")
 PYEOF
 echo "sample grids: $OUT/<family>/prior-grid.png"
