@@ -19,26 +19,11 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-/tmp/mpivae-anomaly-fashion}
-M=${MPIVAE:-$ROOT/build/mpivae}
-DATA=${DATA:-$ROOT/data/fashion-mnist.h5}
 EPOCHS=${EPOCHS:-5}
-MPIEXEC=${MPIEXEC:-mpirun}
 REPEAT=${REPEAT:-3}
 PY=/usr/bin/python3
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-
-die() { echo "anomaly_fashion: $*" >&2; exit 1; }
-[ -x "$M" ] || die "no executable mpivae at '$M' (build it, or set MPIVAE)"
-M=$(cd "$(dirname "$M")" && pwd)/$(basename "$M")
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-if [ ! -f "$DATA" ]; then
-    echo "importing Fashion-MNIST into $DATA"
-    mkdir -p "$(dirname "$DATA")"
-    "$M" data fashion-mnist --out "$DATA"
-fi
-DATA=$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")
+. "$ROOT/tests/bench/lib.sh"
+bench_setup anomaly_fashion
 
 # Training file: training classes 0-8 only; the full test split (all 10 classes) beside it.
 TRAIN=$OUT/fashion-0to8.h5

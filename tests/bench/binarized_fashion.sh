@@ -26,8 +26,6 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-/tmp/mpivae-binarized-fashion}
-M=${MPIVAE:-$ROOT/build/mpivae}
-DATA=${DATA:-$ROOT/data/fashion-mnist.h5}
 SECS=${SECONDS_PER_RUN:-1800}
 FAMILIES=${FAMILIES:-mlp conv hvae}
 SEED=${SEED:-1}
@@ -37,21 +35,8 @@ ROWS_ALL=${ROWS_ALL:-0}
 K_FEW=${K_FEW:-5000}
 ROWS_FEW=${ROWS_FEW:-1000}
 ARGS_hvae=${ARGS_hvae---warmup 1407}
-MPIEXEC=${MPIEXEC:-mpirun}
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-
-die() { echo "binarized_fashion: $*" >&2; exit 1; }
-[ -x "$M" ] || die "no executable mpivae at '$M' (build it, or set MPIVAE)"
-M=$(cd "$(dirname "$M")" && pwd)/$(basename "$M")
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-if [ ! -f "$DATA" ]; then
-    echo "importing Fashion-MNIST into $DATA"
-    mkdir -p "$(dirname "$DATA")"
-    "$M" data fashion-mnist --out "$DATA"
-fi
-DATA=$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")
+. "$ROOT/tests/bench/lib.sh"
+bench_setup binarized_fashion
 
 for fam in $FAMILIES; do
     run=$OUT/$fam

@@ -23,26 +23,11 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-/tmp/mpivae-fid-fashion}
-M=${MPIVAE:-$ROOT/build/mpivae}
-DATA=${DATA:-$ROOT/data/fashion-mnist.h5}
 SECS=${SECONDS_PER_RUN:-300}
 FAMILIES=${FAMILIES:-mlp conv vaegan}
 SEEDS=${SEEDS:-1 2 3}
-MPIEXEC=${MPIEXEC:-mpirun}
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-
-die() { echo "fid_fashion: $*" >&2; exit 1; }
-[ -x "$M" ] || die "no executable mpivae at '$M' (build it, or set MPIVAE)"
-M=$(cd "$(dirname "$M")" && pwd)/$(basename "$M")
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-if [ ! -f "$DATA" ]; then
-    echo "importing Fashion-MNIST into $DATA"
-    mkdir -p "$(dirname "$DATA")"
-    "$M" data fashion-mnist --out "$DATA"
-fi
-DATA=$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")
+. "$ROOT/tests/bench/lib.sh"
+bench_setup fid_fashion
 
 CLF=$OUT/classifier
 if [ ! -d "$CLF/checkpoints" ]; then
