@@ -65,8 +65,9 @@ for fam in $FAMILIES; do
             if [ "$which" = all ]; then lim=("${limit_all[@]}"); else lim=(--limit "$ROWS_FEW"); fi
             echo "== $fam: eval --iw $K ${lim[*]}, $(date -u +%H:%M:%S)"
             start=$(date +%s)
-            "$MPIEXEC" -np 2 "$M" eval --ckpt "$run" --data "$DATA" --iw "$K" "${lim[@]}" --seed 1 > "$f.tmp" 2>&1 ||
-                die "eval of $run failed: see $f.tmp"
+            "$MPIEXEC" -np 2 "$M" eval --ckpt "$run" --data "$DATA:/test/images" --iw "$K" "${lim[@]}" --seed 1 \
+                > "$f.tmp" 2>&1 || die "eval of $run failed: see $f.tmp"
+            grep -q "^iw: .*data=.*:/test/images" "$f.tmp" || die "eval of $run did not score the test set: see $f.tmp"
             echo "seconds: $(($(date +%s) - start))" >> "$f.tmp"
             mv "$f.tmp" "$f"
         done
