@@ -35,6 +35,7 @@
 #include "mpivae/model.h"
 #include "mpivae/ops.h"
 #include "mpivae/status.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -43,6 +44,7 @@
 
 #define HV_MAX_GROUPS 14 /* recon, kl1..klK and kl within VAE_MAX_TERMS */
 #define HV_CLAMP 5.0f
+#define HV_BLOCK 16 /* latent channels per block of the KL's float terms */
 
 typedef struct hv_conv {
     size_t w, b;
@@ -86,10 +88,10 @@ typedef struct hv {
     double *kl_rows; /* [K, B] */
 } hv;
 
-static inline float softclamp(float r) { return HV_CLAMP * tanhf(r / HV_CLAMP); }
+static inline float softclamp(float r) { return HV_CLAMP * vm_tanh(r / HV_CLAMP); }
 static inline float softclamp_d(float r)
 {
-    float t = tanhf(r / HV_CLAMP);
+    float t = vm_tanh(r / HV_CLAMP);
     return 1.0f - t * t;
 }
 
@@ -444,12 +446,38 @@ static void res_bwd(vae_model *m, hv_res *r, const float *dout, float *din, floa
 /* ---- the latent groups ---- */
 
 /*
+ * n channels of one position (Zc apart: means, then log-sigmas): q from pr
+ * and qr, and each channel's KL term. Inlined with merge a constant, so that
+ * each posterior's loop vectorises.
+ */
+static inline __attribute__((always_inline)) void posterior_at(const int merge, int Zc, int n, const float *pr,
+                                                              const float *qr, float *restrict q, float *restrict term)
+{
+    for (int j = 0; j < n; j++) {
+        float mp = pr[j], lp = softclamp(pr[Zc + j]), mq, lq;
+        if (!merge) {
+            mq = mp + qr[j];
+            lq = lp + softclamp(qr[Zc + j]);
+        } else {
+            float le = softclamp(qr[Zc + j]), Pe = vm_exp(-2.0f * le), Pp = vm_exp(-2.0f * lp), S = Pe + Pp;
+            mq = (qr[j] * Pe + mp * Pp) / S;
+            lq = -0.5f * logf(S);
+        }
+        q[j] = mq;
+        q[Zc + j] = lq;
+        float d = mq - mp, vr = vm_exp(2.0f * (lq - lp));
+        term[j] = (lp - lq) + 0.5f * (vr + d * d * vm_exp(-2.0f * lp)) - 0.5f;
+    }
+}
+
+/*
  * q = [mu_q, log sigma_q] per position from pr and qr; z from eps (NULL:
  * the mean); returns each row's KL (kl_rows[B]) and the sum.
  */
 static double latent_fwd(const vae_model *m, hv_group *g, const float *eps, int B, double *kl_rows)
 {
     const int Zc = m->arch.latent, merge = m->arch.posterior == VAE_POSTERIOR_MERGE;
+    const int off = m->latents[g - ((hv *)m->priv)->g].offset;
     double total = 0.0;
     for (int r = 0; r < B; r++) {
         double kl = 0.0;
@@ -457,35 +485,66 @@ static double latent_fwd(const vae_model *m, hv_group *g, const float *eps, int 
             size_t o2 = ((size_t)r * g->hw + t) * 2 * Zc;
             const float *pr = g->pr + o2, *qr = g->qr + o2;
             float *q = g->q + o2;
-            for (int j = 0; j < Zc; j++) {
-                float mp = pr[j], lp = softclamp(pr[Zc + j]), mq, lq;
-                if (!merge) {
-                    mq = mp + qr[j];
-                    lq = lp + softclamp(qr[Zc + j]);
-                } else {
-                    float le = softclamp(qr[Zc + j]), Pe = expf(-2.0f * le), Pp = expf(-2.0f * lp), S = Pe + Pp;
-                    mq = (qr[j] * Pe + mp * Pp) / S;
-                    lq = -0.5f * logf(S);
-                }
-                q[j] = mq;
-                q[Zc + j] = lq;
-                float d = mq - mp, vr = expf(2.0f * (lq - lp));
-                kl += (double)(lp - lq) + 0.5 * ((double)vr + (double)d * d * expf(-2.0f * lp)) - 0.5;
+            /* Blocks of HV_BLOCK channels: the float terms vectorise, their sum runs in double. */
+            for (int j0 = 0; j0 < Zc; j0 += HV_BLOCK) {
+                const int nj = Zc - j0 < HV_BLOCK ? Zc - j0 : HV_BLOCK;
+                float term[HV_BLOCK];
+                if (merge) posterior_at(1, Zc, nj, pr + j0, qr + j0, q + j0, term);
+                else posterior_at(0, Zc, nj, pr + j0, qr + j0, q + j0, term);
+                for (int i = 0; i < nj; i++) kl += (double)term[i];
+            }
+            /* z = mu_q + sigma_q eps, eps of this group's slice of the row's noise */
+            float *z = g->z + (size_t)r * g->n + (size_t)t * Zc;
+            if (eps) {
+                const float *ev = eps + (size_t)r * m->noise_dim + off + (size_t)t * Zc;
+                for (int j = 0; j < Zc; j++) z[j] = q[j] + vm_exp(q[Zc + j]) * ev[j];
+            } else {
+                for (int j = 0; j < Zc; j++) z[j] = q[j];
             }
         }
         kl_rows[r] = kl;
         total += kl;
     }
-    /* z = mu_q + sigma_q eps, eps of this group's slice of the row's noise */
-    const int off = m->latents[g - ((hv *)m->priv)->g].offset;
-    for (int r = 0; r < B; r++)
-        for (int i = 0; i < g->n; i++) {
-            int t = i / Zc, j = i % Zc;
-            const float *q = g->q + ((size_t)r * g->hw + t) * 2 * Zc;
-            float ev = eps ? eps[(size_t)r * m->noise_dim + off + i] : 0.0f;
-            g->z[(size_t)r * g->n + i] = q[j] + expf(q[Zc + j]) * ev;
-        }
     return total;
+}
+
+/* Zeros for the noise of the mean (eps NULL): as many as a group's latent channels can be. */
+static const float hv_zeros[1024];
+
+/*
+ * latent_bwd at one position: Zc channels. Inlined with merge a constant, so
+ * that each posterior's loop vectorises.
+ */
+static inline __attribute__((always_inline)) void latent_bwd_at(const int merge, int Zc, const float *pr,
+                                                               const float *qr, const float *q, const float *ev,
+                                                               const float *dz, float w, float *restrict gp,
+                                                               float *restrict gq)
+{
+    for (int j = 0; j < Zc; j++) {
+        float mp = pr[j], lp = softclamp(pr[Zc + j]), mq = q[j], lq = q[Zc + j];
+        float ip = vm_exp(-2.0f * lp), sq = vm_exp(lq), d = mq - mp, vr = sq * sq * ip;
+        float dzv = dz[j];
+        float dmq = dzv + w * d * ip;
+        float dlq = dzv * sq * ev[j] + w * (vr - 1.0f);
+        float dmp = -w * d * ip;
+        float dlp = w * (1.0f - vr - d * d * ip);
+        if (!merge) {
+            dmp += dmq;
+            gq[j] = dmq;
+            dlp += dlq;
+            gq[Zc + j] = dlq * softclamp_d(qr[Zc + j]);
+        } else {
+            float le = softclamp(qr[Zc + j]), Pe = vm_exp(-2.0f * le), Pp = ip, S = Pe + Pp;
+            float me = qr[j];
+            gq[j] = dmq * Pe / S;
+            dmp += dmq * Pp / S;
+            float dPe = (dmq * (me - mq) - 0.5f * dlq) / S, dPp = (dmq * (mp - mq) - 0.5f * dlq) / S;
+            gq[Zc + j] = dPe * (-2.0f * Pe) * softclamp_d(qr[Zc + j]);
+            dlp += dPp * (-2.0f * Pp);
+        }
+        gp[j] = dmp;
+        gp[Zc + j] = dlp * softclamp_d(pr[Zc + j]);
+    }
 }
 
 /*
@@ -500,34 +559,9 @@ static void latent_bwd(const vae_model *m, const hv_group *g, const float *eps, 
     for (int r = 0; r < B; r++)
         for (int t = 0; t < g->hw; t++) {
             size_t o2 = ((size_t)r * g->hw + t) * 2 * Zc, o1 = ((size_t)r * g->hw + t) * Zc;
-            const float *pr = g->pr + o2, *qr = g->qr + o2, *q = g->q + o2;
-            float *gp = dpr + o2, *gq = dqr + o2;
-            for (int j = 0; j < Zc; j++) {
-                float mp = pr[j], lp = softclamp(pr[Zc + j]), mq = q[j], lq = q[Zc + j];
-                float ev = eps ? eps[(size_t)r * m->noise_dim + off + (size_t)t * Zc + j] : 0.0f;
-                float ip = expf(-2.0f * lp), sq = expf(lq), d = mq - mp, vr = sq * sq * ip;
-                float dzv = dz[o1 + j];
-                float dmq = dzv + w[r] * d * ip;
-                float dlq = dzv * sq * ev + w[r] * (vr - 1.0f);
-                float dmp = -w[r] * d * ip;
-                float dlp = w[r] * (1.0f - vr - d * d * ip);
-                if (!merge) {
-                    dmp += dmq;
-                    gq[j] = dmq;
-                    dlp += dlq;
-                    gq[Zc + j] = dlq * softclamp_d(qr[Zc + j]);
-                } else {
-                    float le = softclamp(qr[Zc + j]), Pe = expf(-2.0f * le), Pp = ip, S = Pe + Pp;
-                    float me = qr[j];
-                    gq[j] = dmq * Pe / S;
-                    dmp += dmq * Pp / S;
-                    float dPe = (dmq * (me - mq) - 0.5f * dlq) / S, dPp = (dmq * (mp - mq) - 0.5f * dlq) / S;
-                    gq[Zc + j] = dPe * (-2.0f * Pe) * softclamp_d(qr[Zc + j]);
-                    dlp += dPp * (-2.0f * Pp);
-                }
-                gp[j] = dmp;
-                gp[Zc + j] = dlp * softclamp_d(pr[Zc + j]);
-            }
+            const float *ev = eps ? eps + (size_t)r * m->noise_dim + off + (size_t)t * Zc : hv_zeros;
+            if (merge) latent_bwd_at(1, Zc, g->pr + o2, g->qr + o2, g->q + o2, ev, dz + o1, w[r], dpr + o2, dqr + o2);
+            else latent_bwd_at(0, Zc, g->pr + o2, g->qr + o2, g->q + o2, ev, dz + o1, w[r], dpr + o2, dqr + o2);
         }
 }
 
@@ -592,11 +626,11 @@ static void top_down(vae_model *m, int B, int mode, const float *noise, float te
             } else if (mode == TD_PRIOR) {
                 conv_fwd(m, &g->prior, g->ha, g->pr, B, 0);
                 for (int r = 0; r < B; r++)
-                    for (int i = 0; i < g->n; i++) {
-                        const float *pr = g->pr + ((size_t)r * g->hw + i / Zc) * 2 * Zc;
-                        int jj = i % Zc;
-                        g->z[(size_t)r * g->n + i] =
-                            pr[jj] + temperature * expf(softclamp(pr[Zc + jj])) * noise[(size_t)r * m->prior_dim + off + i];
+                    for (int t = 0; t < g->hw; t++) {
+                        const float *pr = g->pr + ((size_t)r * g->hw + t) * 2 * Zc;
+                        const float *nv = noise + (size_t)r * m->prior_dim + off + (size_t)t * Zc;
+                        float *z = g->z + (size_t)r * g->n + (size_t)t * Zc;
+                        for (int i = 0; i < Zc; i++) z[i] = pr[i] + temperature * vm_exp(softclamp(pr[Zc + i])) * nv[i];
                     }
             } else if (k < ngiven) {
                 for (int r = 0; r < B; r++)
@@ -788,13 +822,21 @@ static void log_weights(vae_model *m, const float *eps, int B, int one_row, doub
         for (int k = 0; k < h->K; k++) {
             const hv_group *g = &h->g[k];
             const int off = m->latents[k].offset;
-            for (int i = 0; i < g->n; i++) {
-                size_t o2 = ((size_t)r * g->hw + i / Zc) * 2 * Zc;
-                int j = i % Zc;
-                double mp = g->pr[o2 + j], lp = softclamp(g->pr[o2 + Zc + j]), lq = g->q[o2 + Zc + j];
-                double z = g->z[(size_t)r * g->n + i], e = eps[(size_t)r * m->noise_dim + off + i];
-                double u = (z - mp) * exp(-lp);
-                lw += -0.5 * u * u - lp + 0.5 * e * e + lq;
+            for (int t = 0; t < g->hw; t++) {
+                size_t o2 = ((size_t)r * g->hw + t) * 2 * Zc, o1 = (size_t)t * Zc;
+                const float *pr = g->pr + o2, *lq = g->q + o2 + Zc, *z = g->z + (size_t)r * g->n + o1;
+                const float *e = eps + (size_t)r * m->noise_dim + off + o1;
+                /* Blocks of HV_BLOCK channels: the float terms vectorise, their sum runs in double. */
+                for (int j0 = 0; j0 < Zc; j0 += HV_BLOCK) {
+                    const int nj = Zc - j0 < HV_BLOCK ? Zc - j0 : HV_BLOCK;
+                    float term[HV_BLOCK];
+                    for (int i = 0; i < nj; i++) {
+                        const int j = j0 + i;
+                        float lp = softclamp(pr[Zc + j]), u = (z[j] - pr[j]) * vm_exp(-lp);
+                        term[i] = -0.5f * u * u - lp + 0.5f * e[j] * e[j] + lq[j];
+                    }
+                    for (int i = 0; i < nj; i++) lw += (double)term[i];
+                }
             }
         }
         logw[r] = lw;

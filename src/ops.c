@@ -3,51 +3,12 @@
  */
 #include "mpivae/ops.h"
 
+#include "vmath.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-
-/*
- * exp(x) for x <= 0, vectorisable (no libm call): x = n ln2 + r with
- * |r| <= ln2/2, exp(r) by Cephes' degree-6 polynomial (about 1 ulp), times
- * 2^n built in the exponent bits. Inputs below -87 give exp(-87) ~ 1.6e-38,
- * which is zero for every use here.
- */
-static inline float exp_nonpos(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - n * 0.693359375f - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } scale;
-    scale.i = (n == n ? (int32_t)n + 127 : 0) << 23; /* NaN: no int conversion; p is NaN */
-    return p * scale.f;
-}
-
-/*
- * log(1 + e) for e in [0, 1], vectorisable: 2 atanh(s) with s = e / (2 + e)
- * in [0, 1/3], by its odd series to s^15 (truncation error below 1e-9).
- */
-static inline float log1p_unit(float e)
-{
-    float s = e / (2.0f + e), s2 = s * s;
-    float p = 1.0f / 15.0f;
-    p = p * s2 + 1.0f / 13.0f;
-    p = p * s2 + 1.0f / 11.0f;
-    p = p * s2 + 1.0f / 9.0f;
-    p = p * s2 + 1.0f / 7.0f;
-    p = p * s2 + 1.0f / 5.0f;
-    p = p * s2 + 1.0f / 3.0f;
-    p = p * s2 + 1.0f;
-    return 2.0f * s * p;
-}
 
 /* Lanes of the vectorised row sums: a fixed order, so results are reproducible. */
 #define LANES 16
@@ -224,8 +185,8 @@ NO_CONTRACT_FN double vae_bce_logits_loss(const float *a, const float *x, float 
             for (; j + LANES <= D; j += LANES)
                 for (int k = 0; k < LANES; k++) {
                     float v = ar[j + k], xv = xr[j + k];
-                    float e = exp_nonpos(-fabsf(v));
-                    acc[k] += 0.5f * (v + fabsf(v)) - xv * v + log1p_unit(e);
+                    float e = vm_exp(-fabsf(v));
+                    acc[k] += 0.5f * (v + fabsf(v)) - xv * v + vm_log1p_unit(e);
                     float inv = 1.0f / (1.0f + e);
                     float sig = v >= 0.0f ? inv : e * inv;
                     dr[j + k] = scale * (sig - xv);
@@ -234,13 +195,13 @@ NO_CONTRACT_FN double vae_bce_logits_loss(const float *a, const float *x, float 
             for (; j + LANES <= D; j += LANES)
                 for (int k = 0; k < LANES; k++) {
                     float v = ar[j + k];
-                    acc[k] += 0.5f * (v + fabsf(v)) - xr[j + k] * v + log1p_unit(exp_nonpos(-fabsf(v)));
+                    acc[k] += 0.5f * (v + fabsf(v)) - xr[j + k] * v + vm_log1p_unit(vm_exp(-fabsf(v)));
                 }
         }
         for (; j < D; j++) {
             float v = ar[j], xv = xr[j];
-            float e = exp_nonpos(-fabsf(v));
-            acc[0] += fmaxf(v, 0.0f) - xv * v + log1p_unit(e);
+            float e = vm_exp(-fabsf(v));
+            acc[0] += fmaxf(v, 0.0f) - xv * v + vm_log1p_unit(e);
             if (dr) {
                 float inv = 1.0f / (1.0f + e);
                 dr[j] = scale * ((v >= 0.0f ? inv : e * inv) - xv);
@@ -310,7 +271,7 @@ double vae_softmax_xent_loss(const float *a, const int *y, float *da, int B, int
 void vae_sigmoid(const float *a, float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        float e = exp_nonpos(-fabsf(a[i]));
+        float e = vm_exp(-fabsf(a[i]));
         float inv = 1.0f / (1.0f + e);
         y[i] = a[i] >= 0.0f ? inv : e * inv;
     }

@@ -52,6 +52,11 @@ static void test_fd(void)
     fd_check_model("hvae 2x5x5 [3,4,5] groups [1,0,2] residual mse beta 0.5 B 1", &a, 2, 1, 0.5f, 1, 34);
     a = hvae_arch(1, 4, 4, 2, (int[]){ 8, 9 }, (int[]){ 1, 1 }, 3, VAE_LOSS_BCE, VAE_POSTERIOR_MERGE);
     fd_check_model("hvae 1x4x4 [8,9] groups [1,1] merge bce B 1", &a, 2, 1, 1.0f, 1, 38);
+    /* 18 latent channels: the latent code's blocks of 16 channels, and a tail */
+    a = hvae_arch(1, 3, 3, 2, (int[]){ 3, 4 }, (int[]){ 1, 1 }, 18, VAE_LOSS_BCE, VAE_POSTERIOR_RESIDUAL);
+    fd_check_model("hvae 1x3x3 [3,4] groups [1,1] latent 18 residual bce B 2", &a, 2, 2, 1.0f, 1, 39);
+    a.posterior = VAE_POSTERIOR_MERGE;
+    fd_check_model("hvae 1x3x3 [3,4] groups [1,1] latent 18 merge bce B 1", &a, 2, 1, 1.0f, 1, 40);
 }
 
 /* (b) One case of the PyTorch fixture: terms, every gradient, the log weights. */

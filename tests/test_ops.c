@@ -15,7 +15,8 @@
  * eps and eps == NULL), KL, BCE from logits (including |logits| up to 1000,
  * where a naive sigmoid or log(1 + exp(a)) overflows), MSE, the sigmoid, and
  * the softmax cross-entropy (with logits up to 1000, where a naive exp
- * overflows, its argmax error flags and a NaN logit).
+ * overflows, its argmax error flags and a NaN logit); and the library's
+ * float exp, tanh and log1p (src/vmath.h) against libm in double.
  * Backward functions that add into their outputs are called twice to check
  * that they accumulate. Shapes are small and odd (B=3, in=5, out=7, ...).
  *
@@ -38,6 +39,8 @@
 
 #define TEST_SEED 0x9E3779B97F4A7C15ull
 #include "check.h"
+
+#include "../src/vmath.h"
 
 /* ---------------------------------------------------------------------- helpers */
 
@@ -769,6 +772,52 @@ static void test_xent_extremes(void)
     }
 }
 
+/*
+ * vmath.h's functions against libm in double, on a dense grid and at the
+ * edges: within 3 float ulp (relative 3.6e-7) where the result is normal;
+ * exp clamps its argument to [-87, 88]; NaN stays NaN.
+ */
+static void test_vmath(void)
+{
+    const double ulp3 = 3.0 * FLT_EPSILON;
+    double worst_exp = 0, worst_tanh = 0, worst_log1p = 0;
+    for (int i = 0; i <= 1750000; i++) {
+        float x = (float)(-87.0 + 1e-4 * i); /* [-87, 88] */
+        double want = exp((double)x), got = vm_exp(x);
+        worst_exp = fmax(worst_exp, fabs(got - want) / want);
+    }
+    CHECK_CMP_DBL(worst_exp, <=, ulp3);
+    /* tanh: both sides of the switch at 0.625, tiny values (exact: tanh x = x there in float) and saturation */
+    for (int i = -400000; i <= 400000; i++) {
+        float x = (float)(5e-5 * i); /* [-20, 20] */
+        if (x == 0.0f) continue;
+        double want = tanh((double)x), got = vm_tanh(x);
+        worst_tanh = fmax(worst_tanh, fabs(got - want) / fabs(want));
+    }
+    static const float tiny[] = { 1e-30f, 1e-12f, 1e-7f, 3e-4f, 0.6249999f, 0.625f, 0.6250001f, 9.0f, 50.0f, 1e30f };
+    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++)
+        for (int sgn = -1; sgn <= 1; sgn += 2) {
+            float x = (float)sgn * tiny[i];
+            double want = tanh((double)x), got = vm_tanh(x);
+            worst_tanh = fmax(worst_tanh, fabs(got - want) / fabs(want));
+        }
+    CHECK_CMP_DBL(worst_tanh, <=, ulp3);
+    CHECK(vm_tanh(0.0f) == 0.0f && vm_tanh(INFINITY) == 1.0f && vm_tanh(-INFINITY) == -1.0f);
+    for (int i = 0; i <= 1000000; i++) {
+        float e = (float)(1e-6 * i); /* [0, 1] */
+        double want = log1p((double)e), got = vm_log1p_unit(e);
+        if (e > 0.0f) worst_log1p = fmax(worst_log1p, fabs(got - want) / want);
+        else CHECK(got == 0.0);
+    }
+    CHECK_CMP_DBL(worst_log1p, <=, ulp3);
+    /* the clamp, and NaN */
+    CHECK(vm_exp(-1000.0f) == vm_exp(-87.0f) && vm_exp(-87.0f) > 0.0f && vm_exp(-87.0f) < 2e-38f);
+    CHECK(vm_exp(1000.0f) == vm_exp(88.0f) && isfinite(vm_exp(88.0f)) && vm_exp(88.0f) > 1.6e38f);
+    CHECK(isnan(vm_exp(NAN)) && isnan(vm_tanh(NAN)));
+    printf("vmath: largest relative error exp %.3g, tanh %.3g, log1p %.3g (float ulp %.3g)\n", worst_exp, worst_tanh,
+           worst_log1p, (double)FLT_EPSILON);
+}
+
 int main(void)
 {
     static const int lin[][3] = { { 3, 5, 7 }, { 1, 1, 1 }, { 4, 13, 2 }, { 2, 9, 17 }, { 5, 3, 11 } };
@@ -804,6 +853,7 @@ int main(void)
         test_xent_shape(bk[i][0], bk[i][1], 40.0f); /* one class dominates */
     }
     test_xent_extremes();
+    test_vmath();
 
     printf("test_ops: %d checks, %d failed\n", g_checks, g_failures);
     return g_failures ? 1 : 0;
