@@ -54,6 +54,8 @@ int vae_reconstruct_grid(vae_model *m, vae_data *d, int64_t first, int n, int co
 {
     const int D = m->D, Z = m->Z;
     int64_t idx[1];
+    float *z = malloc((size_t)Z * sizeof(float));
+    if (!z) return vae_error(VAE_ENOMEM, "cannot allocate the latent values of a reconstruction (%d)", Z);
     for (int i = 0; i < n; i++) {
         /* Position in the grid: group g of `cols` images, originals row then reconstructions row. */
         int g = i / cols, c = i % cols;
@@ -61,13 +63,15 @@ int vae_reconstruct_grid(vae_model *m, vae_data *d, int64_t first, int n, int co
         float *rec = images + ((size_t)g * 2 * cols + cols + c) * D;
         idx[0] = (first + i) % d->N;
         int rc = vae_data_rows(d, idx, 1, vae_model_input(m));
-        if (rc) return rc;
+        if (rc) {
+            free(z);
+            return rc;
+        }
         memcpy(orig, vae_model_input(m), (size_t)D * sizeof(float));
-        float z[4096];
-        if (Z > 4096) return vae_error(VAE_EINVAL, "reconstructions need at most 4096 latent values, the model has %d", Z);
         vae_model_encode(m, 1, z, NULL);
         vae_model_decode(m, z, 1, rec);
     }
+    free(z);
     return VAE_OK;
 }
 

@@ -930,16 +930,17 @@ static int between_steps(run *R, const step_result *s)
         rc = eval_step(R);
         if (rc) return rc;
     }
+    /* The checkpoint first: a failure to write the sample grids must not cost the run its work. */
+    if ((cfg->ckpt_every > 0 && step % cfg->ckpt_every == 0) || last || s->stop_now) {
+        rc = checkpoint_step(R, rc);
+        if (rc) return rc;
+    }
     if ((cfg->sample_every > 0 && step % cfg->sample_every == 0) || last) {
         vae_defer_begin();
         float *raw = use_average(&R->m);
         if (R->rank == 0 && !rc) rc = vae_write_run_samples(&R->m, R->have_test ? &R->td : &R->d, cfg->out, step, cfg->seed);
         R->m.params = raw;
         rc = vae_agree(rc, R->comm);
-        if (rc) return rc;
-    }
-    if ((cfg->ckpt_every > 0 && step % cfg->ckpt_every == 0) || last || s->stop_now) {
-        rc = checkpoint_step(R, rc);
         if (rc) return rc;
     }
     if (evaluated || last || s->stop_now) report_step(R, last || s->stop_now);

@@ -9,6 +9,11 @@
 #   the first 8 equal the first 8 test images scaled by 1/255, the next 8 are
 #   their reconstructions, sigmoid(decode(mu)), as PyTorch computes them from
 #   the same checkpoint (tests/pytorch/vae_model.py).
+# A model with more latent values than an old fixed buffer held (4096: an
+#   hvae with 5760): its run ends with the checkpoint and both grids, and
+#   reconstruct works on it.
+# A run whose sample grids cannot be written (OUT/samples is a file) fails
+#   with one message naming the file, after writing its last checkpoint.
 # --help of mpivae and of every subcommand exits 0 and prints 'usage'.
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
@@ -80,6 +85,23 @@ if err_out > 1e-4:
     sys.exit(f"R.h5: expected /images[8:16] = sigmoid(decode(mu)) of the inputs, found max |diff| {err_out}")
 print(f"reconstruct: inputs match the test images (max |diff| {err_in:.2g}), reconstructions match PyTorch (max |diff| {err_out:.2g})")
 EOF
+
+# --- many latent values: an hvae with 8 channels per group at 24x24 and 12x12 (5760)
+run_ok "$M" data synth --out big.h5 --n-train 64 --n-test 16 --height 24 --width 24 --classes 2
+run_ok "$M" train --data big.h5 --model hvae --hidden 2,2 --groups 1,1 --latent 8 --batch 16 --steps 2 --out hv
+grep -q "latent 5760" "$WORK/last.out" || fail "expected the banner to say 'latent 5760', found: $(grep '^model' "$WORK/last.out")"
+expect_file hv/checkpoints/step-2.h5
+expect_file hv/samples/recon-step-000002.png
+expect_file hv/samples/prior-step-000002.png
+run_ok "$M" reconstruct --ckpt hv --n 4 --out HR.png
+expect_png HR.png $((8 * 24 + 9 * 2)) $((2 * 24 + 3 * 2))
+note "5760 latent values (hvae): the run's checkpoint and grids, and reconstruct"
+
+# --- the grids fail: the checkpoint is already written
+mkdir hv2 && : > hv2/samples
+expect_fail_with 1 "hv2/samples/prior-step-000003.png" "Not a directory" -- \
+    "$M" train --data s.h5 --hidden 32 --latent 4 --batch 32 --steps 3 --out hv2
+expect_file hv2/checkpoints/step-3.h5
 
 # --- help
 run_ok "$M" --help
