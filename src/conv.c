@@ -384,13 +384,8 @@ static void im2col_pm(const lowering *g, const float *xt, int m, int C, float *c
                         continue;
                     }
                     const float *xr = xt + ((size_t)n * H + ih) * W * C;
-                    int w0 = j * s - p;
-                    if (w0 >= 0 && w0 + k <= W) { /* the kernel row's taps are one run of k * C floats */
-                        memcpy(ru, xr + (size_t)w0 * C, run * k);
-                        continue;
-                    }
                     for (int v = 0; v < k; v++) {
-                        int iw = w0 + v;
+                        int iw = j * s - p + v;
                         if (iw < 0 || iw >= W) memset(ru + (size_t)v * C, 0, run);
                         else memcpy(ru + (size_t)v * C, xr + (size_t)iw * C, run);
                     }
@@ -412,15 +407,8 @@ static void col2im_pm(const lowering *g, const float *col, int m, int C, float *
                     int ih = i * s - p + u;
                     if (ih < 0 || ih >= H) continue;
                     float *xr = xt + ((size_t)n * H + ih) * W * C;
-                    int w0 = j * s - p;
-                    if (w0 >= 0 && w0 + k <= W) { /* the kernel row's taps are one run of k * C floats */
-                        const float *src = r + (size_t)u * k * C;
-                        float *d = xr + (size_t)w0 * C;
-                        for (size_t c = 0; c < (size_t)k * C; c++) d[c] += src[c];
-                        continue;
-                    }
                     for (int v = 0; v < k; v++) {
-                        int iw = w0 + v;
+                        int iw = j * s - p + v;
                         if (iw < 0 || iw >= W) continue;
                         const float *src = r + ((size_t)u * k + v) * C;
                         float *d = xr + (size_t)iw * C;
