@@ -105,6 +105,12 @@ const vae_field vae_config_fields[] = {
       VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
     { "lr", "cfg.lr", VAE_FT_DOUBLE, OFF(lr), 0, 0, 0, 10, "1e-3", "LR", NULL, "Adam learning rate (default 1e-3)",
       VAE_RESUME_FIXED, NULL, NULL, 0, 0, NULL },
+    { "lr-decay", "cfg.lr_decay", VAE_FT_LONG, OFF(lr_decay), 0, LONG_MAX, 0, 0, "0", "STEPS", NULL,
+      "cosine decay of every learning rate over the first STEPS steps,\nfrom its value to --lr-floor times it, then constant\n"
+      "(default 0: constant; a resume keeps the run's unless given)", VAE_RESUME_CHANGE, NULL, NULL, 0, 1, NULL },
+    { "lr-floor", "cfg.lr_floor", VAE_FT_DOUBLE, OFF(lr_floor), 0, 0, 0, 1, "0", "F", NULL,
+      "the fraction of each learning rate left at the end of --lr-decay\n(default 0)", VAE_RESUME_CHANGE, NULL, NULL, 0, 1,
+      NULL },
     { "dec-lr", "cfg.dec_lr", VAE_FT_DOUBLE, OFF(dec_lr), 0, 0, 0, 10, "0", "LR", NULL,
       "vaegan: the decoder's learning rate (default 0: --lr)", VAE_RESUME_FIXED, NULL, NULL, 0, 1, "vaegan" },
     { "disc-lr", "cfg.disc_lr", VAE_FT_DOUBLE, OFF(disc_lr), 0, 0, 0, 10, "0", "LR", NULL,
@@ -481,6 +487,10 @@ int vae_config_check_options(const vae_config *c, uint64_t set, char *why, size_
     }
     if (c->capacity_max >= 0 && c->free_bits > 0) {
         snprintf(why, len, "--free-bits and --capacity do not combine (both reshape the KL term)");
+        return VAE_EINVAL;
+    }
+    if (c->lr_floor > 0 && c->lr_decay == 0) {
+        snprintf(why, len, "--lr-floor %g is the end of --lr-decay: give --lr-decay STEPS too", c->lr_floor);
         return VAE_EINVAL;
     }
     return VAE_OK;

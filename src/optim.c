@@ -116,6 +116,14 @@ static inline double sumsq_loop(float *dst, float *src, size_t n, size_t m, int 
     return s;
 }
 
+double vae_lr_factor(long t, long n, double floor)
+{
+    if (n <= 0) return 1.0;
+    if (t >= n) return floor;
+    if (t < 0) t = 0;
+    return floor + (1.0 - floor) * 0.5 * (1.0 + cos(3.14159265358979323846 * (double)t / (double)n));
+}
+
 double vae_ema_decay(double d, long t)
 {
     if (t <= 1 || d <= 0.0) return 0.0;

@@ -285,6 +285,7 @@ typedef struct run {
     vae_reducer red;
     int64_t *perm, *idx;
     long S, total;                /* steps per epoch, steps of the whole run */
+    float lr0[VAE_MAX_GROUPS];    /* each parameter group's learning rate before --lr-decay */
     double terms[VAE_MAX_TERMS];  /* this rank's term sums of the step */
     /* Test hooks (see hooks_init). */
     long stop_at, nan_a, nan_b, delay_ms;
@@ -303,6 +304,7 @@ typedef struct step_result {
     double terms[VAE_MAX_TERMS]; /* per sample */
     double gnorm;
     float beta;
+    double lr_factor; /* --lr-decay's factor of this step's learning rates */
     int stop_now, skipped; /* skipped: a non-finite value somewhere (the step is skipped) */
     int over;              /* the gradient norm was above --skip-threshold (the update is skipped) */
     double t_end;
@@ -528,6 +530,7 @@ static int build_model(run *R)
     for (int g = 0; g < m->n_groups; g++) {
         if (!strcmp(m->groups[g].name, "dec") && cfg->dec_lr > 0) m->groups[g].adam.lr = (float)cfg->dec_lr;
         if (!strcmp(m->groups[g].name, "disc") && cfg->disc_lr > 0) m->groups[g].adam.lr = (float)cfg->disc_lr;
+        R->lr0[g] = m->groups[g].adam.lr;
     }
     uint64_t h = params_hash(m->params, m->n_params), hmin = h, hmax = h;
     MPI_Allreduce(MPI_IN_PLACE, &hmin, 1, MPI_UINT64_T, MPI_MIN, R->comm);
@@ -725,6 +728,9 @@ static int train_step(run *R, step_result *s)
     }
     if (apply[0] && m->fam->select_groups) m->fam->select_groups(m, s->terms, apply);
     for (int g = 0; g < m->n_groups; g++) m->groups[g].t += apply[g];
+    /* --lr-decay: the factor of this step, from the global step alone (so a resume continues it exactly). */
+    s->lr_factor = vae_lr_factor(st->step, cfg->lr_decay, cfg->lr_floor);
+    for (int g = 0; g < m->n_groups; g++) m->groups[g].adam.lr = (float)(R->lr0[g] * s->lr_factor);
     int rc = VAE_OK;
     if (s->skipped) rc = skip_step(R, s);
     else if (s->over) {
@@ -773,7 +779,7 @@ static int log_step(run *R, const step_result *s, int last)
         row[k++] = loss;
         for (int i = 0; i < f->n_terms; i++) row[k++] = s->terms[i];
         row[k++] = s->beta;
-        row[k++] = cfg->lr;
+        row[k++] = cfg->lr * s->lr_factor;
         row[k++] = s->gnorm;
         row[k++] = s->skipped ? 1.0 : s->over ? 2.0 : 0.0;
         row[k++] = sps;
@@ -791,8 +797,10 @@ static int log_step(run *R, const step_result *s, int last)
                 snprintf(terms + l, sizeof terms - l, " %s %.4f", f->terms[i].name, s->terms[i]);
             }
             if (R->tty) printf("\r\033[K");
-            printf("step %ld/%ld epoch %ld loss %.4f%s beta %.3g | %.0f samples/s | allreduce %.2f ms/step | ETA %s\n",
-                   st->step, R->total, st->epoch_step == 0 ? st->epoch : st->epoch + 1, loss, terms, s->beta, sps,
+            char lr[48] = ""; /* with --lr-decay: the learning rate of the step */
+            if (cfg->lr_decay > 0) snprintf(lr, sizeof lr, " lr %.3g", cfg->lr * s->lr_factor);
+            printf("step %ld/%ld epoch %ld loss %.4f%s beta %.3g%s | %.0f samples/s | allreduce %.2f ms/step | ETA %s\n",
+                   st->step, R->total, st->epoch_step == 0 ? st->epoch : st->epoch + 1, loss, terms, s->beta, lr, sps,
                    1e3 * R->comm_int / (R->steps_int ? R->steps_int : 1), eta);
             fflush(stdout);
             if (!rc) rc = vae_metrics_flush(R->mt);

@@ -382,6 +382,14 @@ static void test_ema(void)
     CHECK(vae_ema_decay(0.9, 1) == 0.0);
     CHECK(fabs(vae_ema_decay(0.9, 2) - 0.9 / 1.9) < 1e-15);
     CHECK(fabs(vae_ema_decay(0.9, 1000) - 0.9) < 1e-15);
+    /* --lr-decay's factor: 1 at step 0, the floor from step N on, half-way at N/2; 1 throughout without decay. */
+    CHECK(vae_lr_factor(0, 100, 0.1) == 1.0);
+    CHECK(fabs(vae_lr_factor(50, 100, 0.1) - 0.55) < 1e-15);
+    CHECK(fabs(vae_lr_factor(25, 100, 0.0) - 0.5 * (1.0 + sqrt(0.5))) < 1e-15);
+    CHECK(vae_lr_factor(100, 100, 0.1) == 0.1);
+    CHECK(vae_lr_factor(1000, 100, 0.1) == 0.1);
+    CHECK(vae_lr_factor(99, 100, 0.0) > 0.0 && vae_lr_factor(99, 100, 0.0) < 3e-4);
+    CHECK(vae_lr_factor(12345, 0, 0.0) == 1.0);
     float avg[3] = { 1.0f, 2.0f, 3.0f }, p[3] = { 5.0f, 6.0f, 7.0f };
     vae_ema_update(avg, p, 3, 0.9, 1);
     CHECK(avg[0] == 5.0f && avg[1] == 6.0f && avg[2] == 7.0f);

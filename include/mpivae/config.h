@@ -27,6 +27,8 @@ typedef struct vae_config {
     int epochs;
     int batch;               /* global batch */
     double lr, beta1, beta2, adam_eps;
+    long lr_decay;           /* steps of cosine decay of every learning rate (0: constant; optim.h vae_lr_factor) */
+    double lr_floor;         /* the fraction of each learning rate left at the end of the decay */
     uint64_t seed;
     long log_every, eval_every, sample_every, ckpt_every;
     int keep;                /* checkpoints kept */

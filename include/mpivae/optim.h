@@ -33,6 +33,14 @@ void vae_adam_update(float *p, const float *g, float *m, float *v, size_t n, con
 void vae_adam_update_clear(float *p, float *g, float *m, float *v, size_t n, const vae_adam *h, long t);
 
 /*
+ * --lr-decay N, --lr-floor F: the factor of every learning rate at step t
+ * (0-based, the step being computed): F + (1 - F) (1 + cos(pi t / N)) / 2 for
+ * t < N, F from step N on; 1 when N is 0. PyTorch's CosineAnnealingLR with
+ * T_max = N and eta_min = F lr, held at its end.
+ */
+double vae_lr_factor(long t, long n, double floor);
+
+/*
  * Weight averaging (--ema D): after the t-th update (t >= 1), avg becomes the
  * exponentially weighted mean of the parameters after updates 1..t, weights
  * proportional to D^(t-i), normalised (the bias correction of an average

@@ -19,6 +19,10 @@
 #    not a generic fallback (Debian's OpenBLAS 0.3.21 takes newer Intel CPUs
 #    for a Prescott: mpivae then sets OPENBLAS_CORETYPE and starts again), and
 #    a kernel set the user chose with OPENBLAS_CORETYPE is kept.
+# 4. Learning rates: without --lr-decay metrics.h5's /train/lr is --lr at every
+#    step; with --lr-decay 8 --lr-floor 0.1 it is PyTorch's CosineAnnealingLR
+#    (T_max 8, eta_min 0.1 lr) for steps 1..8 and the floor after, the log line
+#    shows it, and --lr-floor alone or out of [0, 1] is refused.
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
 need_python_modules h5py numpy
@@ -114,6 +118,35 @@ for e in errors:
     print("FAIL:", e, file=sys.stderr)
 sys.exit(1 if errors else 0)
 EOF
+
+# Learning rates: constant, then --lr-decay against PyTorch's scheduler.
+run_ok "$M" train "${CFG[@]}" --steps 12 --lr-decay 8 --lr-floor 0.1 --log-every 4 --out decay
+grep -Eq "^step 4/12 .* lr 0.00217 " "$WORK/last.out" ||
+    fail "expected the log line of step 4 to show lr 0.00217, found: $(grep "^step 4/" "$WORK/last.out")"
+py_check "metrics.h5's /train/lr" <<'EOF'
+import sys, h5py, numpy as np, torch
+with h5py.File("run/metrics.h5", "r") as f:
+    lr = f["/train/lr"][()]
+if not np.all(lr == 3e-3):
+    sys.exit(f"FAIL: expected /train/lr = 3e-3 at every step without --lr-decay, found {lr}")
+with h5py.File("decay/metrics.h5", "r") as f:
+    lr = f["/train/lr"][()]
+opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-3)
+sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8, eta_min=3e-4)
+want = []
+for t in range(12):
+    want.append(opt.param_groups[0]["lr"] if t < 8 else 3e-4)
+    opt.step()
+    sched.step()
+want = np.array(want)
+if lr.shape != (12,) or not np.allclose(lr, want, rtol=1e-6, atol=0):
+    sys.exit(f"FAIL: expected /train/lr {want}, found {lr}")
+print(f"/train/lr with --lr-decay 8 --lr-floor 0.1: {lr[0]:.6g} ... {lr[7]:.6g}, then {lr[8]:.6g}; PyTorch's the same")
+EOF
+expect_fail_with 1 "--lr-floor 0.1 is the end of --lr-decay: give --lr-decay STEPS too" -- \
+    "$M" train "${CFG[@]}" --lr-floor 0.1 --out bad1
+expect_fail_with 2 "--lr-floor 1.5 is out of range [0, 1]" -- "$M" train "${CFG[@]}" --lr-decay 8 --lr-floor 1.5 --out bad2
+[ ! -e bad1 ] && [ ! -e bad2 ] || fail "expected no run directory from a refused configuration, found bad1 or bad2"
 
 # PNG grids: n images in 8 columns of 8x8 with 2 pixels of padding.
 shopt -s nullglob

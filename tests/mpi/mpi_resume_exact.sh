@@ -9,7 +9,8 @@
 #  (a) MPIVAE_TEST_STOP_AT_STEP=45 (epoch 2, step 13 of it): exit status 75,
 #      checkpoints/step-45.h5 saying epoch_step 13; then `--resume auto --out
 #      DIR` to the end of 3 epochs: step-96.h5 equals, bit for bit (h5diff of
-#      /params and of /optimizer), step-96.h5 of an uninterrupted run;
+#      /params and of /optimizer), step-96.h5 of an uninterrupted run (both
+#      with --lr-decay 70: the resume continues the learning rate's decay);
 #  (b) a real SIGUSR1 sent to mpirun while it trains (an open-ended run, whose
 #      log has shown step lines): exit status 75 and a checkpoint at the step
 #      K it stopped at; resumed with `--steps K+37`, the final checkpoint
@@ -22,7 +23,7 @@ mpi_init "$@"
 
 run_ok "$M" data synth --out s.h5 --n-train 512 --n-test 128 --height 8 --width 8 --classes 4
 MODEL=(--data s.h5 --hidden 32 --latent 4 --seed 3)
-CFG=(train "${MODEL[@]}" --batch 16 --epochs 3 --log-every 8)
+CFG=(train "${MODEL[@]}" --batch 16 --epochs 3 --log-every 8 --lr-decay 70 --lr-floor 0.05) # the cut inside the decay
 K=45        # 45 = 32 + 13: in the middle of the second epoch
 END=96      # 3 epochs of 512 / 16 = 32 steps
 
