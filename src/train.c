@@ -333,6 +333,12 @@ static int resolve_resume(run *R)
     char why[256]; /* a new run's options (a resume refuses any that differ from the checkpoint's) */
     if (R->rank == 0 && !rc && R->found <= 0 && vae_config_check_options(cfg, R->set, why, sizeof why))
         rc = vae_error(VAE_EINVAL, "%s", why);
+    if (R->rank == 0 && !rc && R->found > 0) { /* a resume: what it changes must still combine */
+        vae_config merged = *cfg;
+        vae_config_merge_resume(&merged, &ck, R->set, R->resume);
+        if (vae_config_check_options(&merged, 0, why, sizeof why))
+            rc = vae_error(VAE_EINVAL, "resuming from %s: %s", R->ckpt, why);
+    }
     vae_defer_begin();
     rc = vae_agree(rc, R->comm);
     if (rc) return rc;

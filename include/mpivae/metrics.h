@@ -5,8 +5,8 @@
  * samples_per_s, time} float64, one row per optimizer step; /eval/{step,
  * epoch} int64 and /eval/{loss, <terms>, time} float64, one row per
  * evaluation. <terms> are the model family's named loss terms (family.h),
- * in its order: recon, kl for mlp and conv. lr is the first parameter
- * group's.
+ * in its order: recon, kl for mlp and conv. lr is --lr's rate at the step
+ * (after --lr-decay).
  *
  * Readers never stop training. The file is held open for the whole run in
  * HDF5's single-writer/multiple-reader mode (SWMR) without HDF5's file locks,

@@ -22,10 +22,12 @@
 # 4. Learning rates: without --lr-decay metrics.h5's /train/lr is --lr at every
 #    step; with --lr-decay 8 --lr-floor 0.1 it is PyTorch's CosineAnnealingLR
 #    (T_max 8, eta_min 0.1 lr) for steps 1..8 and the floor after, the log line
-#    shows it, and --lr-floor alone or out of [0, 1] is refused.
+#    shows it, and --lr-floor alone or out of [0, 1] is refused (on a resume
+#    too). The rate reaches Adam in each --allreduce mode: --lr-floor 1 trains
+#    the bits of a constant rate, --lr-floor 0.1 other ones.
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
-need_python_modules h5py numpy
+need_python_modules h5py numpy torch
 
 M=$MPIVAE
 MARGIN=0.8
@@ -147,6 +149,31 @@ expect_fail_with 1 "--lr-floor 0.1 is the end of --lr-decay: give --lr-decay STE
     "$M" train "${CFG[@]}" --lr-floor 0.1 --out bad1
 expect_fail_with 2 "--lr-floor 1.5 is out of range [0, 1]" -- "$M" train "${CFG[@]}" --lr-decay 8 --lr-floor 1.5 --out bad2
 [ ! -e bad1 ] && [ ! -e bad2 ] || fail "expected no run directory from a refused configuration, found bad1 or bad2"
+expect_fail_with 1 "resuming from run/checkpoints/step-$STEPS.h5: --lr-floor 0.1 is the end of --lr-decay" -- \
+    "$M" train --resume auto --out run --lr-floor 0.1
+# The rate reaches Adam in every reduction mode: a decay to a floor of 1 trains the
+# same bits as no decay, a decay to 0.1 other ones.
+for mode in shm blocking overlap; do
+    run_ok "$M" train "${CFG[@]}" --steps 12 --allreduce "$mode" --out "const-$mode"
+    run_ok "$M" train "${CFG[@]}" --steps 12 --allreduce "$mode" --lr-decay 8 --lr-floor 1 --out "floor1-$mode"
+done
+py_check "the parameters after 12 steps with and without --lr-decay" <<'EOF'
+import sys, h5py, numpy as np
+def params(run):
+    with h5py.File(f"{run}/checkpoints/step-12.h5", "r") as f:
+        return {k: f["params"][k][()] for k in f["params"]}
+base = params("const-shm")
+for mode in ("shm", "blocking", "overlap"):
+    for run in (f"const-{mode}", f"floor1-{mode}"):
+        p = params(run)
+        if p.keys() != base.keys() or any(not np.array_equal(p[k], base[k]) for k in p):
+            sys.exit(f"FAIL: expected {run} to hold the parameters of const-shm bit for bit, found them different")
+d = params("decay")
+diff = max(float(np.abs(d[k] - base[k]).max()) for k in d)
+if diff == 0.0:
+    sys.exit("FAIL: expected --lr-decay 8 --lr-floor 0.1 to change the parameters, found them equal to a constant rate's")
+print(f"12 steps: constant rate = --lr-floor 1 in shm, blocking, overlap; --lr-floor 0.1 differs by up to {diff:.3g}")
+EOF
 
 # PNG grids: n images in 8 columns of 8x8 with 2 pixels of padding.
 shopt -s nullglob
