@@ -19,6 +19,10 @@
  *   row block. The weights are permuted to (tap, channel) order once per
  *   call (and their gradient back).
  *
+ * - k = 3, s = 1, p = 1 with 8 or more channels on both sides (the hvae's
+ *   residual blocks, priors and posteriors): Winograd's F(2x2, 3x3), below,
+ *   on the same chunks of channels-last samples.
+ *
  * Why two: with many channels the channel-major rows are short runs, slow
  * to gather between the products, and the patch-major lowering (with its
  * chunk size, the bands, channels-last activations and the ReLU applied as
@@ -469,6 +473,421 @@ static void sum_rows(const float *t, size_t rows, int C, float *db)
     }
 }
 
+/* ---------------------------------------------------------------------- Winograd F(2x2, 3x3) */
+
+/*
+ * A 3x3 stride-1 pad-1 conv with Cin >= 8 (patch-major inputs) is computed
+ * by Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray 2016): the
+ * output is cut into 2x2 tiles; tile t reads the 4x4 patch d_t of the
+ * padded input around it, and
+ *   Y_t = A^T [ sum_c (G g_oc G^T) .* (B^T d_tc B) ] A,
+ * 16 multiplications per tile, input and output channel instead of 36. At
+ * each of the 16 positions xi of the 4x4 transform domain the sum over c is
+ * a product of matrices, M_xi[tile, o] = V_xi[tile, c] U_xi[o, c]^T, so a
+ * chunk of tiles is 16 sgemms with K = Cin. The backward pass is the exact
+ * gradient of these steps, in the same domain: with dM_t = A dY_t A^T,
+ *   dU_xi += dM_xi^T V_xi   (the weight gradient, dg = G^T dU G),
+ *   dV_xi  = dM_xi U_xi     (the input gradient, dd_t = B dV_t B^T, the
+ *                            overlapping patches added up).
+ * Tiles that reach past the image read zeros and write only their outputs
+ * inside it. The matrices (rows of B^T, G, A^T):
+ *   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+ *   G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+ *   A^T = [1 1 1 0; 0 1 -1 -1]
+ * The measurements that chose it are in docs/performance-notes.md.
+ */
+#define WG_TILES 512 /* tiles per chunk (whole samples, at least one) */
+
+/*
+ * Floats between the 16 matrices [nt][C] of a transform-domain buffer: a
+ * cache line more than they hold, so that the 16 rows a tile reads or
+ * writes do not fall into the same cache sets (nt * C is often a power of
+ * two).
+ */
+#define WG_PAD 16
+static size_t wg_mat(size_t nt, int C)
+{
+    return nt * (size_t)C + WG_PAD;
+}
+
+static int wg_applies(int Cin, int Cout, int k, int s, int p)
+{
+    return k == 3 && s == 1 && p == 1 && Cin >= PM_MIN_CHANNELS && Cout >= PM_MIN_CHANNELS;
+}
+
+typedef struct {
+    int H, W, th, tw, nb; /* image (= output), tiles per column and row, samples per chunk */
+    int ts;               /* tiles per sample */
+} wgeom;
+
+static wgeom wgeom_of(int B, int H, int W)
+{
+    wgeom q = { H, W, (H + 1) / 2, (W + 1) / 2, 1, 0 };
+    q.ts = q.th * q.tw;
+    q.nb = WG_TILES / q.ts;
+    if (q.nb < 1) q.nb = 1;
+    if (q.nb > B) q.nb = B > 0 ? B : 1;
+    return q;
+}
+
+/* Scratch: x/dx and y/dy of a chunk channels last, V and M, U and dU, a row of zeros and a discard row. */
+static size_t wg_scratch(int B, int Cin, int H, int W, int Cout)
+{
+    wgeom q = wgeom_of(B, H, W);
+    size_t nt = (size_t)q.nb * q.ts, img = (size_t)q.nb * H * W;
+    size_t cm = (size_t)(Cin > Cout ? Cin : Cout);
+    return img * Cin + img * Cout + 16 * wg_mat(nt, Cin) + 16 * wg_mat(nt, Cout) + 2 * 16 * (size_t)Cout * Cin +
+           2 * cm;
+}
+
+/* U[xi][o][c] = (G w[o][c] G^T)[xi]. */
+static void wg_weights(const float *w, int Cout, int Cin, float *U)
+{
+    size_t oc = (size_t)Cout * Cin;
+    for (size_t i = 0; i < oc; i++) {
+        const float *g = w + 9 * i;
+        float h[4][3];
+        for (int v = 0; v < 3; v++) {
+            h[0][v] = g[v];
+            h[1][v] = 0.5f * (g[v] + g[3 + v] + g[6 + v]);
+            h[2][v] = 0.5f * (g[v] - g[3 + v] + g[6 + v]);
+            h[3][v] = g[6 + v];
+        }
+        for (int r = 0; r < 4; r++) {
+            U[(size_t)(4 * r + 0) * oc + i] = h[r][0];
+            U[(size_t)(4 * r + 1) * oc + i] = 0.5f * (h[r][0] + h[r][1] + h[r][2]);
+            U[(size_t)(4 * r + 2) * oc + i] = 0.5f * (h[r][0] - h[r][1] + h[r][2]);
+            U[(size_t)(4 * r + 3) * oc + i] = h[r][2];
+        }
+    }
+}
+
+/* w[o][c] += G^T dU[.][o][c] G: the weight gradient back from the transform domain. */
+static void wg_weights_grad(const float *dU, int Cout, int Cin, float *dw)
+{
+    size_t oc = (size_t)Cout * Cin;
+    for (size_t i = 0; i < oc; i++) {
+        float d[16], k[3][4];
+        for (int x = 0; x < 16; x++) d[x] = dU[(size_t)x * oc + i];
+        for (int s = 0; s < 4; s++) {
+            k[0][s] = d[s] + 0.5f * (d[4 + s] + d[8 + s]);
+            k[1][s] = 0.5f * (d[4 + s] - d[8 + s]);
+            k[2][s] = 0.5f * (d[4 + s] + d[8 + s]) + d[12 + s];
+        }
+        float *g = dw + 9 * i;
+        for (int u = 0; u < 3; u++) {
+            g[3 * u + 0] += k[u][0] + 0.5f * (k[u][1] + k[u][2]);
+            g[3 * u + 1] += 0.5f * (k[u][1] - k[u][2]);
+            g[3 * u + 2] += 0.5f * (k[u][1] + k[u][2]) + k[u][3];
+        }
+    }
+}
+
+/*
+ * The tile transforms work on blocks of WB channels held in local arrays,
+ * so that the compiler vectorises them across channels; the 16 (or 4) rows
+ * of a tile are given by pointers, a padding row pointing at zeros (read)
+ * or at a discard row (written).
+ */
+#define WB 16
+
+/* a[k][l] = src[k][c0 + l] for k < rows, l < n (n <= WB; the rest of a cleared). */
+static inline void wg_load(float (*a)[WB], const float *const *src, int rows, int c0, int n)
+{
+    if (n == WB) {
+        for (int k = 0; k < rows; k++) memcpy(a[k], src[k] + c0, sizeof a[k]);
+        return;
+    }
+    memset(a, 0, sizeof(float) * WB * (size_t)rows);
+    for (int k = 0; k < rows; k++)
+        for (int l = 0; l < n; l++) a[k][l] = src[k][c0 + l];
+}
+
+/* dst[k][c0 + l] = a[k][l] (add: +=) for k < rows, l < n. */
+static inline void wg_store(float (*a)[WB], float *const *dst, int rows, int c0, int n, int add)
+{
+    if (n == WB && !add) {
+        for (int k = 0; k < rows; k++) memcpy(dst[k] + c0, a[k], sizeof a[k]);
+    } else if (n == WB) {
+        for (int k = 0; k < rows; k++) {
+            float *d = dst[k] + c0, t[WB];
+            memcpy(t, d, sizeof t);
+            for (int l = 0; l < WB; l++) t[l] += a[k][l];
+            memcpy(d, t, sizeof t);
+        }
+    } else {
+        for (int k = 0; k < rows; k++)
+            for (int l = 0; l < n; l++) dst[k][c0 + l] = add ? dst[k][c0 + l] + a[k][l] : a[k][l];
+    }
+}
+
+/* v[xi][c] = (B^T d B)[xi] for c < C. */
+static void wg_in_tile(const float *const *d, float *const *v, int C)
+{
+    for (int c0 = 0; c0 < C; c0 += WB) {
+        int n = C - c0 < WB ? C - c0 : WB;
+        float a[16][WB], e[16][WB];
+        wg_load(a, d, 16, c0, n);
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < WB; l++) {
+                e[s][l] = a[s][l] - a[8 + s][l];
+                e[4 + s][l] = a[4 + s][l] + a[8 + s][l];
+                e[8 + s][l] = a[8 + s][l] - a[4 + s][l];
+                e[12 + s][l] = a[4 + s][l] - a[12 + s][l];
+            }
+        for (int r = 0; r < 4; r++)
+            for (int l = 0; l < WB; l++) {
+                a[4 * r][l] = e[4 * r][l] - e[4 * r + 2][l];
+                a[4 * r + 1][l] = e[4 * r + 1][l] + e[4 * r + 2][l];
+                a[4 * r + 2][l] = e[4 * r + 2][l] - e[4 * r + 1][l];
+                a[4 * r + 3][l] = e[4 * r + 1][l] - e[4 * r + 3][l];
+            }
+        wg_store(a, v, 16, c0, n, 0);
+    }
+}
+
+/* y[a*2 + b][c] = (A^T m A)[a][b] + b[c] (bias NULL: none). */
+static void wg_out_tile(const float *const *mt, float *const *y, const float *bias, int C)
+{
+    for (int c0 = 0; c0 < C; c0 += WB) {
+        int n = C - c0 < WB ? C - c0 : WB;
+        float a[16][WB], u[8][WB], o[4][WB], b0[WB];
+        wg_load(a, mt, 16, c0, n);
+        for (int l = 0; l < WB; l++) b0[l] = bias && l < n ? bias[c0 + l] : 0.0f;
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < WB; l++) {
+                u[s][l] = a[s][l] + a[4 + s][l] + a[8 + s][l];
+                u[4 + s][l] = a[4 + s][l] - a[8 + s][l] - a[12 + s][l];
+            }
+        for (int r = 0; r < 2; r++)
+            for (int l = 0; l < WB; l++) {
+                o[2 * r][l] = b0[l] + u[4 * r][l] + u[4 * r + 1][l] + u[4 * r + 2][l];
+                o[2 * r + 1][l] = b0[l] + u[4 * r + 1][l] - u[4 * r + 2][l] - u[4 * r + 3][l];
+            }
+        wg_store(o, y, 4, c0, n, 0);
+    }
+}
+
+/* dm[xi][c] = (A dY A^T)[xi], dY[a][b] = dy[a*2 + b][c]. */
+static void wg_og_tile(const float *const *dy, float *const *dm, int C)
+{
+    for (int c0 = 0; c0 < C; c0 += WB) {
+        int n = C - c0 < WB ? C - c0 : WB;
+        float a[4][WB], e[8][WB], o[16][WB];
+        wg_load(a, dy, 4, c0, n);
+        for (int s = 0; s < 2; s++)
+            for (int l = 0; l < WB; l++) {
+                e[s][l] = a[s][l];
+                e[2 + s][l] = a[s][l] + a[2 + s][l];
+                e[4 + s][l] = a[s][l] - a[2 + s][l];
+                e[6 + s][l] = -a[2 + s][l];
+            }
+        for (int r = 0; r < 4; r++)
+            for (int l = 0; l < WB; l++) {
+                o[4 * r][l] = e[2 * r][l];
+                o[4 * r + 1][l] = e[2 * r][l] + e[2 * r + 1][l];
+                o[4 * r + 2][l] = e[2 * r][l] - e[2 * r + 1][l];
+                o[4 * r + 3][l] = -e[2 * r + 1][l];
+            }
+        wg_store(o, dm, 16, c0, n, 0);
+    }
+}
+
+/* dd[k][c] += (B dV B^T)[k]: the patch's input gradient, added. */
+static void wg_ig_tile(const float *const *dv, float *const *dd, int C)
+{
+    for (int c0 = 0; c0 < C; c0 += WB) {
+        int n = C - c0 < WB ? C - c0 : WB;
+        float a[16][WB], f[16][WB];
+        wg_load(a, dv, 16, c0, n);
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < WB; l++) {
+                f[s][l] = a[s][l];
+                f[4 + s][l] = a[4 + s][l] - a[8 + s][l] + a[12 + s][l];
+                f[8 + s][l] = a[8 + s][l] + a[4 + s][l] - a[s][l];
+                f[12 + s][l] = -a[12 + s][l];
+            }
+        for (int r = 0; r < 4; r++)
+            for (int l = 0; l < WB; l++) {
+                a[4 * r][l] = f[4 * r][l];
+                a[4 * r + 1][l] = f[4 * r + 1][l] - f[4 * r + 2][l] + f[4 * r + 3][l];
+                a[4 * r + 2][l] = f[4 * r + 2][l] + f[4 * r + 1][l] - f[4 * r][l];
+                a[4 * r + 3][l] = -f[4 * r + 3][l];
+            }
+        wg_store(a, dd, 16, c0, n, 1);
+    }
+}
+
+/*
+ * The rows of tile (ty, tx) of sample n in an image t[.][H][W][C]: its 4x4
+ * input patch (pad: the row for positions in the padding), or (out) its
+ * 2x2 outputs.
+ */
+static void wg_patch(const wgeom *q, float *t, int n, int ty, int tx, int C, float *pad, float **rows)
+{
+    for (int r = 0; r < 4; r++) {
+        int ih = 2 * ty - 1 + r;
+        for (int s = 0; s < 4; s++) {
+            int iw = 2 * tx - 1 + s;
+            rows[4 * r + s] = ih < 0 || ih >= q->H || iw < 0 || iw >= q->W
+                                  ? pad
+                                  : t + (((size_t)n * q->H + ih) * q->W + iw) * C;
+        }
+    }
+}
+
+static void wg_outs(const wgeom *q, float *t, int n, int ty, int tx, int C, float *pad, float **rows)
+{
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) {
+            int i = 2 * ty + a, j = 2 * tx + b;
+            rows[2 * a + b] = i >= q->H || j >= q->W ? pad : t + (((size_t)n * q->H + i) * q->W + j) * C;
+        }
+}
+
+/* The rows of tile t in the 16 matrices of a transform-domain buffer X[16][nt][C]. */
+static void wg_rows(float *X, size_t nt, size_t t, int C, float **rows)
+{
+    for (int k = 0; k < 16; k++) rows[k] = X + (size_t)k * wg_mat(nt, C) + t * C;
+}
+
+/* V = B^T d B for every tile of m samples xt[m][H][W][C]. zero: C zeros. */
+static void wg_input(const wgeom *q, const float *xt, int m, int C, float *V, float *zero)
+{
+    size_t nt = (size_t)m * q->ts, t = 0;
+    float *d[16], *v[16];
+    for (int n = 0; n < m; n++)
+        for (int ty = 0; ty < q->th; ty++)
+            for (int tx = 0; tx < q->tw; tx++, t++) {
+                wg_patch(q, (float *)xt, n, ty, tx, C, zero, d);
+                wg_rows(V, nt, t, C, v);
+                wg_in_tile((const float *const *)d, v, C);
+            }
+}
+
+/* yt[m][H][W][C] = A^T M A + b at the outputs inside the image. trash: C floats. */
+static void wg_output(const wgeom *q, float *M, int m, int C, const float *b, float *yt, float *trash)
+{
+    size_t nt = (size_t)m * q->ts, t = 0;
+    float *mt[16], *y[4];
+    for (int n = 0; n < m; n++)
+        for (int ty = 0; ty < q->th; ty++)
+            for (int tx = 0; tx < q->tw; tx++, t++) {
+                wg_rows(M, nt, t, C, mt);
+                wg_outs(q, yt, n, ty, tx, C, trash, y);
+                wg_out_tile((const float *const *)mt, y, b, C);
+            }
+}
+
+/* dM = A dY A^T for every tile, dY read from dyt[m][H][W][C] (zeros past the image). */
+static void wg_output_grad(const wgeom *q, const float *dyt, int m, int C, float *dM, float *zero)
+{
+    size_t nt = (size_t)m * q->ts, t = 0;
+    float *dy[4], *dm[16];
+    for (int n = 0; n < m; n++)
+        for (int ty = 0; ty < q->th; ty++)
+            for (int tx = 0; tx < q->tw; tx++, t++) {
+                wg_outs(q, (float *)dyt, n, ty, tx, C, zero, dy);
+                wg_rows(dM, nt, t, C, dm);
+                wg_og_tile((const float *const *)dy, dm, C);
+            }
+}
+
+/* dxt[m][H][W][C] = the sum over tiles of B dV B^T on the patch each read (overwritten). */
+static void wg_input_grad(const wgeom *q, float *dV, int m, int C, float *dxt, float *trash)
+{
+    size_t nt = (size_t)m * q->ts, t = 0;
+    float *dv[16], *dd[16];
+    memset(dxt, 0, sizeof(float) * (size_t)m * q->H * q->W * C);
+    for (int n = 0; n < m; n++)
+        for (int ty = 0; ty < q->th; ty++)
+            for (int tx = 0; tx < q->tw; tx++, t++) {
+                wg_rows(dV, nt, t, C, dv);
+                wg_patch(q, dxt, n, ty, tx, C, trash, dd);
+                wg_ig_tile((const float *const *)dv, dd, C);
+            }
+}
+
+static void conv2d_forward_wg(const float *x, const float *w, const float *b, float *y, int B,
+                              int Cin, int Cout, int H, int W, int layout, float *scratch)
+{
+    wgeom q = wgeom_of(B, H, W);
+    int HW = H * W;
+    size_t ntm = (size_t)q.nb * q.ts;
+    float *xs = scratch;                        /* [nb, H, W, Cin] */
+    float *ys = xs + (size_t)q.nb * HW * Cin;   /* [nb, H, W, Cout] */
+    float *V = ys + (size_t)q.nb * HW * Cout;   /* [16][nt][Cin] */
+    float *M = V + 16 * wg_mat(ntm, Cin);             /* [16][nt][Cout] */
+    float *U = M + 16 * wg_mat(ntm, Cout);            /* [16][Cout][Cin] */
+    float *zero = U + 2 * 16 * (size_t)Cout * Cin, *trash = zero + (Cin > Cout ? Cin : Cout);
+    memset(zero, 0, sizeof(float) * (size_t)Cin);
+    size_t oc = (size_t)Cout * Cin;
+    wg_weights(w, Cout, Cin, U);
+    for (int n0 = 0; n0 < B; n0 += q.nb) {
+        int m = B - n0 < q.nb ? B - n0 : q.nb;
+        size_t nt = (size_t)m * q.ts;
+        const float *xt = nhwc_of(x + (size_t)n0 * Cin * HW, layout & VAE_CONV_X_NHWC, m, Cin, HW, xs);
+        wg_input(&q, xt, m, Cin, V, zero);
+        for (int xi = 0; xi < 16; xi++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nt, Cout, Cin, 1.0f,
+                        V + xi * wg_mat(nt, Cin), Cin, U + xi * oc, Cin, 0.0f, M + xi * wg_mat(nt, Cout), Cout);
+        float *yc = y + (size_t)n0 * Cout * HW;
+        if (layout & VAE_CONV_Y_NHWC) {
+            wg_output(&q, M, m, Cout, b, yc, trash);
+        } else {
+            wg_output(&q, M, m, Cout, NULL, ys, trash);
+            to_nchw(ys, m, Cout, HW, b, yc);
+        }
+        if (layout & VAE_CONV_RELU) relu_inplace(yc, (size_t)m * Cout * HW);
+    }
+}
+
+static void conv2d_backward_wg(const float *x, const float *w, const float *dy, float *dx,
+                               float *dw, float *db, int B, int Cin, int Cout, int H, int W,
+                               int layout, float *scratch)
+{
+    wgeom q = wgeom_of(B, H, W);
+    int HW = H * W, xlast = (layout & VAE_CONV_X_NHWC) != 0;
+    size_t ntm = (size_t)q.nb * q.ts, oc = (size_t)Cout * Cin;
+    float *xs = scratch;                      /* [nb, H, W, Cin]: x, then dx */
+    float *dys = xs + (size_t)q.nb * HW * Cin; /* [nb, H, W, Cout] */
+    float *V = dys + (size_t)q.nb * HW * Cout; /* [16][nt][Cin]: V, then dV */
+    float *dM = V + 16 * wg_mat(ntm, Cin);           /* [16][nt][Cout] */
+    float *U = dM + 16 * wg_mat(ntm, Cout);          /* [16][Cout][Cin] */
+    float *dU = U + 16 * oc;                   /* [16][Cout][Cin] */
+    float *zero = dU + 16 * oc, *trash = zero + (Cin > Cout ? Cin : Cout);
+    memset(zero, 0, sizeof(float) * (size_t)(Cin > Cout ? Cin : Cout));
+    if (dx) wg_weights(w, Cout, Cin, U);
+    if (dw) memset(dU, 0, sizeof(float) * 16 * oc);
+    for (int n0 = 0; n0 < B; n0 += q.nb) {
+        int m = B - n0 < q.nb ? B - n0 : q.nb;
+        size_t nt = (size_t)m * q.ts;
+        const float *dyt = nhwc_of(dy + (size_t)n0 * Cout * HW, layout & VAE_CONV_Y_NHWC, m, Cout, HW, dys);
+        wg_output_grad(&q, dyt, m, Cout, dM, zero);
+        if (dw) {
+            sum_rows(dyt, (size_t)m * HW, Cout, db);
+            const float *xt = nhwc_of(x + (size_t)n0 * Cin * HW, xlast, m, Cin, HW, xs);
+            wg_input(&q, xt, m, Cin, V, zero);
+            for (int xi = 0; xi < 16; xi++)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, (int)nt, 1.0f,
+                            dM + xi * wg_mat(nt, Cout), Cout, V + xi * wg_mat(nt, Cin), Cin, 1.0f, dU + xi * oc, Cin);
+        }
+        if (!dx) continue;
+        for (int xi = 0; xi < 16; xi++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nt, Cin, Cout, 1.0f,
+                        dM + xi * wg_mat(nt, Cout), Cout, U + xi * oc, Cin, 0.0f, V + xi * wg_mat(nt, Cin), Cin);
+        float *dxc = dx + (size_t)n0 * Cin * HW;
+        if (xlast) {
+            wg_input_grad(&q, V, m, Cin, dxc, trash);
+        } else {
+            wg_input_grad(&q, V, m, Cin, xs, trash);
+            to_nchw(xs, m, Cin, HW, NULL, dxc);
+        }
+        gate_dx(x + (size_t)n0 * Cin * HW, dxc, (size_t)m * Cin * HW, layout);
+    }
+    if (dw) wg_weights_grad(dU, Cout, Cin, dw);
+}
+
 /* ---------------------------------------------------------------------- Conv2d */
 
 int vae_conv_channels_last(int C)
@@ -490,6 +909,7 @@ size_t vae_conv2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, 
     if (B < 0 || Cin < 1 || H < 1 || W < 1 || Cout < 1 || k < 1 || s < 1 || p < 0) return 0;
     if (H + 2 * p < k || W + 2 * p < k) return 0;
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
+    if (wg_applies(Cin, Cout, k, s, p)) return wg_scratch(B, Cin, H, W, Cout);
     if (Cin >= PM_MIN_CHANNELS)
         return pm_scratch(pm_chunk(B, Ho * Wo), Ho * Wo, H * W, Cin, Cout, k * k);
     return cm_scratch((size_t)Cin * k * k, (size_t)Ho * Wo, H, W, Cin, s, p);
@@ -666,6 +1086,10 @@ void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y
                         int H, int W, int Cout, int k, int s, int p, int layout, float *scratch)
 {
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
+    if (wg_applies(Cin, Cout, k, s, p)) {
+        conv2d_forward_wg(x, w, b, y, B, Cin, Cout, H, W, layout, scratch);
+        return;
+    }
     lowering g = lowering_of(H, W, k, s, p, Ho, Wo);
     if (Cin < PM_MIN_CHANNELS) conv2d_forward_cm(x, w, b, y, B, Cin, Cout, &g, layout, scratch);
     else conv2d_forward_pm(x, w, b, y, B, Cin, Cout, &g, layout, scratch);
@@ -676,6 +1100,10 @@ void vae_conv2d_backward(const float *x, const float *w, const float *dy, float 
                          int layout, float *scratch)
 {
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
+    if (wg_applies(Cin, Cout, k, s, p)) {
+        conv2d_backward_wg(x, w, dy, dx, dw, db, B, Cin, Cout, H, W, layout, scratch);
+        return;
+    }
     lowering g = lowering_of(H, W, k, s, p, Ho, Wo);
     if (Cin < PM_MIN_CHANNELS)
         conv2d_backward_cm(x, w, dy, dx, dw, db, B, Cin, Cout, &g, layout, scratch);

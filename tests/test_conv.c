@@ -20,7 +20,9 @@
  *     im2col reads (conv.c's patch-major lowering) and 1 to 4 on the
  *     other, batch 1 and 2, and a few with large padding, whose grid rows
  *     fall into many bands of kernel rows in the padding (up to 17, past
- *     conv.c's cap of eight). Outputs, dx and scratch are prefilled with NaN, so an
+ *     conv.c's cap of eight). A third sweep covers the Winograd path (3x3,
+ *     stride 1, padding 1, 8 to 20 channels on both sides, tiles cut by the
+ *     image's edge, every layout). Outputs, dx and scratch are prefilled with NaN, so an
  *     entry not overwritten or a read of stale scratch shows; scratch is
  *     allocated at exactly the size the _scratch function returns.
  * (c) Accumulation: backward adds into dw and db (from a nonzero start, and
@@ -35,7 +37,10 @@
  *     ties the loops' math to finite differences); likewise patch-major
  *     geometries of several chunks (49 + 21 samples, and 40 of a 6x6 grid).
  *     Both again with the ReLU flags: y = max(0, reference), and dx zero
- *     where x <= 0 (x drawn from [-1, 1], so about half).
+ *     where x <= 0 (x drawn from [-1, 1], so about half). The hvae's
+ *     Winograd layers (16, 32, 64 channels at 28x28, 14x14, 7x7, and to 16
+ *     channels) likewise, and Winograd chunks (40 samples of 7x7, 32 + 8;
+ *     3 of 28x28, 2 + 1).
  * (e) The _scratch functions: the documented size, 0 for invalid geometry.
  *
  * Tolerances: |analytic - reference| <= rtol |reference| + atol. The ops
@@ -47,7 +52,8 @@
  * forward rtol 1e-5, atol 1e-5; gradients rtol 1e-4, atol 1e-5 (the test
  * prints the largest fraction of its tolerance any sweep check used: at
  * most 0.12 when written). Default
- * shapes (n up to 1024 with PyTorch-scaled weights): rtol 1e-4, atol 1e-5.
+ * shapes (n up to 1024 with PyTorch-scaled weights): rtol 1e-4, atol 1e-5,
+ * for dw 1e-6 of its largest entry when that is more (see test_default_layer).
  * An indexing error moves an entry by a whole term, 1e-3 or more.
  * The exit code is the verdict.
  */
@@ -428,6 +434,31 @@ static void test_sweep_patch_major(void)
 }
 
 /*
+ * 3x3 stride-1 convolutions with padding 1 and 8 or more channels on both
+ * sides: conv.c computes them by Winograd's F(2x2, 3x3) in tiles of 2x2
+ * outputs, its transforms in blocks of 16 channels. The sweep takes
+ * channel counts below, at and past a block (8, 9, 16, 17, 20), images
+ * whose tiles are whole or cut by the image's edge (even and odd sides,
+ * 1x1, 2x3), batch 1 (2 for the first), in every layout (the ReLU flags: the hvae's
+ * layers and the chunked geometries in main).
+ */
+static void test_sweep_winograd(void)
+{
+    static const int chans[][2] = { { 8, 9 }, { 9, 8 }, { 17, 8 }, { 8, 20 }, { 16, 9 }, { 9, 17 } };
+    static const int sizes[][2] = { { 5, 7 }, { 7, 5 }, { 4, 4 }, { 1, 1 }, { 2, 3 }, { 6, 3 } };
+    int n = 0;
+    for (int idx = 0; idx < 6; idx++)
+        for (int lay = 0; lay < 4; lay++) {
+            const int *hw = sizes[(idx + lay) % 6];
+            geom g = make(0, idx == 0 ? 2 : 1, chans[idx][0], hw[0], hw[1], chans[idx][1], 3, 1, 1, 0);
+            g.layout = lay;
+            test_gradcheck(&g);
+            n++;
+        }
+    printf("winograd sweep: %d conv2d geometries\n", n);
+}
+
+/*
  * Geometries whose grid rows fall into many bands (conv.c leaves a band's
  * padding kernel rows out of the products): windows wholly in the padding
  * (padding 3 with a 3x3 kernel), nine bands against conv.c's cap of eight
@@ -557,9 +588,21 @@ static void test_default_layer(const geom *g)
         snprintf(label, sizeof label, "%s: dx[%zu]", what, i);
         CHECK_CLOSE(label, dx[i], dxd[i], 1e-4, 1e-5);
     }
+    /*
+     * A dw entry sums B*Hout*Wout products (1960 at batch 40 of a 7x7
+     * image), so its scale, and its rounding error, grow with the batch:
+     * the absolute tolerance is 1e-6 of the largest |dw| (at least 1e-5),
+     * about sqrt(n) * 2e-8 of it. At batch 40 of 32 channels, the largest
+     * |dw| is about 53; both lowerings' largest errors there (measured
+     * against double loops with the same data) were 1.4e-5 (im2col) and
+     * 2.3e-5 (Winograd), against 5.3e-5.
+     */
+    double dw_max = 0.0;
+    for (size_t i = 0; i < nw; i++) dw_max = fabs(dwd[i]) > dw_max ? fabs(dwd[i]) : dw_max;
+    double dw_atol = 1e-6 * dw_max > 1e-5 ? 1e-6 * dw_max : 1e-5;
     for (size_t i = 0; i < nw; i++) {
         snprintf(label, sizeof label, "%s: dw[%zu]", what, i);
-        CHECK_CLOSE(label, dw[i], dwd[i], 1e-4, 1e-5);
+        CHECK_CLOSE(label, dw[i], dwd[i], 1e-4, dw_atol);
     }
     for (size_t i = 0; i < nb; i++) {
         snprintf(label, sizeof label, "%s: db[%zu]", what, i);
@@ -599,6 +642,20 @@ static void test_scratch_sizes(void)
              12 * 49 * 512 + 12 * 196 * 32 + 12 * 49 * 64 + 2 * 512 * 64);
     CHECK_EQ(vae_convt2d_scratch(128, 64, 7, 7, 32, 4, 2, 1, 0),
              12 * 49 * 512 + 12 * 196 * 32 + 12 * 49 * 64 + 2 * 512 * 64);
+    /*
+     * 3x3, stride 1, padding 1, 8 or more channels on both sides
+     * (Winograd): a chunk of nb = min(B, max(1, 512 / tiles)) samples,
+     * tiles = ceil(H/2) * ceil(W/2): x and y channels last nb*H*W*(Cin +
+     * Cout), the 16 transform-domain matrices of the input and output
+     * tiles 16 * (nb*tiles*C + 16) for each side, the weights and their
+     * gradient there 2 * 16*Cout*Cin, and two rows of max(Cin, Cout).
+     */
+    CHECK_EQ(vae_conv2d_scratch(128, 64, 7, 7, 16, 3, 1, 1),
+             32 * 49 * 80 + 16 * (512 * 64 + 16) + 16 * (512 * 16 + 16) + 2 * 16 * 1024 + 2 * 64);
+    CHECK_EQ(vae_conv2d_scratch(128, 16, 28, 28, 16, 3, 1, 1),
+             2 * 784 * 32 + 16 * (392 * 16 + 16) * 2 + 2 * 16 * 256 + 2 * 16);
+    CHECK_EQ(vae_conv2d_scratch(3, 9, 5, 7, 8, 3, 1, 1),
+             3 * 35 * 17 + 16 * (3 * 12 * 9 + 16) + 16 * (3 * 12 * 8 + 16) + 2 * 16 * 72 + 2 * 9);
     /* A small batch is one chunk of B samples. */
     CHECK_EQ(vae_conv2d_scratch(3, 8, 5, 7, 2, 3, 2, 1), 3 * 12 * 72 + 3 * 35 * 8 + 3 * 12 * 2 + 2 * 72 * 2);
     /* Invalid geometry gives 0. */
@@ -619,6 +676,7 @@ int main(void)
     test_scratch_sizes();
     test_sweep();
     test_sweep_patch_major();
+    test_sweep_winograd();
     test_bands();
 
     geom acc[] = {
@@ -631,8 +689,11 @@ int main(void)
         make(0, 70, 8, 5, 7, 3, 3, 2, 1, 0),
         make(1, 70, 3, 3, 4, 9, 3, 2, 1, 1),
         make(0, 3, 3, 9, 7, 5, 4, 2, 1, 0),
+        /* Winograd, several chunks: 16 tiles of a 7x7 image, 32 samples a chunk, so 40 is 32 + 8. */
+        make(0, 40, 9, 7, 7, 8, 3, 1, 1, 0),
+        make(0, 40, 9, 7, 7, 8, 3, 1, 1, 0),
     };
-    acc[5].layout = acc[6].layout = acc[7].layout = VAE_CONV_X_NHWC | VAE_CONV_Y_NHWC;
+    acc[5].layout = acc[6].layout = acc[7].layout = acc[9].layout = VAE_CONV_X_NHWC | VAE_CONV_Y_NHWC;
     for (size_t i = 0; i < sizeof acc / sizeof acc[0]; i++) test_accumulate(&acc[i]);
 
     geom layers[] = {
@@ -660,11 +721,35 @@ int main(void)
         layers[i].layout &= ~VAE_CONV_Y_NHWC;
         test_default_layer(&layers[i]);
     }
-    /* The patch-major chunks, uneven last one included (49 + 21 samples), against the loops. */
+    /*
+     * The Winograd layers of the default hvae (its residual blocks at 16,
+     * 32 and 64 channels, a group's prior and posterior to 16 channels),
+     * channels last as the model keeps them, with the ReLU flags, and NCHW.
+     */
+    geom hv_layers[] = {
+        make(0, 2, 16, 28, 28, 16, 3, 1, 1, 0),
+        make(0, 2, 32, 14, 14, 32, 3, 1, 1, 0),
+        make(0, 2, 64, 7, 7, 64, 3, 1, 1, 0),
+        make(0, 2, 64, 7, 7, 16, 3, 1, 1, 0),
+        make(0, 2, 32, 14, 14, 16, 3, 1, 1, 0),
+    };
+    for (size_t i = 0; i < sizeof hv_layers / sizeof hv_layers[0]; i++) {
+        hv_layers[i].layout = VAE_CONV_X_NHWC | VAE_CONV_Y_NHWC | VAE_CONV_RELU | VAE_CONV_DX_RELU;
+        test_default_layer(&hv_layers[i]);
+        hv_layers[i].layout = 0;
+        test_default_layer(&hv_layers[i]);
+    }
+    /*
+     * The patch-major chunks, uneven last one included (49 + 21 samples),
+     * and the Winograd ones (7x7: 32 samples a chunk, 32 + 8; 28x28: two
+     * samples a chunk, 2 + 1), against the loops.
+     */
     geom chunked[] = {
         make(0, 70, 8, 5, 7, 3, 3, 2, 1, 0),
         make(1, 70, 3, 3, 4, 9, 3, 2, 1, 1),
         make(0, 40, 16, 6, 6, 4, 3, 1, 1, 0),
+        make(0, 40, 32, 7, 7, 32, 3, 1, 1, 0),
+        make(0, 3, 16, 28, 28, 16, 3, 1, 1, 0),
     };
     for (size_t i = 0; i < sizeof chunked / sizeof chunked[0]; i++) {
         test_default_layer(&chunked[i]);

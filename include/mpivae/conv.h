@@ -19,8 +19,11 @@
  *
  * Lowering: im2col / col2im around cblas_sgemm, per sample when the image
  * that im2col reads has fewer than 8 channels, else in chunks of samples
- * with the channels last (docs/performance-notes.md has the measurements
- * that chose it). Every function takes a caller-owned scratch buffer of at
+ * with the channels last; a Conv2d with a 3x3 kernel, stride 1, padding 1
+ * and 8 or more channels on both sides by Winograd's F(2x2, 3x3) instead,
+ * 16 sgemms per chunk of tiles in the transform domain, for the forward
+ * pass and both gradients (docs/performance-notes.md has the measurements
+ * that chose them). Every function takes a caller-owned scratch buffer of at
  * least the _scratch function's count of floats; its
  * contents are not kept between calls, so one buffer, sized for the largest
  * layer, can serve every layer of a model. Nothing is allocated inside.
@@ -65,7 +68,12 @@ int vae_conv_channels_last(int C);
  * for a chunk of nb = min(B, ceil(588 / (Hout*Wout))) samples:
  * nb*Hout*Wout * Cin*k*k (the chunk's column matrix) + nb*H*W*Cin +
  * nb*Hout*Wout*Cout (x and y, channels last) + 2 * Cout*Cin*k*k (the
- * weights and their gradient in tap order). Returns 0
+ * weights and their gradient in tap order). Winograd (k = 3, s = 1, p =
+ * 1, Cin and Cout >= 8), for a chunk of nb = min(B, max(1, 512 / T))
+ * samples of T = ceil(H/2) * ceil(W/2) tiles each: nb*H*W * (Cin + Cout)
+ * (x and y channels last) + 16 * (nb*T*Cin + 16) + 16 * (nb*T*Cout + 16)
+ * (the tiles in the transform domain) + 2 * 16*Cout*Cin (the weights and
+ * their gradient there) + 2 * max(Cin, Cout). Returns 0
  * when the geometry is invalid: a size, k or s below 1, B or p below 0, or
  * Hout or Wout below 1 (k > H + 2p).
  */
