@@ -21,7 +21,8 @@
  *
  * - k = 3, s = 1, p = 1 with 8 or more channels on both sides (the hvae's
  *   residual blocks, priors and posteriors): Winograd's F(2x2, 3x3), below,
- *   on the same chunks of channels-last samples.
+ *   on the same chunks of channels-last samples; with fewer than 8 output
+ *   channels (the hvae's output layer), tap by tap, below.
  *
  * Why two: with many channels the channel-major rows are short runs, slow
  * to gather between the products, and the patch-major lowering (with its
@@ -888,6 +889,143 @@ static void conv2d_backward_wg(const float *x, const float *w, const float *dy, 
     if (dw) wg_weights_grad(dU, Cout, Cin, dw);
 }
 
+/* ---------------------------------------------------------------------- taps: few output channels */
+
+/*
+ * A 3x3 stride-1 pad-1 conv from 8 or more channels to fewer than 8 (the
+ * hvae's output layer, 16 -> 1) is computed tap by tap: one product gives
+ * every input pixel's contribution to each tap and output channel,
+ *   P[pixel][t*Cout + o] = sum_c x[pixel][c] w[o][c][t],
+ * and each output adds the 9 entries of its neighbours,
+ *   y[i][j][o] = b[o] + sum_{t = (u, v)} P[i + u - 1][j + v - 1][t*Cout + o].
+ * Backward gathers the output gradient the same way, Q[pixel][t*Cout + o] =
+ * dy[i - u + 1][j - v + 1][o] (0 past the image), so that dx = Q Wt and
+ * dWt += Q^T x, Wt[t*Cout + o][c] = w[o][c][t]. The im2col lowering would
+ * write 9 * Cin floats per pixel to multiply them by a column or two; this
+ * writes 9 * Cout. Chunks of whole samples of about TAP_ROWS pixels.
+ */
+#define TAP_ROWS 2048
+
+static int tap_applies(int Cin, int Cout, int k, int s, int p)
+{
+    return k == 3 && s == 1 && p == 1 && Cin >= PM_MIN_CHANNELS && Cout < PM_MIN_CHANNELS;
+}
+
+static int tap_chunk(int B, int HW)
+{
+    int nb = (TAP_ROWS + HW - 1) / HW;
+    return nb < B ? nb : (B > 0 ? B : 1);
+}
+
+/* Scratch: x/dx and y/dy of a chunk channels last, P (or Q), Wt and dWt. */
+static size_t tap_scratch(int B, int Cin, int H, int W, int Cout)
+{
+    size_t px = (size_t)tap_chunk(B, H * W) * H * W;
+    return px * Cin + px * Cout + px * 9 * Cout + 2 * (size_t)9 * Cout * Cin;
+}
+
+/* Wt[t*Cout + o][c] = w[o][c][t]. */
+static void tap_weights(const float *w, int Cout, int Cin, float *wt)
+{
+    for (int o = 0; o < Cout; o++)
+        for (int c = 0; c < Cin; c++)
+            for (int t = 0; t < 9; t++) wt[((size_t)t * Cout + o) * Cin + c] = w[((size_t)o * Cin + c) * 9 + t];
+}
+
+/*
+ * to[n][i][j][t*C + o] (gather) or to[n][i][j][o] (!gather) from
+ * from[n][i'][j'][.]: gather: Q[i][j][t, o] = from[i - u + 1][j - v + 1][o];
+ * else y[i][j][o] = b[o] + sum_t from[i + u - 1][j + v - 1][t*C + o].
+ */
+static void tap_shift(const float *from, float *to, int m, int H, int W, int C, const float *b, int gather)
+{
+    size_t cc = (size_t)9 * C;
+    for (int n = 0; n < m; n++)
+        for (int i = 0; i < H; i++)
+            for (int j = 0; j < W; j++) {
+                size_t pix = ((size_t)n * H + i) * W + j;
+                float acc[PM_MIN_CHANNELS];
+                if (!gather)
+                    for (int o = 0; o < C; o++) acc[o] = b ? b[o] : 0.0f;
+                for (int u = 0; u < 3; u++) {
+                    int ii = gather ? i - u + 1 : i + u - 1;
+                    for (int v = 0; v < 3; v++) {
+                        int jj = gather ? j - v + 1 : j + v - 1, t = 3 * u + v;
+                        int in = ii >= 0 && ii < H && jj >= 0 && jj < W;
+                        size_t q = ((size_t)n * H + ii) * W + jj;
+                        if (gather) {
+                            for (int o = 0; o < C; o++) to[pix * cc + (size_t)t * C + o] = in ? from[q * C + o] : 0.0f;
+                        } else if (in) {
+                            for (int o = 0; o < C; o++) acc[o] += from[q * cc + (size_t)t * C + o];
+                        }
+                    }
+                }
+                if (!gather)
+                    for (int o = 0; o < C; o++) to[pix * C + o] = acc[o];
+            }
+}
+
+static void conv2d_forward_tap(const float *x, const float *w, const float *b, float *y, int B,
+                               int Cin, int Cout, int H, int W, int layout, float *scratch)
+{
+    int HW = H * W, nb = tap_chunk(B, HW), N = 9 * Cout;
+    float *xs = scratch;                      /* [nb, H, W, Cin] */
+    float *ys = xs + (size_t)nb * HW * Cin;   /* [nb, H, W, Cout] */
+    float *P = ys + (size_t)nb * HW * Cout;   /* [nb*HW, 9*Cout] */
+    float *wt = P + (size_t)nb * HW * N;      /* [9*Cout, Cin] */
+    tap_weights(w, Cout, Cin, wt);
+    for (int n0 = 0; n0 < B; n0 += nb) {
+        int m = B - n0 < nb ? B - n0 : nb;
+        const float *xt = nhwc_of(x + (size_t)n0 * Cin * HW, layout & VAE_CONV_X_NHWC, m, Cin, HW, xs);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m * HW, N, Cin, 1.0f, xt, Cin, wt, Cin, 0.0f,
+                    P, N);
+        float *yc = y + (size_t)n0 * Cout * HW;
+        if (layout & VAE_CONV_Y_NHWC) {
+            tap_shift(P, yc, m, H, W, Cout, b, 0);
+        } else {
+            tap_shift(P, ys, m, H, W, Cout, b, 0);
+            to_nchw(ys, m, Cout, HW, NULL, yc);
+        }
+        if (layout & VAE_CONV_RELU) relu_inplace(yc, (size_t)m * Cout * HW);
+    }
+}
+
+static void conv2d_backward_tap(const float *x, const float *w, const float *dy, float *dx,
+                                float *dw, float *db, int B, int Cin, int Cout, int H, int W,
+                                int layout, float *scratch)
+{
+    int HW = H * W, nb = tap_chunk(B, HW), N = 9 * Cout, xlast = (layout & VAE_CONV_X_NHWC) != 0;
+    float *xs = scratch;                      /* [nb, H, W, Cin]: x, then dx */
+    float *dys = xs + (size_t)nb * HW * Cin;  /* [nb, H, W, Cout] */
+    float *Q = dys + (size_t)nb * HW * Cout;  /* [nb*HW, 9*Cout] */
+    float *wt = Q + (size_t)nb * HW * N;      /* [9*Cout, Cin] */
+    float *dwt = wt + (size_t)N * Cin;        /* [9*Cout, Cin] */
+    tap_weights(w, Cout, Cin, wt);
+    if (dw) memset(dwt, 0, sizeof(float) * (size_t)N * Cin);
+    for (int n0 = 0; n0 < B; n0 += nb) {
+        int m = B - n0 < nb ? B - n0 : nb;
+        const float *dyt = nhwc_of(dy + (size_t)n0 * Cout * HW, layout & VAE_CONV_Y_NHWC, m, Cout, HW, dys);
+        tap_shift(dyt, Q, m, H, W, Cout, NULL, 1);
+        if (dw) {
+            sum_rows(dyt, (size_t)m * HW, Cout, db);
+            const float *xt = nhwc_of(x + (size_t)n0 * Cin * HW, xlast, m, Cin, HW, xs);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, Cin, m * HW, 1.0f, Q, N, xt, Cin, 1.0f,
+                        dwt, Cin);
+        }
+        if (!dx) continue;
+        float *dxc = dx + (size_t)n0 * Cin * HW;
+        float *dxt = xlast ? dxc : xs;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m * HW, Cin, N, 1.0f, Q, N, wt, Cin, 0.0f,
+                    dxt, Cin);
+        if (!xlast) to_nchw(xs, m, Cin, HW, NULL, dxc);
+        gate_dx(x + (size_t)n0 * Cin * HW, dxc, (size_t)m * Cin * HW, layout);
+    }
+    if (dw)
+        for (int o = 0; o < Cout; o++)
+            for (int c = 0; c < Cin; c++)
+                for (int t = 0; t < 9; t++) dw[((size_t)o * Cin + c) * 9 + t] += dwt[((size_t)t * Cout + o) * Cin + c];
+}
+
 /* ---------------------------------------------------------------------- Conv2d */
 
 int vae_conv_channels_last(int C)
@@ -910,6 +1048,7 @@ size_t vae_conv2d_scratch(int B, int Cin, int H, int W, int Cout, int k, int s, 
     if (H + 2 * p < k || W + 2 * p < k) return 0;
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
     if (wg_applies(Cin, Cout, k, s, p)) return wg_scratch(B, Cin, H, W, Cout);
+    if (tap_applies(Cin, Cout, k, s, p)) return tap_scratch(B, Cin, H, W, Cout);
     if (Cin >= PM_MIN_CHANNELS)
         return pm_scratch(pm_chunk(B, Ho * Wo), Ho * Wo, H * W, Cin, Cout, k * k);
     return cm_scratch((size_t)Cin * k * k, (size_t)Ho * Wo, H, W, Cin, s, p);
@@ -1090,6 +1229,10 @@ void vae_conv2d_forward(const float *x, const float *w, const float *b, float *y
         conv2d_forward_wg(x, w, b, y, B, Cin, Cout, H, W, layout, scratch);
         return;
     }
+    if (tap_applies(Cin, Cout, k, s, p)) {
+        conv2d_forward_tap(x, w, b, y, B, Cin, Cout, H, W, layout, scratch);
+        return;
+    }
     lowering g = lowering_of(H, W, k, s, p, Ho, Wo);
     if (Cin < PM_MIN_CHANNELS) conv2d_forward_cm(x, w, b, y, B, Cin, Cout, &g, layout, scratch);
     else conv2d_forward_pm(x, w, b, y, B, Cin, Cout, &g, layout, scratch);
@@ -1102,6 +1245,10 @@ void vae_conv2d_backward(const float *x, const float *w, const float *dy, float 
     int Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
     if (wg_applies(Cin, Cout, k, s, p)) {
         conv2d_backward_wg(x, w, dy, dx, dw, db, B, Cin, Cout, H, W, layout, scratch);
+        return;
+    }
+    if (tap_applies(Cin, Cout, k, s, p)) {
+        conv2d_backward_tap(x, w, dy, dx, dw, db, B, Cin, Cout, H, W, layout, scratch);
         return;
     }
     lowering g = lowering_of(H, W, k, s, p, Ho, Wo);

@@ -22,7 +22,9 @@
  *     fall into many bands of kernel rows in the padding (up to 17, past
  *     conv.c's cap of eight). A third sweep covers the Winograd path (3x3,
  *     stride 1, padding 1, 8 to 20 channels on both sides, tiles cut by the
- *     image's edge, every layout). Outputs, dx and scratch are prefilled with NaN, so an
+ *     image's edge, every layout); its geometries with fewer than 8 output
+ *     channels (conv.c's tap-wise path) are in the patch-major sweep.
+ *     Outputs, dx and scratch are prefilled with NaN, so an
  *     entry not overwritten or a read of stale scratch shows; scratch is
  *     allocated at exactly the size the _scratch function returns.
  * (c) Accumulation: backward adds into dw and db (from a nonzero start, and
@@ -39,8 +41,9 @@
  *     Both again with the ReLU flags: y = max(0, reference), and dx zero
  *     where x <= 0 (x drawn from [-1, 1], so about half). The hvae's
  *     Winograd layers (16, 32, 64 channels at 28x28, 14x14, 7x7, and to 16
- *     channels) likewise, and Winograd chunks (40 samples of 7x7, 32 + 8;
- *     3 of 28x28, 2 + 1).
+ *     channels, and the output layer 16 -> 1) likewise, and Winograd chunks
+ *     (40 samples of 7x7, 32 + 8; 3 of 28x28, 2 + 1) and tap-wise ones (70
+ *     of 6x6, 57 + 13).
  * (e) The _scratch functions: the documented size, 0 for invalid geometry.
  *
  * Tolerances: |analytic - reference| <= rtol |reference| + atol. The ops
@@ -656,6 +659,15 @@ static void test_scratch_sizes(void)
              2 * 784 * 32 + 16 * (392 * 16 + 16) * 2 + 2 * 16 * 256 + 2 * 16);
     CHECK_EQ(vae_conv2d_scratch(3, 9, 5, 7, 8, 3, 1, 1),
              3 * 35 * 17 + 16 * (3 * 12 * 9 + 16) + 16 * (3 * 12 * 8 + 16) + 2 * 16 * 72 + 2 * 9);
+    /*
+     * 3x3, stride 1, padding 1, 8 or more input channels and fewer than 8
+     * output channels (taps): a chunk of nb = min(B, ceil(2048 / (H*W)))
+     * samples, px = nb*H*W pixels: x and y channels last px * (Cin + Cout),
+     * the taps' products px * 9*Cout, the weights in tap order and their
+     * gradient 2 * 9*Cout*Cin.
+     */
+    CHECK_EQ(vae_conv2d_scratch(128, 16, 28, 28, 1, 3, 1, 1), 2352 * 17 + 2352 * 9 + 2 * 9 * 16);
+    CHECK_EQ(vae_conv2d_scratch(2, 9, 6, 6, 2, 3, 1, 1), 72 * 11 + 72 * 18 + 2 * 18 * 9);
     /* A small batch is one chunk of B samples. */
     CHECK_EQ(vae_conv2d_scratch(3, 8, 5, 7, 2, 3, 2, 1), 3 * 12 * 72 + 3 * 35 * 8 + 3 * 12 * 2 + 2 * 72 * 2);
     /* Invalid geometry gives 0. */
@@ -692,6 +704,8 @@ int main(void)
         /* Winograd, several chunks: 16 tiles of a 7x7 image, 32 samples a chunk, so 40 is 32 + 8. */
         make(0, 40, 9, 7, 7, 8, 3, 1, 1, 0),
         make(0, 40, 9, 7, 7, 8, 3, 1, 1, 0),
+        /* Taps (fewer than 8 output channels), several chunks: 57 samples of 6x6, so 70 is 57 + 13. */
+        make(0, 70, 9, 6, 6, 2, 3, 1, 1, 0),
     };
     acc[5].layout = acc[6].layout = acc[7].layout = acc[9].layout = VAE_CONV_X_NHWC | VAE_CONV_Y_NHWC;
     for (size_t i = 0; i < sizeof acc / sizeof acc[0]; i++) test_accumulate(&acc[i]);
@@ -732,6 +746,7 @@ int main(void)
         make(0, 2, 64, 7, 7, 64, 3, 1, 1, 0),
         make(0, 2, 64, 7, 7, 16, 3, 1, 1, 0),
         make(0, 2, 32, 14, 14, 16, 3, 1, 1, 0),
+        make(0, 2, 16, 28, 28, 1, 3, 1, 1, 0),
     };
     for (size_t i = 0; i < sizeof hv_layers / sizeof hv_layers[0]; i++) {
         hv_layers[i].layout = VAE_CONV_X_NHWC | VAE_CONV_Y_NHWC | VAE_CONV_RELU | VAE_CONV_DX_RELU;
@@ -750,6 +765,7 @@ int main(void)
         make(0, 40, 16, 6, 6, 4, 3, 1, 1, 0),
         make(0, 40, 32, 7, 7, 32, 3, 1, 1, 0),
         make(0, 3, 16, 28, 28, 16, 3, 1, 1, 0),
+        make(0, 70, 9, 6, 6, 2, 3, 1, 1, 0),
     };
     for (size_t i = 0; i < sizeof chunked / sizeof chunked[0]; i++) {
         test_default_layer(&chunked[i]);

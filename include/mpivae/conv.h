@@ -22,8 +22,9 @@
  * with the channels last; a Conv2d with a 3x3 kernel, stride 1, padding 1
  * and 8 or more channels on both sides by Winograd's F(2x2, 3x3) instead,
  * 16 sgemms per chunk of tiles in the transform domain, for the forward
- * pass and both gradients (docs/performance-notes.md has the measurements
- * that chose them). Every function takes a caller-owned scratch buffer of at
+ * pass and both gradients, and with fewer than 8 output channels tap by tap
+ * (one product for all 9 taps, then each output adds its neighbours')
+ * (docs/performance-notes.md has the measurements that chose them). Every function takes a caller-owned scratch buffer of at
  * least the _scratch function's count of floats; its
  * contents are not kept between calls, so one buffer, sized for the largest
  * layer, can serve every layer of a model. Nothing is allocated inside.
@@ -73,7 +74,11 @@ int vae_conv_channels_last(int C);
  * samples of T = ceil(H/2) * ceil(W/2) tiles each: nb*H*W * (Cin + Cout)
  * (x and y channels last) + 16 * (nb*T*Cin + 16) + 16 * (nb*T*Cout + 16)
  * (the tiles in the transform domain) + 2 * 16*Cout*Cin (the weights and
- * their gradient there) + 2 * max(Cin, Cout). Returns 0
+ * their gradient there) + 2 * max(Cin, Cout). Tap by tap (k = 3, s = 1,
+ * p = 1, Cin >= 8, Cout < 8), for a chunk of nb = min(B, ceil(2048 /
+ * (H*W))) samples of px = nb*H*W pixels: px * (Cin + Cout) (x and y
+ * channels last) + px * 9*Cout (the taps' products) + 2 * 9*Cout*Cin (the
+ * weights in tap order and their gradient). Returns 0
  * when the geometry is invalid: a size, k or s below 1, B or p below 0, or
  * Hout or Wout below 1 (k > H + 2p).
  */
