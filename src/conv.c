@@ -2,7 +2,8 @@
  * conv.c: Conv2d and ConvTranspose2d forward/backward pairs (see conv.h),
  * lowered to cblas_sgemm through im2col / col2im. Two lowerings, chosen by
  * the channel count C of the image that im2col reads (the conv's input,
- * the transposed conv's output):
+ * the transposed conv's output), and two paths for the 3x3 stride-1
+ * convolutions that replace them there (the last item):
  *
  * - C < 8, channel-major, one sample at a time: col[C*k*k, grid], one row
  *   per (channel, tap), so the rows are short runs (Wout floats) gathered
@@ -19,12 +20,12 @@
  *   row block. The weights are permuted to (tap, channel) order once per
  *   call (and their gradient back).
  *
- * - k = 3, s = 1, p = 1 with 8 or more channels on both sides (the hvae's
- *   residual blocks, priors and posteriors): Winograd's F(2x2, 3x3), below,
- *   on the same chunks of channels-last samples; with fewer than 8 output
- *   channels (the hvae's output layer), tap by tap, below.
+ * - Conv2d with k = 3, s = 1, p = 1 and 8 or more input channels: with 8
+ *   or more output channels too (the hvae's residual blocks, priors and
+ *   posteriors) Winograd's F(2x2, 3x3), below, on chunks of channels-last
+ *   samples; with fewer (the hvae's output layer), tap by tap, below.
  *
- * Why two: with many channels the channel-major rows are short runs, slow
+ * Why two lowerings: with many channels the channel-major rows are short runs, slow
  * to gather between the products, and the patch-major lowering (with its
  * chunk size, the bands, channels-last activations and the ReLU applied as
  * chunks are written) made the default conv model faster; with one channel
@@ -33,8 +34,11 @@
  *
  * Scratch: the column matrix of one sample (channel-major) or one chunk
  * (patch-major), plus the phase planes and one sample's NCHW copies, or
- * the chunk's NHWC copies and the permuted weights. Backward redoes im2col rather than keeping forward's,
- * so one scratch serves every layer.
+ * the chunk's NHWC copies and the permuted weights; for Winograd the
+ * chunk's tiles in the transform domain and the transformed weights, for
+ * the taps the chunk's products per tap. Backward redoes im2col (and the
+ * input transform) rather than keeping forward's, so one scratch serves
+ * every layer.
  */
 #include "mpivae/conv.h"
 
@@ -858,6 +862,7 @@ static void conv2d_backward_wg(const float *x, const float *w, const float *dy, 
     float *dU = U + 16 * oc;                   /* [16][Cout][Cin] */
     float *zero = dU + 16 * oc, *trash = zero + (Cin > Cout ? Cin : Cout);
     memset(zero, 0, sizeof(float) * (size_t)(Cin > Cout ? Cin : Cout));
+    memset(trash, 0, sizeof(float) * (size_t)Cin); /* the input gradient's padding is added there */
     if (dx) wg_weights(w, Cout, Cin, U);
     if (dw) memset(dU, 0, sizeof(float) * 16 * oc);
     for (int n0 = 0; n0 < B; n0 += q.nb) {

@@ -437,22 +437,25 @@ static void test_sweep_patch_major(void)
 }
 
 /*
- * 3x3 stride-1 convolutions with padding 1 and 8 or more channels on both
- * sides: conv.c computes them by Winograd's F(2x2, 3x3) in tiles of 2x2
- * outputs, its transforms in blocks of 16 channels. The sweep takes
- * channel counts below, at and past a block (8, 9, 16, 17, 20), images
- * whose tiles are whole or cut by the image's edge (even and odd sides,
- * 1x1, 2x3), batch 1 (2 for the first), in every layout (the ReLU flags: the hvae's
+ * 3x3 stride-1 convolutions with padding 1 and 8 or more input channels:
+ * conv.c computes them by Winograd's F(2x2, 3x3) in tiles of 2x2 outputs,
+ * its transforms in blocks of 16 channels, or with fewer than 8 output
+ * channels tap by tap. The sweep takes channel counts below, at and past a
+ * block (8, 9, 16, 17, 20) and 2 to 7 output channels, images whose tiles
+ * are whole or cut by the image's edge (even and odd sides, 1x1, 2x3, 1x9,
+ * 9x1), batch 1 (2 for the first), in every layout (the ReLU flags: the hvae's
  * layers and the chunked geometries in main).
  */
 static void test_sweep_winograd(void)
 {
-    static const int chans[][2] = { { 8, 9 }, { 9, 8 }, { 17, 8 }, { 8, 20 }, { 16, 9 }, { 9, 17 } };
-    static const int sizes[][2] = { { 5, 7 }, { 7, 5 }, { 4, 4 }, { 1, 1 }, { 2, 3 }, { 6, 3 } };
+    /* The last four have fewer than 8 output channels: conv.c's tap-wise path. */
+    static const int chans[][2] = { { 8, 9 },  { 9, 8 }, { 17, 8 }, { 8, 20 }, { 16, 9 }, { 9, 17 },
+                                    { 9, 16 }, { 8, 3 }, { 9, 7 },  { 16, 5 }, { 11, 2 } };
+    static const int sizes[][2] = { { 5, 7 }, { 7, 5 }, { 4, 4 }, { 1, 1 }, { 2, 3 }, { 6, 3 }, { 1, 9 }, { 9, 1 } };
     int n = 0;
-    for (int idx = 0; idx < 6; idx++)
+    for (int idx = 0; idx < 11; idx++)
         for (int lay = 0; lay < 4; lay++) {
-            const int *hw = sizes[(idx + lay) % 6];
+            const int *hw = sizes[(idx + lay) % 8];
             geom g = make(0, idx == 0 ? 2 : 1, chans[idx][0], hw[0], hw[1], chans[idx][1], 3, 1, 1, 0);
             g.layout = lay;
             test_gradcheck(&g);
@@ -706,8 +709,11 @@ int main(void)
         make(0, 40, 9, 7, 7, 8, 3, 1, 1, 0),
         /* Taps (fewer than 8 output channels), several chunks: 57 samples of 6x6, so 70 is 57 + 13. */
         make(0, 70, 9, 6, 6, 2, 3, 1, 1, 0),
+        make(0, 70, 9, 6, 6, 2, 3, 1, 1, 0),
     };
-    acc[5].layout = acc[6].layout = acc[7].layout = acc[9].layout = VAE_CONV_X_NHWC | VAE_CONV_Y_NHWC;
+    /* A geometry listed twice runs the second time channels last (the layouts set below). */
+    acc[5].layout = acc[6].layout = acc[7].layout = acc[9].layout = acc[11].layout =
+        VAE_CONV_X_NHWC | VAE_CONV_Y_NHWC;
     for (size_t i = 0; i < sizeof acc / sizeof acc[0]; i++) test_accumulate(&acc[i]);
 
     geom layers[] = {
@@ -766,6 +772,7 @@ int main(void)
         make(0, 40, 32, 7, 7, 32, 3, 1, 1, 0),
         make(0, 3, 16, 28, 28, 16, 3, 1, 1, 0),
         make(0, 70, 9, 6, 6, 2, 3, 1, 1, 0),
+        make(0, 2, 8, 48, 48, 8, 3, 1, 1, 0), /* 576 tiles a sample, past a chunk's 512 */
     };
     for (size_t i = 0; i < sizeof chunked / sizeof chunked[0]; i++) {
         test_default_layer(&chunked[i]);

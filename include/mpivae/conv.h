@@ -56,7 +56,8 @@ enum { VAE_CONV_X_NHWC = 1, VAE_CONV_Y_NHWC = 2, VAE_CONV_RELU = 4, VAE_CONV_DX_
 /*
  * Whether an activation of C channels between two conv layers is best kept
  * channels last: 1 when the lowering of the layer that im2col's it is the
- * patch-major one (C >= 8), which then reads and writes it in place.
+ * patch-major one (C >= 8), which then reads and writes it in place (as do
+ * the Winograd and tap-wise paths of the 3x3 stride-1 convolutions).
  */
 int vae_conv_channels_last(int C);
 
@@ -65,8 +66,8 @@ int vae_conv_channels_last(int C);
  * for this geometry and batches of up to B. With Cin < 8: Cin*k*k *
  * Hout*Wout (one sample's column matrix) plus s*s * ceil((H + 2p) / s) *
  * ceil((W + 2p) / s) (one channel of the padded image, split into its
- * stride phases) plus Cin*H*W (one sample of x in NCHW). With Cin >= 8,
- * for a chunk of nb = min(B, ceil(588 / (Hout*Wout))) samples:
+ * stride phases) plus Cin*H*W (one sample of x in NCHW). With Cin >= 8
+ * (other than the two 3x3 stride-1 cases below), for a chunk of nb = min(B, ceil(588 / (Hout*Wout))) samples:
  * nb*Hout*Wout * Cin*k*k (the chunk's column matrix) + nb*H*W*Cin +
  * nb*Hout*Wout*Cout (x and y, channels last) + 2 * Cout*Cin*k*k (the
  * weights and their gradient in tap order). Winograd (k = 3, s = 1, p =
