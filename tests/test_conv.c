@@ -743,8 +743,9 @@ int main(void)
     }
     /*
      * The Winograd layers of the default hvae (its residual blocks at 16,
-     * 32 and 64 channels, a group's prior and posterior to 16 channels),
-     * channels last as the model keeps them, with the ReLU flags, and NCHW.
+     * 32 and 64 channels, a group's prior and posterior to 16 channels) and
+     * its tap-wise output layer (16 -> 1), channels last as the model keeps
+     * them, with the ReLU flags, and NCHW.
      */
     geom hv_layers[] = {
         make(0, 2, 16, 28, 28, 16, 3, 1, 1, 0),
