@@ -535,14 +535,24 @@ static wgeom wgeom_of(int B, int H, int W)
     return q;
 }
 
-/* Scratch: x/dx and y/dy of a chunk channels last, V and M, U and dU, a row of zeros and a discard row. */
+/* Floats of a band of tiles' columns in the input transforms: 4 * (2*tw + 2) * C. */
+static size_t wg_band(const wgeom *q, int C)
+{
+    return (size_t)4 * (2 * q->tw + 2) * C;
+}
+
+/*
+ * Scratch: x/dx and y/dy of a chunk channels last, V and M, U and dU, a
+ * row of zeros, a discard row, a band of the input transforms and the
+ * output gradient's sums of a tile.
+ */
 static size_t wg_scratch(int B, int Cin, int H, int W, int Cout)
 {
     wgeom q = wgeom_of(B, H, W);
     size_t nt = (size_t)q.nb * q.ts, img = (size_t)q.nb * H * W;
     size_t cm = (size_t)(Cin > Cout ? Cin : Cout);
     return img * Cin + img * Cout + 16 * wg_mat(nt, Cin) + 16 * wg_mat(nt, Cout) + 2 * 16 * (size_t)Cout * Cin +
-           2 * cm;
+           2 * cm + wg_band(&q, Cin) + 4 * (size_t)Cout;
 }
 
 /* U[xi][o][c] = (G w[o][c] G^T)[xi]. */
@@ -589,158 +599,72 @@ static void wg_weights_grad(const float *dU, int Cout, int Cin, float *dw)
 }
 
 /*
- * The tile transforms work on blocks of WB channels held in local arrays,
- * so that the compiler vectorises them across channels; the 16 (or 4) rows
- * of a tile are given by pointers, a padding row pointing at zeros (read)
- * or at a discard row (written).
+ * The tile transforms vectorise across channels: each loops over c with
+ * its rows as separate restrict pointers (or one base and the stride
+ * between the 16 transform-domain matrices), a row past the image pointing
+ * at zeros (read) or at a discard row (written).
  */
-#define WB 16
 
-/* a[k][l] = src[k][c0 + l] for k < rows, l < n (n <= WB; the rest of a cleared). */
-static inline void wg_load(float (*a)[WB], const float *const *src, int rows, int c0, int n)
+/* y_ab[c] = (A^T m A)[a][b] + bias[c] (bias NULL: none), m[xi][c] = mt[xi * mat + c]. */
+static void wg_out_tile(const float *restrict mt, size_t mat, float *restrict y0, float *restrict y1,
+                        float *restrict y2, float *restrict y3, const float *restrict bias, int C)
 {
-    if (n == WB) {
-        for (int k = 0; k < rows; k++) memcpy(a[k], src[k] + c0, sizeof a[k]);
-        return;
-    }
-    memset(a, 0, sizeof(float) * WB * (size_t)rows);
-    for (int k = 0; k < rows; k++)
-        for (int l = 0; l < n; l++) a[k][l] = src[k][c0 + l];
-}
-
-/* dst[k][c0 + l] = a[k][l] (add: +=) for k < rows, l < n. */
-static inline void wg_store(float (*a)[WB], float *const *dst, int rows, int c0, int n, int add)
-{
-    if (n == WB && !add) {
-        for (int k = 0; k < rows; k++) memcpy(dst[k] + c0, a[k], sizeof a[k]);
-    } else if (n == WB) {
-        for (int k = 0; k < rows; k++) {
-            float *d = dst[k] + c0, t[WB];
-            memcpy(t, d, sizeof t);
-            for (int l = 0; l < WB; l++) t[l] += a[k][l];
-            memcpy(d, t, sizeof t);
+    for (int c = 0; c < C; c++) {
+        float a[16], u[8];
+        for (int x = 0; x < 16; x++) a[x] = mt[x * mat + c];
+        for (int s = 0; s < 4; s++) {
+            u[s] = a[s] + a[4 + s] + a[8 + s];
+            u[4 + s] = a[4 + s] - a[8 + s] - a[12 + s];
         }
-    } else {
-        for (int k = 0; k < rows; k++)
-            for (int l = 0; l < n; l++) dst[k][c0 + l] = add ? dst[k][c0 + l] + a[k][l] : a[k][l];
+        const float b0 = bias ? bias[c] : 0.0f;
+        y0[c] = b0 + u[0] + u[1] + u[2];
+        y1[c] = b0 + u[1] - u[2] - u[3];
+        y2[c] = b0 + u[4] + u[5] + u[6];
+        y3[c] = b0 + u[5] - u[6] - u[7];
     }
 }
 
-/* v[xi][c] = (B^T d B)[xi] for c < C. */
-static void wg_in_tile(const float *const *d, float *const *v, int C)
+/* Row r of dM = A dY A^T from row r of A dY, (p, q) times sg: o_s = sg * (p, p + q, p - q, -q)[s]. */
+static void wg_og_row(const float *restrict p, const float *restrict q, float sg, float *restrict o0,
+                      float *restrict o1, float *restrict o2, float *restrict o3, int C)
 {
-    for (int c0 = 0; c0 < C; c0 += WB) {
-        int n = C - c0 < WB ? C - c0 : WB;
-        float a[16][WB], e[16][WB];
-        wg_load(a, d, 16, c0, n);
-        for (int s = 0; s < 4; s++)
-            for (int l = 0; l < WB; l++) {
-                e[s][l] = a[s][l] - a[8 + s][l];
-                e[4 + s][l] = a[4 + s][l] + a[8 + s][l];
-                e[8 + s][l] = a[8 + s][l] - a[4 + s][l];
-                e[12 + s][l] = a[4 + s][l] - a[12 + s][l];
-            }
-        for (int r = 0; r < 4; r++)
-            for (int l = 0; l < WB; l++) {
-                a[4 * r][l] = e[4 * r][l] - e[4 * r + 2][l];
-                a[4 * r + 1][l] = e[4 * r + 1][l] + e[4 * r + 2][l];
-                a[4 * r + 2][l] = e[4 * r + 2][l] - e[4 * r + 1][l];
-                a[4 * r + 3][l] = e[4 * r + 1][l] - e[4 * r + 3][l];
-            }
-        wg_store(a, v, 16, c0, n, 0);
+    for (int c = 0; c < C; c++) {
+        o0[c] = sg * p[c];
+        o1[c] = sg * (p[c] + q[c]);
+        o2[c] = sg * (p[c] - q[c]);
+        o3[c] = -sg * q[c];
     }
 }
 
-/* y[a*2 + b][c] = (A^T m A)[a][b] + b[c] (bias NULL: none). */
-static void wg_out_tile(const float *const *mt, float *const *y, const float *bias, int C)
+/* The rows of A dY that are sums: e_0..3 = (d0 + d2, d1 + d3, d0 - d2, d1 - d3). */
+static void wg_og_sums(const float *restrict d0, const float *restrict d1, const float *restrict d2,
+                       const float *restrict d3, float *restrict e0, float *restrict e1, float *restrict e2,
+                       float *restrict e3, int C)
 {
-    for (int c0 = 0; c0 < C; c0 += WB) {
-        int n = C - c0 < WB ? C - c0 : WB;
-        float a[16][WB], u[8][WB], o[4][WB], b0[WB];
-        wg_load(a, mt, 16, c0, n);
-        for (int l = 0; l < WB; l++) b0[l] = bias && l < n ? bias[c0 + l] : 0.0f;
-        for (int s = 0; s < 4; s++)
-            for (int l = 0; l < WB; l++) {
-                u[s][l] = a[s][l] + a[4 + s][l] + a[8 + s][l];
-                u[4 + s][l] = a[4 + s][l] - a[8 + s][l] - a[12 + s][l];
-            }
-        for (int r = 0; r < 2; r++)
-            for (int l = 0; l < WB; l++) {
-                o[2 * r][l] = b0[l] + u[4 * r][l] + u[4 * r + 1][l] + u[4 * r + 2][l];
-                o[2 * r + 1][l] = b0[l] + u[4 * r + 1][l] - u[4 * r + 2][l] - u[4 * r + 3][l];
-            }
-        wg_store(o, y, 4, c0, n, 0);
-    }
-}
-
-/* dm[xi][c] = (A dY A^T)[xi], dY[a][b] = dy[a*2 + b][c]. */
-static void wg_og_tile(const float *const *dy, float *const *dm, int C)
-{
-    for (int c0 = 0; c0 < C; c0 += WB) {
-        int n = C - c0 < WB ? C - c0 : WB;
-        float a[4][WB], e[8][WB], o[16][WB];
-        wg_load(a, dy, 4, c0, n);
-        for (int s = 0; s < 2; s++)
-            for (int l = 0; l < WB; l++) {
-                e[s][l] = a[s][l];
-                e[2 + s][l] = a[s][l] + a[2 + s][l];
-                e[4 + s][l] = a[s][l] - a[2 + s][l];
-                e[6 + s][l] = -a[2 + s][l];
-            }
-        for (int r = 0; r < 4; r++)
-            for (int l = 0; l < WB; l++) {
-                o[4 * r][l] = e[2 * r][l];
-                o[4 * r + 1][l] = e[2 * r][l] + e[2 * r + 1][l];
-                o[4 * r + 2][l] = e[2 * r][l] - e[2 * r + 1][l];
-                o[4 * r + 3][l] = -e[2 * r + 1][l];
-            }
-        wg_store(o, dm, 16, c0, n, 0);
-    }
-}
-
-/* dd[k][c] += (B dV B^T)[k]: the patch's input gradient, added. */
-static void wg_ig_tile(const float *const *dv, float *const *dd, int C)
-{
-    for (int c0 = 0; c0 < C; c0 += WB) {
-        int n = C - c0 < WB ? C - c0 : WB;
-        float a[16][WB], f[16][WB];
-        wg_load(a, dv, 16, c0, n);
-        for (int s = 0; s < 4; s++)
-            for (int l = 0; l < WB; l++) {
-                f[s][l] = a[s][l];
-                f[4 + s][l] = a[4 + s][l] - a[8 + s][l] + a[12 + s][l];
-                f[8 + s][l] = a[8 + s][l] + a[4 + s][l] - a[s][l];
-                f[12 + s][l] = -a[12 + s][l];
-            }
-        for (int r = 0; r < 4; r++)
-            for (int l = 0; l < WB; l++) {
-                a[4 * r][l] = f[4 * r][l];
-                a[4 * r + 1][l] = f[4 * r + 1][l] - f[4 * r + 2][l] + f[4 * r + 3][l];
-                a[4 * r + 2][l] = f[4 * r + 2][l] + f[4 * r + 1][l] - f[4 * r][l];
-                a[4 * r + 3][l] = -f[4 * r + 3][l];
-            }
-        wg_store(a, dd, 16, c0, n, 1);
+    for (int c = 0; c < C; c++) {
+        e0[c] = d0[c] + d2[c];
+        e1[c] = d1[c] + d3[c];
+        e2[c] = d0[c] - d2[c];
+        e3[c] = d1[c] - d3[c];
     }
 }
 
 /*
- * The rows of tile (ty, tx) of sample n in an image t[.][H][W][C]: its 4x4
- * input patch (pad: the row for positions in the padding), or (out) its
- * 2x2 outputs.
+ * dm[xi][c] = (A dY A^T)[xi] (at dm[xi * mat + c]), dY[a][b] = dy_ab[c]:
+ * the rows of A dY are (d0, d1), (d0 + d2, d1 + d3), (d0 - d2, d1 - d3)
+ * and -(d2, d3). e: 4 * C floats.
  */
-static void wg_patch(const wgeom *q, float *t, int n, int ty, int tx, int C, float *pad, float **rows)
+static void wg_og_tile(const float *d0, const float *d1, const float *d2, const float *d3, float *dm, size_t mat,
+                       float *e, int C)
 {
-    for (int r = 0; r < 4; r++) {
-        int ih = 2 * ty - 1 + r;
-        for (int s = 0; s < 4; s++) {
-            int iw = 2 * tx - 1 + s;
-            rows[4 * r + s] = ih < 0 || ih >= q->H || iw < 0 || iw >= q->W
-                                  ? pad
-                                  : t + (((size_t)n * q->H + ih) * q->W + iw) * C;
-        }
-    }
+    wg_og_sums(d0, d1, d2, d3, e, e + C, e + 2 * C, e + 3 * C, C);
+    const float *p[4] = { d0, e, e + 2 * C, d2 }, *q[4] = { d1, e + C, e + 3 * C, d3 };
+    for (int r = 0; r < 4; r++)
+        wg_og_row(p[r], q[r], r == 3 ? -1.0f : 1.0f, dm + 4 * r * mat, dm + (4 * r + 1) * mat,
+                  dm + (4 * r + 2) * mat, dm + (4 * r + 3) * mat, C);
 }
 
+/* The rows of tile (ty, tx)'s 2x2 outputs in an image t[.][H][W][C] (pad: those past the image). */
 static void wg_outs(const wgeom *q, float *t, int n, int ty, int tx, int C, float *pad, float **rows)
 {
     for (int a = 0; a < 2; a++)
@@ -750,67 +674,151 @@ static void wg_outs(const wgeom *q, float *t, int n, int ty, int tx, int C, floa
         }
 }
 
-/* The rows of tile t in the 16 matrices of a transform-domain buffer X[16][nt][C]. */
-static void wg_rows(float *X, size_t nt, size_t t, int C, float **rows)
+/*
+ * The input transform, a band of tiles at a time: the band of tile row ty
+ * reads image rows 2ty-1 .. 2ty+2. Its vertical pass E = B^T d runs once
+ * per column of the band (neighbouring tiles share two columns), into
+ * E[4][2*tw + 2][C] (column j is image column j - 1); the horizontal pass
+ * V = E B then runs per tile on its 4 columns.
+ */
+static void wg_vertical(const float *restrict a0, const float *restrict a1, const float *restrict a2,
+                        const float *restrict a3, float *restrict e0, float *restrict e1, float *restrict e2,
+                        float *restrict e3, int C)
 {
-    for (int k = 0; k < 16; k++) rows[k] = X + (size_t)k * wg_mat(nt, C) + t * C;
+    for (int c = 0; c < C; c++) {
+        e0[c] = a0[c] - a2[c];
+        e1[c] = a1[c] + a2[c];
+        e2[c] = a2[c] - a1[c];
+        e3[c] = a1[c] - a3[c];
+    }
 }
 
-/* V = B^T d B for every tile of m samples xt[m][H][W][C]. zero: C zeros. */
-static void wg_input(const wgeom *q, const float *xt, int m, int C, float *V, float *zero)
+static void wg_horizontal(const float *restrict e, float *restrict v0, float *restrict v1, float *restrict v2,
+                          float *restrict v3, int C)
 {
-    size_t nt = (size_t)m * q->ts, t = 0;
-    float *d[16], *v[16];
+    const float *e0 = e, *e1 = e + C, *e2 = e + 2 * C, *e3 = e + 3 * C;
+    for (int c = 0; c < C; c++) {
+        v0[c] = e0[c] - e2[c];
+        v1[c] = e1[c] + e2[c];
+        v2[c] = e2[c] - e1[c];
+        v3[c] = e1[c] - e3[c];
+    }
+}
+
+/* The image row ih of sample n in t[.][H][W][C], NULL past the image. */
+static float *wg_row(const wgeom *q, const float *t, int n, int ih, int C)
+{
+    return ih < 0 || ih >= q->H ? NULL : (float *)t + ((size_t)n * q->H + ih) * q->W * C;
+}
+
+/* V = B^T d B for every tile of m samples xt[m][H][W][C]. zero: C zeros; E: 4 * (2*tw + 2) * C floats. */
+static void wg_input(const wgeom *q, const float *xt, int m, int C, float *V, const float *zero, float *E)
+{
+    const size_t nt = (size_t)m * q->ts, mat = wg_mat(nt, C), es = (size_t)(2 * q->tw + 2) * C;
+    size_t t = 0;
     for (int n = 0; n < m; n++)
-        for (int ty = 0; ty < q->th; ty++)
-            for (int tx = 0; tx < q->tw; tx++, t++) {
-                wg_patch(q, (float *)xt, n, ty, tx, C, zero, d);
-                wg_rows(V, nt, t, C, v);
-                wg_in_tile((const float *const *)d, v, C);
+        for (int ty = 0; ty < q->th; ty++) {
+            const float *r[4];
+            for (int k = 0; k < 4; k++) r[k] = wg_row(q, xt, n, 2 * ty - 1 + k, C);
+            for (int j = 0; j < 2 * q->tw + 2; j++) {
+                const int iw = j - 1, in = iw >= 0 && iw < q->W;
+                const float *a[4];
+                for (int k = 0; k < 4; k++) a[k] = in && r[k] ? r[k] + (size_t)iw * C : zero;
+                float *e = E + (size_t)j * C;
+                wg_vertical(a[0], a[1], a[2], a[3], e, e + es, e + 2 * es, e + 3 * es, C);
             }
+            for (int tx = 0; tx < q->tw; tx++, t++)
+                for (int k = 0; k < 4; k++) {
+                    float *v = V + (size_t)4 * k * mat + t * C;
+                    wg_horizontal(E + k * es + (size_t)2 * tx * C, v, v + mat, v + 2 * mat, v + 3 * mat, C);
+                }
+        }
 }
 
 /* yt[m][H][W][C] = A^T M A + b at the outputs inside the image. trash: C floats. */
-static void wg_output(const wgeom *q, float *M, int m, int C, const float *b, float *yt, float *trash)
+static void wg_output(const wgeom *q, const float *M, int m, int C, const float *b, float *yt, float *trash)
 {
-    size_t nt = (size_t)m * q->ts, t = 0;
-    float *mt[16], *y[4];
+    const size_t nt = (size_t)m * q->ts, mat = wg_mat(nt, C);
+    size_t t = 0;
+    float *y[4];
     for (int n = 0; n < m; n++)
         for (int ty = 0; ty < q->th; ty++)
             for (int tx = 0; tx < q->tw; tx++, t++) {
-                wg_rows(M, nt, t, C, mt);
                 wg_outs(q, yt, n, ty, tx, C, trash, y);
-                wg_out_tile((const float *const *)mt, y, b, C);
+                wg_out_tile(M + t * C, mat, y[0], y[1], y[2], y[3], b, C);
             }
 }
 
-/* dM = A dY A^T for every tile, dY read from dyt[m][H][W][C] (zeros past the image). */
-static void wg_output_grad(const wgeom *q, const float *dyt, int m, int C, float *dM, float *zero)
+/* dM = A dY A^T for every tile, dY read from dyt[m][H][W][C] (zeros past the image). e: 4 * C floats. */
+static void wg_output_grad(const wgeom *q, const float *dyt, int m, int C, float *dM, float *zero, float *e)
 {
-    size_t nt = (size_t)m * q->ts, t = 0;
-    float *dy[4], *dm[16];
+    const size_t nt = (size_t)m * q->ts, mat = wg_mat(nt, C);
+    size_t t = 0;
+    float *dy[4];
     for (int n = 0; n < m; n++)
         for (int ty = 0; ty < q->th; ty++)
             for (int tx = 0; tx < q->tw; tx++, t++) {
                 wg_outs(q, (float *)dyt, n, ty, tx, C, zero, dy);
-                wg_rows(dM, nt, t, C, dm);
-                wg_og_tile((const float *const *)dy, dm, C);
+                wg_og_tile(dy[0], dy[1], dy[2], dy[3], dM + t * C, mat, e, C);
             }
 }
 
-/* dxt[m][H][W][C] = the sum over tiles of B dV B^T on the patch each read (overwritten). */
-static void wg_input_grad(const wgeom *q, float *dV, int m, int C, float *dxt, float *trash)
+/*
+ * dxt[m][H][W][C] = the sum over tiles of B dV B^T on the patch each read
+ * (overwritten): the transpose of wg_input, a band at a time. Each tile's
+ * horizontal pass dE = dV B^T is added into F[4][2*tw + 2][C] (two
+ * columns are shared with each neighbour), then the vertical pass B dE
+ * once per column of the band, added into the image (two rows are shared
+ * with the neighbouring bands). F: 4 * (2*tw + 2) * C floats.
+ */
+static void wg_horizontal_grad(const float *restrict d0, const float *restrict d1, const float *restrict d2,
+                               const float *restrict d3, float *restrict f, int C)
 {
-    size_t nt = (size_t)m * q->ts, t = 0;
-    float *dv[16], *dd[16];
+    float *f0 = f, *f1 = f + C, *f2 = f + 2 * C, *f3 = f + 3 * C;
+    for (int c = 0; c < C; c++) {
+        f0[c] += d0[c];
+        f1[c] += d1[c] - d2[c] + d3[c];
+        f2[c] += d2[c] + d1[c] - d0[c];
+        f3[c] -= d3[c];
+    }
+}
+
+/* The vertical pass's transpose at one column: row k of the patch gets g_k (rows NULL: past the image). */
+static void wg_vertical_grad(const float *restrict f0, const float *restrict f1, const float *restrict f2,
+                             const float *restrict f3, float *const *rows, int C)
+{
+    if (rows[0])
+        for (int c = 0; c < C; c++) rows[0][c] += f0[c];
+    if (rows[1])
+        for (int c = 0; c < C; c++) rows[1][c] += f1[c] - f2[c] + f3[c];
+    if (rows[2])
+        for (int c = 0; c < C; c++) rows[2][c] += f2[c] + f1[c] - f0[c];
+    if (rows[3])
+        for (int c = 0; c < C; c++) rows[3][c] -= f3[c];
+}
+
+static void wg_input_grad(const wgeom *q, const float *dV, int m, int C, float *dxt, float *F)
+{
+    const size_t nt = (size_t)m * q->ts, mat = wg_mat(nt, C), es = (size_t)(2 * q->tw + 2) * C;
+    size_t t = 0;
     memset(dxt, 0, sizeof(float) * (size_t)m * q->H * q->W * C);
     for (int n = 0; n < m; n++)
-        for (int ty = 0; ty < q->th; ty++)
-            for (int tx = 0; tx < q->tw; tx++, t++) {
-                wg_rows(dV, nt, t, C, dv);
-                wg_patch(q, dxt, n, ty, tx, C, trash, dd);
-                wg_ig_tile((const float *const *)dv, dd, C);
+        for (int ty = 0; ty < q->th; ty++) {
+            memset(F, 0, sizeof(float) * 4 * es);
+            for (int tx = 0; tx < q->tw; tx++, t++)
+                for (int k = 0; k < 4; k++) {
+                    const float *d = dV + (size_t)4 * k * mat + t * C;
+                    wg_horizontal_grad(d, d + mat, d + 2 * mat, d + 3 * mat, F + k * es + (size_t)2 * tx * C, C);
+                }
+            float *r[4];
+            for (int k = 0; k < 4; k++) r[k] = wg_row(q, dxt, n, 2 * ty - 1 + k, C);
+            for (int iw = 0; iw < q->W; iw++) {
+                float *rows[4];
+                for (int k = 0; k < 4; k++) rows[k] = r[k] ? r[k] + (size_t)iw * C : NULL;
+                const float *f = F + (size_t)(iw + 1) * C;
+                wg_vertical_grad(f, f + es, f + 2 * es, f + 3 * es, rows, C);
             }
+        }
 }
 
 static void conv2d_forward_wg(const float *x, const float *w, const float *b, float *y, int B,
@@ -825,6 +833,7 @@ static void conv2d_forward_wg(const float *x, const float *w, const float *b, fl
     float *M = V + 16 * wg_mat(ntm, Cin);             /* [16][nt][Cout] */
     float *U = M + 16 * wg_mat(ntm, Cout);            /* [16][Cout][Cin] */
     float *zero = U + 2 * 16 * (size_t)Cout * Cin, *trash = zero + (Cin > Cout ? Cin : Cout);
+    float *cols = trash + (Cin > Cout ? Cin : Cout);
     memset(zero, 0, sizeof(float) * (size_t)Cin);
     size_t oc = (size_t)Cout * Cin;
     wg_weights(w, Cout, Cin, U);
@@ -832,7 +841,7 @@ static void conv2d_forward_wg(const float *x, const float *w, const float *b, fl
         int m = B - n0 < q.nb ? B - n0 : q.nb;
         size_t nt = (size_t)m * q.ts;
         const float *xt = nhwc_of(x + (size_t)n0 * Cin * HW, layout & VAE_CONV_X_NHWC, m, Cin, HW, xs);
-        wg_input(&q, xt, m, Cin, V, zero);
+        wg_input(&q, xt, m, Cin, V, zero, cols);
         for (int xi = 0; xi < 16; xi++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nt, Cout, Cin, 1.0f,
                         V + xi * wg_mat(nt, Cin), Cin, U + xi * oc, Cin, 0.0f, M + xi * wg_mat(nt, Cout), Cout);
@@ -860,20 +869,19 @@ static void conv2d_backward_wg(const float *x, const float *w, const float *dy, 
     float *dM = V + 16 * wg_mat(ntm, Cin);           /* [16][nt][Cout] */
     float *U = dM + 16 * wg_mat(ntm, Cout);          /* [16][Cout][Cin] */
     float *dU = U + 16 * oc;                   /* [16][Cout][Cin] */
-    float *zero = dU + 16 * oc, *trash = zero + (Cin > Cout ? Cin : Cout);
+    float *zero = dU + 16 * oc, *cols = zero + 2 * (size_t)(Cin > Cout ? Cin : Cout);
     memset(zero, 0, sizeof(float) * (size_t)(Cin > Cout ? Cin : Cout));
-    memset(trash, 0, sizeof(float) * (size_t)Cin); /* the input gradient's padding is added there */
     if (dx) wg_weights(w, Cout, Cin, U);
     if (dw) memset(dU, 0, sizeof(float) * 16 * oc);
     for (int n0 = 0; n0 < B; n0 += q.nb) {
         int m = B - n0 < q.nb ? B - n0 : q.nb;
         size_t nt = (size_t)m * q.ts;
         const float *dyt = nhwc_of(dy + (size_t)n0 * Cout * HW, layout & VAE_CONV_Y_NHWC, m, Cout, HW, dys);
-        wg_output_grad(&q, dyt, m, Cout, dM, zero);
+        wg_output_grad(&q, dyt, m, Cout, dM, zero, cols + wg_band(&q, Cin));
         if (dw) {
             sum_rows(dyt, (size_t)m * HW, Cout, db);
             const float *xt = nhwc_of(x + (size_t)n0 * Cin * HW, xlast, m, Cin, HW, xs);
-            wg_input(&q, xt, m, Cin, V, zero);
+            wg_input(&q, xt, m, Cin, V, zero, cols);
             for (int xi = 0; xi < 16; xi++)
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, (int)nt, 1.0f,
                             dM + xi * wg_mat(nt, Cout), Cout, V + xi * wg_mat(nt, Cin), Cin, 1.0f, dU + xi * oc, Cin);
@@ -884,9 +892,9 @@ static void conv2d_backward_wg(const float *x, const float *w, const float *dy, 
                         dM + xi * wg_mat(nt, Cout), Cout, U + xi * oc, Cin, 0.0f, V + xi * wg_mat(nt, Cin), Cin);
         float *dxc = dx + (size_t)n0 * Cin * HW;
         if (xlast) {
-            wg_input_grad(&q, V, m, Cin, dxc, trash);
+            wg_input_grad(&q, V, m, Cin, dxc, cols);
         } else {
-            wg_input_grad(&q, V, m, Cin, xs, trash);
+            wg_input_grad(&q, V, m, Cin, xs, cols);
             to_nchw(xs, m, Cin, HW, NULL, dxc);
         }
         gate_dx(x + (size_t)n0 * Cin * HW, dxc, (size_t)m * Cin * HW, layout);
