@@ -543,8 +543,8 @@ static size_t wg_band(const wgeom *q, int C)
 
 /*
  * Scratch: x/dx and y/dy of a chunk channels last, V and M, U and dU, a
- * row of zeros, a discard row, a band of the input transforms and the
- * output gradient's sums of a tile.
+ * row of zeros, a band of the input transforms, and 4 rows of Cout: a
+ * tile's discard rows (forward) or its output gradient's sums (backward).
  */
 static size_t wg_scratch(int B, int Cin, int H, int W, int Cout)
 {
@@ -552,7 +552,7 @@ static size_t wg_scratch(int B, int Cin, int H, int W, int Cout)
     size_t nt = (size_t)q.nb * q.ts, img = (size_t)q.nb * H * W;
     size_t cm = (size_t)(Cin > Cout ? Cin : Cout);
     return img * Cin + img * Cout + 16 * wg_mat(nt, Cin) + 16 * wg_mat(nt, Cout) + 2 * 16 * (size_t)Cout * Cin +
-           2 * cm + wg_band(&q, Cin) + 4 * (size_t)Cout;
+           cm + wg_band(&q, Cin) + 4 * (size_t)Cout;
 }
 
 /* U[xi][o][c] = (G w[o][c] G^T)[xi]. */
@@ -601,8 +601,9 @@ static void wg_weights_grad(const float *dU, int Cout, int Cin, float *dw)
 /*
  * The tile transforms vectorise across channels: each loops over c with
  * its rows as separate restrict pointers (or one base and the stride
- * between the 16 transform-domain matrices), a row past the image pointing
- * at zeros (read) or at a discard row (written).
+ * between the 16 transform-domain matrices). An input row past the image
+ * points at zeros; an output row past it at a discard row of its own (the
+ * forward pass) or is skipped (the input gradient).
  */
 
 /* y_ab[c] = (A^T m A)[a][b] + bias[c] (bias NULL: none), m[xi][c] = mt[xi * mat + c]. */
@@ -664,13 +665,19 @@ static void wg_og_tile(const float *d0, const float *d1, const float *d2, const 
                   dm + (4 * r + 2) * mat, dm + (4 * r + 3) * mat, C);
 }
 
-/* The rows of tile (ty, tx)'s 2x2 outputs in an image t[.][H][W][C] (pad: those past the image). */
-static void wg_outs(const wgeom *q, float *t, int n, int ty, int tx, int C, float *pad, float **rows)
+/*
+ * The rows of tile (ty, tx)'s 2x2 outputs in an image t[.][H][W][C]; those
+ * past the image point at pad + k * ps for output k (ps: 0 for a row of
+ * zeros to read, C for 4 discard rows to write, one each, as restrict
+ * requires).
+ */
+static void wg_outs(const wgeom *q, float *t, int n, int ty, int tx, int C, float *pad, size_t ps, float **rows)
 {
     for (int a = 0; a < 2; a++)
         for (int b = 0; b < 2; b++) {
             int i = 2 * ty + a, j = 2 * tx + b;
-            rows[2 * a + b] = i >= q->H || j >= q->W ? pad : t + (((size_t)n * q->H + i) * q->W + j) * C;
+            rows[2 * a + b] = i >= q->H || j >= q->W ? pad + (2 * a + b) * ps
+                                                     : t + (((size_t)n * q->H + i) * q->W + j) * C;
         }
 }
 
@@ -735,7 +742,7 @@ static void wg_input(const wgeom *q, const float *xt, int m, int C, float *V, co
         }
 }
 
-/* yt[m][H][W][C] = A^T M A + b at the outputs inside the image. trash: C floats. */
+/* yt[m][H][W][C] = A^T M A + b at the outputs inside the image. trash: 4 * C floats. */
 static void wg_output(const wgeom *q, const float *M, int m, int C, const float *b, float *yt, float *trash)
 {
     const size_t nt = (size_t)m * q->ts, mat = wg_mat(nt, C);
@@ -744,13 +751,13 @@ static void wg_output(const wgeom *q, const float *M, int m, int C, const float 
     for (int n = 0; n < m; n++)
         for (int ty = 0; ty < q->th; ty++)
             for (int tx = 0; tx < q->tw; tx++, t++) {
-                wg_outs(q, yt, n, ty, tx, C, trash, y);
+                wg_outs(q, yt, n, ty, tx, C, trash, (size_t)C, y);
                 wg_out_tile(M + t * C, mat, y[0], y[1], y[2], y[3], b, C);
             }
 }
 
 /* dM = A dY A^T for every tile, dY read from dyt[m][H][W][C] (zeros past the image). e: 4 * C floats. */
-static void wg_output_grad(const wgeom *q, const float *dyt, int m, int C, float *dM, float *zero, float *e)
+static void wg_output_grad(const wgeom *q, const float *dyt, int m, int C, float *dM, const float *zero, float *e)
 {
     const size_t nt = (size_t)m * q->ts, mat = wg_mat(nt, C);
     size_t t = 0;
@@ -758,7 +765,7 @@ static void wg_output_grad(const wgeom *q, const float *dyt, int m, int C, float
     for (int n = 0; n < m; n++)
         for (int ty = 0; ty < q->th; ty++)
             for (int tx = 0; tx < q->tw; tx++, t++) {
-                wg_outs(q, (float *)dyt, n, ty, tx, C, zero, dy);
+                wg_outs(q, (float *)dyt, n, ty, tx, C, (float *)zero, 0, dy);
                 wg_og_tile(dy[0], dy[1], dy[2], dy[3], dM + t * C, mat, e, C);
             }
 }
@@ -832,8 +839,8 @@ static void conv2d_forward_wg(const float *x, const float *w, const float *b, fl
     float *V = ys + (size_t)q.nb * HW * Cout;   /* [16][nt][Cin] */
     float *M = V + 16 * wg_mat(ntm, Cin);             /* [16][nt][Cout] */
     float *U = M + 16 * wg_mat(ntm, Cout);            /* [16][Cout][Cin] */
-    float *zero = U + 2 * 16 * (size_t)Cout * Cin, *trash = zero + (Cin > Cout ? Cin : Cout);
-    float *cols = trash + (Cin > Cout ? Cin : Cout);
+    float *zero = U + 2 * 16 * (size_t)Cout * Cin, *cols = zero + (Cin > Cout ? Cin : Cout);
+    float *trash = cols + wg_band(&q, Cin);
     memset(zero, 0, sizeof(float) * (size_t)Cin);
     size_t oc = (size_t)Cout * Cin;
     wg_weights(w, Cout, Cin, U);
@@ -869,7 +876,7 @@ static void conv2d_backward_wg(const float *x, const float *w, const float *dy, 
     float *dM = V + 16 * wg_mat(ntm, Cin);           /* [16][nt][Cout] */
     float *U = dM + 16 * wg_mat(ntm, Cout);          /* [16][Cout][Cin] */
     float *dU = U + 16 * oc;                   /* [16][Cout][Cin] */
-    float *zero = dU + 16 * oc, *cols = zero + 2 * (size_t)(Cin > Cout ? Cin : Cout);
+    float *zero = dU + 16 * oc, *cols = zero + (Cin > Cout ? Cin : Cout);
     memset(zero, 0, sizeof(float) * (size_t)(Cin > Cout ? Cin : Cout));
     if (dx) wg_weights(w, Cout, Cin, U);
     if (dw) memset(dU, 0, sizeof(float) * 16 * oc);

@@ -654,16 +654,16 @@ static void test_scratch_sizes(void)
      * tiles = ceil(H/2) * ceil(W/2): x and y channels last nb*H*W*(Cin +
      * Cout), the 16 transform-domain matrices of the input and output
      * tiles 16 * (nb*tiles*C + 16) for each side, the weights and their
-     * gradient there 2 * 16*Cout*Cin, two rows of max(Cin, Cout), a band
-     * of tiles' columns 4 * (2 * ceil(W/2) + 2) * Cin, and a tile's output
-     * gradient, partly transformed, 4 * Cout.
+     * gradient there 2 * 16*Cout*Cin, a row of zeros max(Cin, Cout), a
+     * band of tiles' columns 4 * (2 * ceil(W/2) + 2) * Cin, and a tile's
+     * discard rows (or its output gradient, partly transformed) 4 * Cout.
      */
     CHECK_EQ(vae_conv2d_scratch(128, 64, 7, 7, 16, 3, 1, 1),
-             32 * 49 * 80 + 16 * (512 * 64 + 16) + 16 * (512 * 16 + 16) + 2 * 16 * 1024 + 2 * 64 + 4 * 10 * 64 + 4 * 16);
+             32 * 49 * 80 + 16 * (512 * 64 + 16) + 16 * (512 * 16 + 16) + 2 * 16 * 1024 + 64 + 4 * 10 * 64 + 4 * 16);
     CHECK_EQ(vae_conv2d_scratch(128, 16, 28, 28, 16, 3, 1, 1),
-             2 * 784 * 32 + 16 * (392 * 16 + 16) * 2 + 2 * 16 * 256 + 2 * 16 + 4 * 30 * 16 + 4 * 16);
+             2 * 784 * 32 + 16 * (392 * 16 + 16) * 2 + 2 * 16 * 256 + 16 + 4 * 30 * 16 + 4 * 16);
     CHECK_EQ(vae_conv2d_scratch(3, 9, 5, 7, 8, 3, 1, 1),
-             3 * 35 * 17 + 16 * (3 * 12 * 9 + 16) + 16 * (3 * 12 * 8 + 16) + 2 * 16 * 72 + 2 * 9 + 4 * 10 * 9 + 4 * 8);
+             3 * 35 * 17 + 16 * (3 * 12 * 9 + 16) + 16 * (3 * 12 * 8 + 16) + 2 * 16 * 72 + 9 + 4 * 10 * 9 + 4 * 8);
     /*
      * 3x3, stride 1, padding 1, 8 or more input channels and fewer than 8
      * output channels (taps): a chunk of nb = min(B, ceil(2048 / (H*W)))

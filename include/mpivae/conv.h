@@ -75,9 +75,10 @@ int vae_conv_channels_last(int C);
  * samples of T = ceil(H/2) * ceil(W/2) tiles each: nb*H*W * (Cin + Cout)
  * (x and y channels last) + 16 * (nb*T*Cin + 16) + 16 * (nb*T*Cout + 16)
  * (the tiles in the transform domain) + 2 * 16*Cout*Cin (the weights and
- * their gradient there) + 2 * max(Cin, Cout) + 4 * (2 * ceil(W/2) + 2) *
- * Cin (a band of tiles' columns in the input transforms) + 4 * Cout (a
- * tile's output gradient, partly transformed). Tap by tap (k = 3, s = 1,
+ * their gradient there) + max(Cin, Cout) (a row of zeros) + 4 * (2 *
+ * ceil(W/2) + 2) * Cin (a band of tiles' columns in the input transforms)
+ * + 4 * Cout (a tile's discard rows, or its output gradient partly
+ * transformed). Tap by tap (k = 3, s = 1,
  * p = 1, Cin >= 8, Cout < 8), for a chunk of nb = min(B, ceil(2048 /
  * (H*W))) samples of px = nb*H*W pixels: px * (Cin + Cout) (x and y
  * channels last) + px * 9*Cout (the taps' products) + 2 * 9*Cout*Cin (the
