@@ -790,7 +790,7 @@ static void wg_horizontal_grad(const float *restrict d0, const float *restrict d
     }
 }
 
-/* The vertical pass's transpose at one column: row k of the patch gets g_k (rows NULL: past the image). */
+/* The vertical pass's transpose at one column: row k of the patch gets (B F)_k added (rows NULL: past the image). */
 static void wg_vertical_grad(const float *restrict f0, const float *restrict f1, const float *restrict f2,
                              const float *restrict f3, float *const *rows, int C)
 {
