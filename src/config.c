@@ -127,7 +127,7 @@ const vae_field vae_config_fields[] = {
       "stop after global step N (default 0: all epochs; a resume keeps\nthe run's unless given)", VAE_RESUME_CHANGE, NULL,
       NULL, 0, 0, NULL },
     { "max-skips", "cfg.max_skips", VAE_FT_INT, OFF(max_skips), 0, 1000000, 0, 0, "10", "K", NULL,
-      "skip at most K consecutive non-finite steps; the next one in a\nrow stops the run with status 1 (default 10; 0: stop "
+      "skip at most K consecutive steps (non-finite, or over\n--skip-threshold); the next one in a row stops the run with status\n1 (default 10; 0: stop "
       "at the first)",
       VAE_RESUME_CHANGE, NULL, NULL, 0, 0, NULL },
     { "skip-threshold", "cfg.skip_threshold", VAE_FT_DOUBLE, OFF(skip_threshold), 0, 0, 0, 1e30, "0", "G", NULL,

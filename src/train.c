@@ -654,8 +654,8 @@ static int skip_step(run *R, const step_result *s)
     }
     if (st->skips > R->cfg->max_skips) {
         if (R->rank == 0)
-            vae_error(VAE_ENONFINITE, "stopping at step %ld: %ld consecutive steps had non-finite values, more than "
-                      "--max-skips %d allows (lower --lr, check the data)", st->step + 1, st->skips, R->cfg->max_skips);
+            vae_error(VAE_ENONFINITE, "stopping at step %ld: %ld consecutive steps skipped, this one for non-finite "
+                      "values, more than --max-skips %d allows (lower --lr, check the data)", st->step + 1, st->skips, R->cfg->max_skips);
         return VAE_ENONFINITE;
     }
     return VAE_OK;
@@ -740,10 +740,19 @@ static int train_step(run *R, step_result *s)
     int rc = VAE_OK;
     if (s->skipped) rc = skip_step(R, s);
     else if (s->over) {
+        /* Counted with the non-finite skips: a run whose every update is over the threshold would go on forever. */
         R->over++;
+        st->skips++;
         if (R->rank == 0)
-            vae_warn("step %ld: gradient norm %g is above --skip-threshold %g; update skipped (%ld so far in this process)",
-                     st->step + 1, s->gnorm, cfg->skip_threshold, R->over);
+            vae_warn("step %ld: gradient norm %g is above --skip-threshold %g; update skipped (%ld so far in this process, "
+                     "%ld in a row, limit %d)", st->step + 1, s->gnorm, cfg->skip_threshold, R->over, st->skips,
+                     cfg->max_skips);
+        if (st->skips > cfg->max_skips)
+            rc = R->rank ? VAE_EINVAL
+                         : vae_error(VAE_EINVAL, "stopping at step %ld: %ld consecutive updates skipped (gradient norm "
+                                     "over --skip-threshold %g), more than --max-skips %d allows (raise --skip-threshold "
+                                     "above the norms of training, or resume from an earlier checkpoint with a lower "
+                                     "learning rate)", st->step + 1, st->skips, cfg->skip_threshold, cfg->max_skips);
     } else {
         st->skips = 0;
         st->adam_t++;

@@ -32,7 +32,7 @@ typedef struct vae_config {
     uint64_t seed;
     long log_every, eval_every, sample_every, ckpt_every;
     int keep;                /* checkpoints kept */
-    int max_skips;           /* consecutive non-finite steps before stopping */
+    int max_skips;           /* consecutive skipped steps (non-finite or over skip_threshold) before stopping */
     int in_memory;           /* 1, 0, -1 auto */
     long max_steps;          /* stop after this global step (0: run all epochs) */
     int allreduce;           /* enum vae_allreduce_mode (reduce.h) */

@@ -14,7 +14,9 @@
 #      with every z at its mean; 2 ranks report the same;
 #  (d) --skip-threshold below every gradient norm: every update skipped on
 #      every rank (/params equal to a 0-step run's, metrics 'skipped' = 2 on
-#      every row, the count in the summary); --free-bits above every KL makes
+#      every row, the count in the summary), and with --max-skips 2 the third
+#      skipped update in a row stops the run (status 1, no final checkpoint);
+#      --free-bits above every KL makes
 #      the KL gradient vanish: bit-identical to --beta 0;
 #      a NaN on one rank at step 3 skips that step on both (adam_t 5 of 6);
 #  (e) eval --iw 1, 16 on 1 and 2 ranks: the same line, K = 16 above K = 1;
@@ -117,6 +119,12 @@ if t != 0 or any(g.values()):
     sys.exit(f"expected no update taken (adam_t 0, every group's t 0), found adam_t {t}, {g}")
 print(f"skip: 6 of 6 updates skipped (adam_t 0, {g})")
 PYEOF
+# updates skipped over the threshold count toward --max-skips: a run that skips every one stops
+expect_fail_with 1 \
+    "stopping at step 3: 3 consecutive updates skipped (gradient norm over --skip-threshold 1e-09), more than --max-skips 2 allows" -- \
+    "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --log-every 3 --skip-threshold 1e-9 --max-skips 2 --out skipstop
+expect_eq "--max-skips 2 under --skip-threshold: updates skipped before the stop" 3 "$(grep -c "update skipped" last.err)"
+expect_absent skipstop/checkpoints/step-6.h5
 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --log-every 3 --clip 1e-3 --out clip
 expect_grep "--clip 1e-3 clips every step" "gradient norm: 0 updates skipped over --skip-threshold, 6 clipped to --clip, of 6 steps" last.out
 run_ok "${MPI[@]}" "$M" train "${MODEL[@]}" --batch 30 --steps 6 --log-every 3 --out noclip

@@ -54,7 +54,7 @@ MPIVAE_TEST_NAN_STEPS=5:7 run_ok "${MPI[@]}" "$M" "${ARGS[@]}" --max-skips 3 --o
 expect_eq "(b) --max-skips 3 with 3 bad steps in a row: steps skipped" 3 "$(grep -c "step skipped" last.err)"
 expect_file k3/checkpoints/step-20.h5
 MPIVAE_TEST_NAN_STEPS=5:100 expect_fail_with 1 \
-    "stopping at step 8: 4 consecutive steps had non-finite values, more than --max-skips 3 allows" -- \
+    "stopping at step 8: 4 consecutive steps skipped, this one for non-finite values, more than --max-skips 3 allows" -- \
     "${MPI[@]}" "$M" "${ARGS[@]}" --max-skips 3 --out c
 expect_eq "(b) --max-skips 3 with bad steps from 5 on: steps skipped before the stop" 4 "$(grep -c "step skipped" last.err)"
 expect_absent c/checkpoints/step-20.h5
