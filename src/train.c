@@ -632,13 +632,23 @@ static float capacity_at(const vae_config *cfg, long step)
                        : cfg->capacity_max);
 }
 
-/* Says why a step is skipped, and stops the run when too many were in a row. */
+/*
+ * Says why a step's update is skipped (non-finite values, or the gradient norm
+ * over --skip-threshold), and stops the run when more than --max-skips were in
+ * a row, of either kind: a run whose every update is skipped would go on forever.
+ */
 static int skip_step(run *R, const step_result *s)
 {
     vae_train_state *st = &R->st;
     const vae_model *f = &R->m;
+    const vae_config *cfg = R->cfg;
     st->skips++;
-    if (R->rank == 0) {
+    if (s->over) R->over++;
+    if (R->rank == 0 && s->over)
+        vae_warn("step %ld: gradient norm %g is above --skip-threshold %g; update skipped (%ld so far in this process, "
+                 "%ld in a row, limit %d)", st->step + 1, s->gnorm, cfg->skip_threshold, R->over, st->skips,
+                 cfg->max_skips);
+    else if (R->rank == 0) {
         const char *what = "gradient";
         char vals[512] = "";
         for (int i = 0; i < f->n_terms; i++) {
@@ -652,13 +662,16 @@ static int skip_step(run *R, const step_result *s)
         vae_warn("step %ld: non-finite %s (%sgradient norm %g); step skipped (%ld in a row, limit %d)", st->step + 1, what,
                  vals, s->gnorm, st->skips, R->cfg->max_skips);
     }
-    if (st->skips > R->cfg->max_skips) {
-        if (R->rank == 0)
-            vae_error(VAE_ENONFINITE, "stopping at step %ld: %ld consecutive steps skipped, this one for non-finite "
-                      "values, more than --max-skips %d allows (lower --lr, check the data)", st->step + 1, st->skips, R->cfg->max_skips);
-        return VAE_ENONFINITE;
-    }
-    return VAE_OK;
+    if (st->skips <= cfg->max_skips) return VAE_OK;
+    if (R->rank == 0 && s->over)
+        vae_error(VAE_EINVAL, "stopping at step %ld: %ld consecutive updates skipped (gradient norm over --skip-threshold "
+                  "%g), more than --max-skips %d allows (raise --skip-threshold above the norms of training, or resume "
+                  "from an earlier checkpoint with a lower learning rate)", st->step + 1, st->skips, cfg->skip_threshold,
+                  cfg->max_skips);
+    else if (R->rank == 0)
+        vae_error(VAE_ENONFINITE, "stopping at step %ld: %ld consecutive steps skipped, this one for non-finite values, "
+                  "more than --max-skips %d allows (lower --lr, check the data)", st->step + 1, st->skips, cfg->max_skips);
+    return s->over ? VAE_EINVAL : VAE_ENONFINITE;
 }
 
 /*
@@ -738,22 +751,8 @@ static int train_step(run *R, step_result *s)
     s->lr_factor = vae_lr_factor(st->step, cfg->lr_decay, cfg->lr_floor);
     for (int g = 0; g < m->n_groups; g++) m->groups[g].adam.lr = (float)(R->lr0[g] * s->lr_factor);
     int rc = VAE_OK;
-    if (s->skipped) rc = skip_step(R, s);
-    else if (s->over) {
-        /* Counted with the non-finite skips: a run whose every update is over the threshold would go on forever. */
-        R->over++;
-        st->skips++;
-        if (R->rank == 0)
-            vae_warn("step %ld: gradient norm %g is above --skip-threshold %g; update skipped (%ld so far in this process, "
-                     "%ld in a row, limit %d)", st->step + 1, s->gnorm, cfg->skip_threshold, R->over, st->skips,
-                     cfg->max_skips);
-        if (st->skips > cfg->max_skips)
-            rc = R->rank ? VAE_EINVAL
-                         : vae_error(VAE_EINVAL, "stopping at step %ld: %ld consecutive updates skipped (gradient norm "
-                                     "over --skip-threshold %g), more than --max-skips %d allows (raise --skip-threshold "
-                                     "above the norms of training, or resume from an earlier checkpoint with a lower "
-                                     "learning rate)", st->step + 1, st->skips, cfg->skip_threshold, cfg->max_skips);
-    } else {
+    if (s->skipped || s->over) rc = skip_step(R, s);
+    else {
         st->skips = 0;
         st->adam_t++;
     }
